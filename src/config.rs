@@ -1,0 +1,243 @@
+//! The daemon's configuration: embedded defaults, an optional TOML file, and command-line overrides.
+//!
+//! With no file at all, imaged runs: as root it keeps its store in `/var/lib/imaged` and listens on
+//! `/run/imaged/imaged.sock`; as another user, under `$XDG_DATA_HOME/imaged` and
+//! `$XDG_RUNTIME_DIR/imaged/imaged.sock` (falling back to `~/.local/share/imaged` for both). Unknown keys
+//! in the file are an error naming the key, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::platform::Platform;
+use crate::registry::auth::default_auth_paths;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/imaged/config.toml";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for imaged (unknown keys included).
+    #[error("invalid config file {path}: {detail}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        detail: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration, as written in `config.toml`. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory of the image store (content, metadata).
+    pub root: Option<PathBuf>,
+    /// Path of the CRI unix socket.
+    pub socket: Option<PathBuf>,
+    /// Platform images are selected for, `os/arch[/variant]`; default: the host's.
+    pub platform: Option<String>,
+    /// Runtime handlers accepted in `ImageSpec.runtime_handler` (the empty handler is always accepted).
+    pub runtime_handlers: Option<Vec<String>>,
+    /// Registry access.
+    #[serde(default)]
+    pub registry: RegistrySection,
+}
+
+/// The `[registry]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// containerd-style `hosts.toml` directory (`<dir>/<registry>/hosts.toml`) for mirrors, plain-http
+    /// registries and TLS settings.
+    pub hosts_dir: Option<PathBuf>,
+    /// Docker `config.json` files with credentials; default: `$DOCKER_CONFIG/config.json`,
+    /// `~/.docker/config.json`, `/var/lib/kubelet/config.json`.
+    pub auth_files: Option<Vec<PathBuf>>,
+    /// Layers downloaded at once per pull (default 3, as containerd).
+    pub max_concurrent_downloads: Option<usize>,
+    /// Seconds to wait for a connection to a registry (default 30).
+    pub connect_timeout_secs: Option<u64>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of the image store.
+    pub root: PathBuf,
+    /// Path of the CRI unix socket.
+    pub socket: PathBuf,
+    /// Platform images are selected for.
+    pub platform: Platform,
+    /// Accepted runtime handlers.
+    pub runtime_handlers: Vec<String>,
+    /// `hosts.toml` directory.
+    pub hosts_dir: Option<PathBuf>,
+    /// Credential files, first match wins.
+    pub auth_files: Vec<PathBuf>,
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// Registry connect timeout in seconds.
+    pub connect_timeout_secs: u64,
+}
+
+/// Settings given on the command line; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--root`.
+    pub root: Option<PathBuf>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--hosts-dir`.
+    pub hosts_dir: Option<PathBuf>,
+    /// `--auth-file` (repeatable).
+    pub auth_files: Vec<PathBuf>,
+    /// `--platform`.
+    pub platform: Option<String>,
+}
+
+impl FileConfig {
+    /// Parses a config file's text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Reads `path`; with `explicit == false` a missing file is the empty config.
+    pub fn load(path: &Path, explicit: bool) -> Result<FileConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => FileConfig::parse(&text, path),
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Merges defaults, the file and the overrides.
+    pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
+        let (root, socket) = default_paths(rustix::process::geteuid().is_root());
+        let platform = match o.platform.or(file.platform) {
+            Some(p) => Platform::parse(&p)
+                .ok_or_else(|| ConfigError::Invalid(format!("platform {p:?} is not os/arch[/variant]")))?,
+            None => Platform::host(),
+        };
+        let max = file.registry.max_concurrent_downloads.unwrap_or(3);
+        if max == 0 {
+            return Err(ConfigError::Invalid(
+                "registry.max_concurrent_downloads must be at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            root: o.root.or(file.root).unwrap_or(root),
+            socket: o.socket.or(file.socket).unwrap_or(socket),
+            platform,
+            runtime_handlers: file.runtime_handlers.unwrap_or_default(),
+            hosts_dir: o.hosts_dir.or(file.registry.hosts_dir),
+            auth_files: if o.auth_files.is_empty() {
+                file.registry.auth_files.unwrap_or_else(default_auth_paths)
+            } else {
+                o.auth_files
+            },
+            max_concurrent_downloads: max,
+            connect_timeout_secs: file.registry.connect_timeout_secs.unwrap_or(30),
+        })
+    }
+}
+
+/// The embedded default store and socket paths.
+pub fn default_paths(root_user: bool) -> (PathBuf, PathBuf) {
+    if root_user {
+        return (
+            PathBuf::from("/var/lib/imaged"),
+            PathBuf::from("/run/imaged/imaged.sock"),
+        );
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let home_data = env("HOME").map(|h| h.join(".local/share"));
+    let data = env("XDG_DATA_HOME")
+        .or_else(|| home_data.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let run = env("XDG_RUNTIME_DIR")
+        .or(home_data)
+        .unwrap_or_else(|| PathBuf::from("."));
+    (data.join("imaged"), run.join("imaged").join("imaged.sock"))
+}
+
+/// The socket path clients use when `--socket` is not given: the same default as the daemon's.
+pub fn default_socket() -> PathBuf {
+    default_paths(rustix::process::geteuid().is_root()).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_embedded_defaults() {
+        let c = Config::resolve(FileConfig::parse("", Path::new("x")).unwrap(), Overrides::default()).unwrap();
+        assert_eq!(c.max_concurrent_downloads, 3);
+        assert_eq!(c.platform, Platform::host().normalized());
+        assert!(c.hosts_dir.is_none());
+        assert_eq!(default_paths(true).0, PathBuf::from("/var/lib/imaged"));
+        assert_eq!(default_paths(true).1, PathBuf::from("/run/imaged/imaged.sock"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = FileConfig::parse("rot = \"/x\"\n", Path::new("/etc/imaged/config.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("rot") && msg.contains("/etc/imaged/config.toml"), "{msg}");
+        let err = FileConfig::parse("[registry]\nhost_dir = \"/x\"\n", Path::new("c")).unwrap_err();
+        assert!(err.to_string().contains("host_dir"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let file = FileConfig::parse(
+            "root = \"/a\"\nsocket = \"/a.sock\"\nplatform = \"linux/arm64\"\n[registry]\nhosts_dir = \"/h\"\nmax_concurrent_downloads = 5\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        let c = Config::resolve(
+            file,
+            Overrides {
+                root: Some("/b".into()),
+                auth_files: vec!["/auth.json".into()],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/b"));
+        assert_eq!(c.socket, PathBuf::from("/a.sock"));
+        assert_eq!(c.platform.to_string(), "linux/arm64/v8");
+        assert_eq!(c.hosts_dir, Some(PathBuf::from("/h")));
+        assert_eq!(c.auth_files, vec![PathBuf::from("/auth.json")]);
+        assert_eq!(c.max_concurrent_downloads, 5);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let file = FileConfig::parse("platform = \"linux\"\n", Path::new("c")).unwrap();
+        assert!(Config::resolve(file, Overrides::default()).is_err());
+        let file = FileConfig::parse("[registry]\nmax_concurrent_downloads = 0\n", Path::new("c")).unwrap();
+        assert!(Config::resolve(file, Overrides::default()).is_err());
+    }
+}

@@ -1,0 +1,307 @@
+//! The content store: blobs by digest, laid out as an OCI image layout.
+//!
+//! ```text
+//! <root>/oci-layout              {"imageLayoutVersion": "1.0.0"}
+//! <root>/index.json              the images' manifests, rewritten from the metadata after each change
+//! <root>/blobs/sha256/<hex>      committed, verified blobs
+//! <root>/ingest/<n>              blobs being written; never visible under a digest
+//! ```
+//!
+//! Lifecycle of a blob (as containerd's `content.Writer`): bytes go to an [`Ingest`] in `ingest/`, hashed as
+//! they are written; [`Ingest::commit`] syncs the data, checks size and digest, renames the file to
+//! `blobs/sha256/<hex>` and syncs the directory. A blob that already exists is a successful commit. Until
+//! the rename, nothing is visible; a crash leaves only `ingest/` files, removed when the store is opened.
+//!
+//! Deletion is guarded by leases: a pull takes a [`Lease`] on every digest it will reference *before* it
+//! checks whether the blob exists, and [`ContentStore::delete`] never removes a leased blob, so a removal
+//! racing a pull cannot take a blob from under it.
+
+mod ingest;
+mod layout;
+mod usage;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use ingest::Ingest;
+pub use layout::IndexEntry;
+pub use usage::Usage;
+
+use crate::digest::Digest;
+use crate::error::{Classify, ErrorKind};
+
+/// What went wrong in the content store.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    /// A file system operation failed.
+    #[error("content store: {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The bytes written do not hash to the expected digest.
+    #[error("content of {expected} does not match its digest: got {actual} ({size} bytes)")]
+    DigestMismatch {
+        /// The digest the blob was announced with.
+        expected: Digest,
+        /// The digest of what was received.
+        actual: Digest,
+        /// How many bytes were received.
+        size: u64,
+    },
+    /// More or fewer bytes than announced.
+    #[error("content of {digest} has {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// The announced size.
+        expected: u64,
+        /// The received size (so far, when too large).
+        actual: u64,
+    },
+    /// A blob is larger than the caller allows reading into memory.
+    #[error("blob {digest} is {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge {
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The blob is not in the store.
+    #[error("blob {0} not found in the content store")]
+    NotFound(Digest),
+}
+
+impl ContentError {
+    fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContentError + 'a {
+        move |source| ContentError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl Classify for ContentError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContentError::Io { .. } => ErrorKind::Internal,
+            ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. } => ErrorKind::FailedPrecondition,
+            ContentError::TooLarge { .. } => ErrorKind::ResourceExhausted,
+            ContentError::NotFound(_) => ErrorKind::NotFound,
+        }
+    }
+}
+
+/// A handle on the content store; cheap to clone.
+#[derive(Clone)]
+pub struct ContentStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    blobs: PathBuf,
+    ingest: PathBuf,
+    usage: Usage,
+    next_ingest: AtomicU64,
+    /// Leased digests and their lease counts. The same lock orders commits and deletions, so checking
+    /// "exists/leased" and acting on it is atomic.
+    leases: Mutex<HashMap<Digest, usize>>,
+}
+
+impl ContentStore {
+    /// Opens (creating if needed) the store at `root`, removes leftovers of interrupted writes and
+    /// measures the space the blobs take.
+    pub fn open(root: &Path) -> Result<ContentStore, ContentError> {
+        let blobs = root.join("blobs").join("sha256");
+        let ingest = root.join("ingest");
+        for dir in [&blobs, &ingest] {
+            fs::create_dir_all(dir).map_err(ContentError::io("create directory", dir))?;
+        }
+        layout::ensure_layout_file(root)?;
+        // Anything in ingest/ is from a write that never committed: it was never visible, drop it.
+        let entries = fs::read_dir(&ingest).map_err(ContentError::io("read directory", &ingest))?;
+        for entry in entries {
+            let entry = entry.map_err(ContentError::io("read directory", &ingest))?;
+            let path = entry.path();
+            fs::remove_file(&path).map_err(ContentError::io("remove stale ingest", &path))?;
+        }
+        let usage = Usage::measure(&blobs)?;
+        Ok(ContentStore {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                blobs,
+                ingest,
+                usage,
+                next_ingest: AtomicU64::new(0),
+                leases: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The root of the OCI image layout.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Where the blob with this digest lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.inner.blobs.join(digest.hex())
+    }
+
+    /// The size of a committed blob, or `None` if it is absent.
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        fs::metadata(self.blob_path(digest)).ok().map(|m| m.len())
+    }
+
+    /// Whether a committed blob exists.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.size(digest).is_some()
+    }
+
+    /// Reads a whole blob into memory, refusing blobs over `limit` bytes. Used for manifests and configs.
+    pub fn read(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, ContentError> {
+        let path = self.blob_path(digest);
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ContentError::NotFound(*digest)),
+            Err(e) => return Err(ContentError::io("open", &path)(e)),
+        };
+        let size = file.metadata().map_err(ContentError::io("stat", &path))?.len();
+        if size > limit {
+            return Err(ContentError::TooLarge {
+                digest: *digest,
+                size,
+                limit,
+            });
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        file.take(limit)
+            .read_to_end(&mut buf)
+            .map_err(ContentError::io("read", &path))?;
+        Ok(buf)
+    }
+
+    /// Starts writing a blob that must hash to `expected` (and be `expected_size` bytes, when known).
+    pub fn ingest(&self, expected: Digest, expected_size: Option<u64>) -> Result<Ingest, ContentError> {
+        let n = self.inner.next_ingest.fetch_add(1, Ordering::Relaxed);
+        let path = self.inner.ingest.join(format!("{}-{n}", expected.hex()));
+        Ingest::create(self.clone(), path, expected, expected_size)
+    }
+
+    /// Writes a small blob held in memory: verified and committed like any other.
+    pub fn write_blob(&self, data: &[u8], expected: Digest) -> Result<(), ContentError> {
+        if self.contains(&expected) {
+            return Ok(());
+        }
+        let mut ingest = self.ingest(expected, Some(data.len() as u64))?;
+        io::Write::write_all(&mut ingest, data).map_err(ContentError::io("write", ingest.path()))?;
+        ingest.commit()
+    }
+
+    /// Deletes a blob unless a lease holds it. Returns the bytes freed (0 if it was absent or leased).
+    pub fn delete(&self, digest: &Digest) -> Result<u64, ContentError> {
+        let leases = self.lock();
+        if leases.contains_key(digest) {
+            return Ok(0);
+        }
+        let path = self.blob_path(digest);
+        let freed = match fs::symlink_metadata(&path) {
+            Ok(m) => usage::allocated(&m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(ContentError::io("stat", &path)(e)),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(ContentError::io("remove", &path)(e)),
+        }
+        self.inner.usage.sub(freed);
+        drop(leases);
+        Ok(freed)
+    }
+
+    /// Every committed blob's digest (for sweeping orphans).
+    pub fn list(&self) -> Result<Vec<Digest>, ContentError> {
+        let dir = &self.inner.blobs;
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).map_err(ContentError::io("read directory", dir))? {
+            let entry = entry.map_err(ContentError::io("read directory", dir))?;
+            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A new, empty lease; blobs added to it cannot be deleted until it is dropped.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            store: self.clone(),
+            digests: Vec::new(),
+        }
+    }
+
+    /// Bytes and inodes the committed blobs take on disk.
+    pub fn usage(&self) -> (u64, u64) {
+        self.inner.usage.get()
+    }
+
+    /// Rewrites `index.json` to list exactly `entries`, atomically.
+    pub fn write_index(&self, entries: &[IndexEntry]) -> Result<(), ContentError> {
+        layout::write_index(&self.inner.root, entries)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Digest, usize>> {
+        // A panic while holding this lock cannot leave the map inconsistent (each update is one
+        // statement), so a poisoned lock is still usable.
+        self.inner.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Protects blobs from deletion while an operation (a pull) is about to reference them.
+pub struct Lease {
+    store: ContentStore,
+    digests: Vec<Digest>,
+}
+
+impl Lease {
+    /// Adds a digest to the lease. Call before checking whether the blob exists.
+    pub fn add(&mut self, digest: Digest) {
+        *self.store.lock().entry(digest).or_insert(0) += 1;
+        self.digests.push(digest);
+    }
+
+    /// The digests this lease holds.
+    pub fn digests(&self) -> &[Digest] {
+        &self.digests
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut leases = self.store.lock();
+        for d in &self.digests {
+            if let Some(n) = leases.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    leases.remove(d);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

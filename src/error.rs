@@ -1,0 +1,116 @@
+//! The small set of error kinds every module's error maps into.
+//!
+//! Each module has its own `thiserror` enum that says precisely what failed; each of those implements
+//! [`Classify`], so the gRPC layer can turn any of them into a status code in exactly one place
+//! (`server::status`) and the service can attach kubelet's reason ([`Reason`]) to a failed pull.
+
+use std::fmt;
+
+/// What kind of failure an error is, independent of where it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's input is malformed (a bad reference, an unknown runtime handler).
+    InvalidArgument,
+    /// The thing asked for does not exist (a tag or manifest in the registry).
+    NotFound,
+    /// The registry wants credentials that were not given or were wrong.
+    Unauthenticated,
+    /// The registry knows who we are and refuses access.
+    PermissionDenied,
+    /// A registry or other dependency could not be reached; trying again later may work.
+    Unavailable,
+    /// The content is not what it claims to be (digest or size mismatch), or is not supported.
+    FailedPrecondition,
+    /// Something exceeded a limit (manifest size, too many requests).
+    ResourceExhausted,
+    /// The operation was cancelled, e.g. by shutdown.
+    Cancelled,
+    /// A bug or a local failure (disk, database) the caller cannot fix.
+    Internal,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::FailedPrecondition => "failed precondition",
+            ErrorKind::ResourceExhausted => "resource exhausted",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Internal => "internal",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Implemented by every module error: which [`ErrorKind`] it is.
+pub trait Classify {
+    /// The kind of this error.
+    fn kind(&self) -> ErrorKind;
+}
+
+/// kubelet's reasons for image failures (`pkg/kubelet/images/types.go`), used as message prefixes so that
+/// kubelet events and `kubectl describe` show the same words whichever runtime served the pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A pull failed for any other reason.
+    ErrImagePull,
+    /// The registry could not be reached.
+    RegistryUnavailable,
+    /// The image name does not parse.
+    InvalidImageName,
+    /// The pull policy forbids pulling and the image is absent.
+    ErrImageNeverPull,
+    /// Pulls of this image are backing off after a failure.
+    ImagePullBackOff,
+    /// The image's metadata could not be read.
+    ImageInspectError,
+}
+
+impl Reason {
+    /// The reason for a failed pull of the given kind.
+    pub fn for_pull(kind: ErrorKind) -> Reason {
+        match kind {
+            ErrorKind::InvalidArgument => Reason::InvalidImageName,
+            ErrorKind::Unavailable => Reason::RegistryUnavailable,
+            _ => Reason::ErrImagePull,
+        }
+    }
+
+    /// kubelet's spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::ErrImagePull => "ErrImagePull",
+            Reason::RegistryUnavailable => "RegistryUnavailable",
+            Reason::InvalidImageName => "InvalidImageName",
+            Reason::ErrImageNeverPull => "ErrImageNeverPull",
+            Reason::ImagePullBackOff => "ImagePullBackOff",
+            Reason::ImageInspectError => "ImageInspectError",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_reasons_follow_kubelet() {
+        assert_eq!(
+            Reason::for_pull(ErrorKind::InvalidArgument).as_str(),
+            "InvalidImageName"
+        );
+        assert_eq!(Reason::for_pull(ErrorKind::Unavailable).as_str(), "RegistryUnavailable");
+        assert_eq!(Reason::for_pull(ErrorKind::NotFound).as_str(), "ErrImagePull");
+        assert_eq!(Reason::for_pull(ErrorKind::Unauthenticated).as_str(), "ErrImagePull");
+    }
+}

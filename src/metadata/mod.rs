@@ -1,0 +1,274 @@
+//! Image metadata: which images exist, their names and bookkeeping, in a transactional redb database.
+//!
+//! Every change is one redb write transaction (fsynced on commit), so a crash leaves either the old or the
+//! new state. All records are also held in memory, indexed by id, tag and repo digest: kubelet lists and
+//! inspects images far more often than it changes them, and answering from memory keeps those RPCs in
+//! microseconds with thousands of images. Writers are serialised by the state lock, and update memory only
+//! after the transaction committed.
+
+mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use record::{Descriptor, ImageRecord, LayerRecord};
+
+use crate::digest::Digest;
+use crate::error::{Classify, ErrorKind};
+
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+
+/// What went wrong with the metadata database.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The database could not be opened, read or written.
+    #[error("metadata database {path}: {source}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: Box<redb::Error>,
+    },
+    /// A stored record does not decode (written by an incompatible version, or damaged).
+    #[error("metadata database {path}: record {key} is unreadable: {source}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The record key.
+        key: String,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A short image id matches more than one image.
+    #[error("image id prefix {0:?} is ambiguous: it matches more than one image")]
+    Ambiguous(String),
+}
+
+impl Classify for MetadataError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            MetadataError::Ambiguous(_) => ErrorKind::InvalidArgument,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    images: BTreeMap<Digest, Arc<ImageRecord>>,
+    tags: HashMap<String, Digest>,
+    digests: HashMap<String, Digest>,
+}
+
+impl State {
+    fn insert(&mut self, rec: ImageRecord) {
+        for t in &rec.repo_tags {
+            self.tags.insert(t.clone(), rec.id);
+        }
+        for d in &rec.repo_digests {
+            self.digests.insert(d.clone(), rec.id);
+        }
+        self.images.insert(rec.id, Arc::new(rec));
+    }
+
+    fn remove(&mut self, id: &Digest) -> Option<Arc<ImageRecord>> {
+        let rec = self.images.remove(id)?;
+        for t in &rec.repo_tags {
+            if self.tags.get(t) == Some(id) {
+                self.tags.remove(t);
+            }
+        }
+        for d in &rec.repo_digests {
+            if self.digests.get(d) == Some(id) {
+                self.digests.remove(d);
+            }
+        }
+        Some(rec)
+    }
+}
+
+/// The image metadata store.
+pub struct MetadataStore {
+    db: Database,
+    path: PathBuf,
+    state: RwLock<State>,
+}
+
+impl MetadataStore {
+    /// Opens (creating if needed) the database at `path` and loads every record.
+    pub fn open(path: &Path) -> Result<MetadataStore, MetadataError> {
+        let err = |e: redb::Error| MetadataError::Db {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        };
+        let db = Database::create(path).map_err(|e| err(e.into()))?;
+        // Make sure the table exists so reads never see "no such table".
+        let tx = db.begin_write().map_err(|e| err(e.into()))?;
+        tx.open_table(IMAGES).map_err(|e| err(e.into()))?;
+        tx.commit().map_err(|e| err(e.into()))?;
+
+        let mut state = State::default();
+        let tx = db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(IMAGES).map_err(|e| err(e.into()))?;
+        for row in table.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            let rec: ImageRecord = serde_json::from_slice(v.value()).map_err(|source| MetadataError::Corrupt {
+                path: path.to_path_buf(),
+                key: k.value().to_string(),
+                source,
+            })?;
+            state.insert(rec);
+        }
+        Ok(MetadataStore {
+            db,
+            path: path.to_path_buf(),
+            state: RwLock::new(state),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The image with this id.
+    pub fn get(&self, id: &Digest) -> Option<Arc<ImageRecord>> {
+        self.read().images.get(id).cloned()
+    }
+
+    /// The image a `name:tag` points at.
+    pub fn by_tag(&self, name_tag: &str) -> Option<Arc<ImageRecord>> {
+        let s = self.read();
+        s.tags.get(name_tag).and_then(|id| s.images.get(id)).cloned()
+    }
+
+    /// The image a `name@sha256:…` points at.
+    pub fn by_repo_digest(&self, name_digest: &str) -> Option<Arc<ImageRecord>> {
+        let s = self.read();
+        s.digests.get(name_digest).and_then(|id| s.images.get(id)).cloned()
+    }
+
+    /// The one image whose id's hex starts with `prefix` (lowercase hex, at least one digit).
+    pub fn by_id_prefix(&self, prefix: &str) -> Result<Option<Arc<ImageRecord>>, MetadataError> {
+        let s = self.read();
+        let mut found = s.images.values().filter(|r| r.id.hex().starts_with(prefix));
+        let first = found.next().cloned();
+        if found.next().is_some() {
+            return Err(MetadataError::Ambiguous(prefix.to_string()));
+        }
+        Ok(first)
+    }
+
+    /// Every image, ordered by id.
+    pub fn list(&self) -> Vec<Arc<ImageRecord>> {
+        self.read().images.values().cloned().collect()
+    }
+
+    /// Records a pulled image: creates it or merges the new names into it, and takes `tag` away from any
+    /// other image that had it. `rec.repo_tags`/`repo_digests` are the names this pull adds.
+    /// Returns the ids of images that lost the tag.
+    pub fn record(&self, rec: ImageRecord) -> Result<Vec<Digest>, MetadataError> {
+        let mut state = self.write();
+        let mut changed: Vec<ImageRecord> = Vec::new();
+        let mut untagged = Vec::new();
+        for tag in &rec.repo_tags {
+            if let Some(other) = state.tags.get(tag).copied()
+                && other != rec.id
+                && let Some(o) = state.images.get(&other)
+            {
+                let mut o = ImageRecord::clone(o);
+                o.repo_tags.retain(|t| t != tag);
+                untagged.push(o.id);
+                changed.push(o);
+            }
+        }
+        let merged = match state.images.get(&rec.id) {
+            Some(old) => {
+                let mut m = rec.clone();
+                m.first_seen_ns = old.first_seen_ns;
+                m.pinned = old.pinned || rec.pinned;
+                m.repo_tags = union(&old.repo_tags, &rec.repo_tags);
+                m.repo_digests = union(&old.repo_digests, &rec.repo_digests);
+                m
+            }
+            None => rec,
+        };
+        changed.push(merged);
+        self.commit(&changed, &[])?;
+        for c in changed {
+            state.remove(&c.id);
+            state.insert(c);
+        }
+        Ok(untagged)
+    }
+
+    /// Updates an image's last-used time; absent images are ignored.
+    pub fn touch(&self, id: &Digest, now_ns: i64) -> Result<(), MetadataError> {
+        let mut state = self.write();
+        let Some(old) = state.images.get(id) else { return Ok(()) };
+        let mut rec = ImageRecord::clone(old);
+        rec.last_used_ns = now_ns;
+        self.commit(std::slice::from_ref(&rec), &[])?;
+        state.remove(id);
+        state.insert(rec);
+        Ok(())
+    }
+
+    /// Removes an image and all its names. Returns it, or `None` if it was absent.
+    pub fn remove(&self, id: &Digest) -> Result<Option<Arc<ImageRecord>>, MetadataError> {
+        let mut state = self.write();
+        if !state.images.contains_key(id) {
+            return Ok(None);
+        }
+        self.commit(&[], &[*id])?;
+        Ok(state.remove(id))
+    }
+
+    fn commit(&self, put: &[ImageRecord], delete: &[Digest]) -> Result<(), MetadataError> {
+        let err = |e: redb::Error| MetadataError::Db {
+            path: self.path.clone(),
+            source: Box::new(e),
+        };
+        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut table = tx.open_table(IMAGES).map_err(|e| err(e.into()))?;
+            for rec in put {
+                // Serialising a struct of strings and numbers cannot fail.
+                let json = serde_json::to_vec(rec).unwrap_or_default();
+                table
+                    .insert(rec.id.to_string().as_str(), json.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            for id in delete {
+                table.remove(id.to_string().as_str()).map_err(|e| err(e.into()))?;
+            }
+        }
+        tx.commit().map_err(|e| err(e.into()))
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // Memory is only updated after a successful commit and each update completes without panicking
+        // paths, so a poisoned lock still guards a consistent state.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out = a.to_vec();
+    for x in b {
+        if !out.contains(x) {
+            out.push(x.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+use super::*;
+
+fn desc(data: &str) -> Descriptor {
+    Descriptor {
+        media_type: "application/octet-stream".into(),
+        digest: Digest::of(data.as_bytes()),
+        size: 10,
+    }
+}
+
+fn image(config: &str, tags: &[&str]) -> ImageRecord {
+    ImageRecord {
+        id: Digest::of(config.as_bytes()),
+        manifest: desc(&format!("manifest of {config}")),
+        index: None,
+        config: desc(config),
+        layers: vec![LayerRecord {
+            blob: desc("layer"),
+            diff_id: Digest::of(b"diff"),
+        }],
+        repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+        repo_digests: vec![format!(
+            "docker.io/library/x@{}",
+            Digest::of(format!("manifest of {config}").as_bytes())
+        )],
+        user: String::new(),
+        platform: "linux/amd64".into(),
+        created: None,
+        first_seen_ns: 1,
+        last_used_ns: 1,
+        pinned: false,
+    }
+}
+
+fn open() -> (tempfile::TempDir, MetadataStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn records_survive_reopen() {
+    let (dir, store) = open();
+    let a = image("a", &["docker.io/library/a:latest"]);
+    store.record(a.clone()).unwrap();
+    drop(store);
+    let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+    assert_eq!(*store.get(&a.id).unwrap(), a);
+    assert_eq!(store.by_tag("docker.io/library/a:latest").unwrap().id, a.id);
+    assert_eq!(store.by_repo_digest(&a.repo_digests[0]).unwrap().id, a.id);
+}
+
+#[test]
+fn a_second_tag_is_added_and_first_seen_kept() {
+    let (_dir, store) = open();
+    store.record(image("a", &["r/a:1"])).unwrap();
+    let mut again = image("a", &["r/a:2"]);
+    again.first_seen_ns = 99;
+    again.last_used_ns = 99;
+    store.record(again).unwrap();
+    let rec = store.get(&Digest::of(b"a")).unwrap();
+    assert_eq!(rec.repo_tags, vec!["r/a:1", "r/a:2"]);
+    assert_eq!(rec.first_seen_ns, 1);
+    assert_eq!(rec.last_used_ns, 99);
+    assert_eq!(store.list().len(), 1);
+}
+
+#[test]
+fn moving_a_tag_removes_it_from_the_old_image() {
+    let (_dir, store) = open();
+    store.record(image("old", &["r/a:latest", "r/a:v1"])).unwrap();
+    let untagged = store.record(image("new", &["r/a:latest"])).unwrap();
+    assert_eq!(untagged, vec![Digest::of(b"old")]);
+    assert_eq!(store.by_tag("r/a:latest").unwrap().id, Digest::of(b"new"));
+    assert_eq!(store.get(&Digest::of(b"old")).unwrap().repo_tags, vec!["r/a:v1"]);
+}
+
+#[test]
+fn remove_drops_every_name_and_is_idempotent() {
+    let (_dir, store) = open();
+    let a = image("a", &["r/a:1", "r/a:2"]);
+    store.record(a.clone()).unwrap();
+    assert!(store.remove(&a.id).unwrap().is_some());
+    assert!(store.remove(&a.id).unwrap().is_none());
+    assert!(store.by_tag("r/a:1").is_none());
+    assert!(store.by_repo_digest(&a.repo_digests[0]).is_none());
+    assert!(store.list().is_empty());
+}
+
+#[test]
+fn id_prefixes_resolve_when_unique() {
+    let (_dir, store) = open();
+    let a = image("a", &[]);
+    let b = image("b", &[]);
+    store.record(a.clone()).unwrap();
+    store.record(b.clone()).unwrap();
+    assert_eq!(store.by_id_prefix(&a.id.hex()[..12]).unwrap().unwrap().id, a.id);
+    assert!(store.by_id_prefix("ffffffffffff0000").unwrap().is_none());
+    assert!(matches!(store.by_id_prefix(""), Err(MetadataError::Ambiguous(_))));
+}
+
+#[test]
+fn touch_updates_last_use() {
+    let (_dir, store) = open();
+    let a = image("a", &[]);
+    store.record(a.clone()).unwrap();
+    store.touch(&a.id, 42).unwrap();
+    assert_eq!(store.get(&a.id).unwrap().last_used_ns, 42);
+    store.touch(&Digest::of(b"absent"), 42).unwrap();
+}
+
+#[test]
+fn user_maps_to_uid_or_username() {
+    let mut r = image("a", &[]);
+    for (user, want) in [
+        ("", (None, "")),
+        ("1002", (Some(1002), "")),
+        ("1002:1002", (Some(1002), "")),
+        ("nobody", (None, "nobody")),
+        ("nobody:nogroup", (None, "nobody")),
+        ("0", (Some(0), "")),
+    ] {
+        r.user = user.to_string();
+        let (uid, name) = r.uid_or_username();
+        assert_eq!((uid, name.as_str()), want, "user {user:?}");
+    }
+}
+
+#[test]
+fn size_and_blobs_cover_manifest_config_and_layers() {
+    let r = image("a", &[]);
+    assert_eq!(r.size(), 30);
+    assert_eq!(r.blobs().count(), 3);
+}
+
+#[test]
+fn chain_ids_follow_the_image_spec() {
+    let mut r = image("a", &[]);
+    let d1 = Digest::of(b"one");
+    let d2 = Digest::of(b"two");
+    r.layers = vec![
+        LayerRecord {
+            blob: desc("l1"),
+            diff_id: d1,
+        },
+        LayerRecord {
+            blob: desc("l2"),
+            diff_id: d2,
+        },
+    ];
+    let chain = r.chain_ids();
+    assert_eq!(chain[0], d1);
+    assert_eq!(chain[1], Digest::of(format!("{d1} {d2}").as_bytes()));
+}
