@@ -1,0 +1,529 @@
+//! Registry credentials: from a CRI `AuthConfig` (sent by kubelet with each pull) or from a Docker
+//! `config.json` (`auths` only; credential helpers are not run).
+//!
+//! Secrets never reach a log or an error message: [`Credentials`] and [`AuthFile`] have redacted
+//! `Debug`, and [`AuthError`] names the source and the entry, never the value.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+/// Why credentials cannot be read. Messages never contain a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// An `auth` value is not base64 of `username:password`.
+    #[error("invalid auth in {origin}: {reason}")]
+    InvalidAuth {
+        /// Where the value came from: the CRI request, or a file and its entry.
+        origin: String,
+        /// What is wrong (never the value).
+        reason: &'static str,
+    },
+    /// A credentials file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A credentials file is not a valid docker `config.json`.
+    #[error("invalid docker config {} at line {line} column {column}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line of the error.
+        line: usize,
+        /// The 1-based column of the error.
+        column: usize,
+        /// The kind of error, without the offending value (which may be a secret).
+        reason: &'static str,
+    },
+}
+
+/// Credentials for one registry.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A user name and password (HTTP basic, or the password grant of a token server).
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// An OAuth2 refresh token for the registry's token server.
+    IdentityToken(String),
+    /// A bearer token to send to the registry as is.
+    RegistryToken(String),
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+            Credentials::RegistryToken(_) => f.write_str("RegistryToken(<redacted>)"),
+        }
+    }
+}
+
+/// Credentials from the fields of a CRI `AuthConfig`. A registry token wins, then an identity token,
+/// then a user name with its password, then `auth` (base64 `username:password`). All empty means
+/// anonymous (`None`), as does a password without a user name, as in containerd.
+pub fn from_cri(
+    username: &str,
+    password: &str,
+    auth: &str,
+    identity_token: &str,
+    registry_token: &str,
+) -> Result<Option<Credentials>, AuthError> {
+    select(username, password, auth, identity_token, registry_token, || {
+        "the cri auth config".to_string()
+    })
+}
+
+/// The precedence shared by CRI requests and config.json entries.
+fn select(
+    username: &str,
+    password: &str,
+    auth: &str,
+    identity_token: &str,
+    registry_token: &str,
+    origin: impl Fn() -> String,
+) -> Result<Option<Credentials>, AuthError> {
+    if !registry_token.is_empty() {
+        return Ok(Some(Credentials::RegistryToken(registry_token.to_string())));
+    }
+    if !identity_token.is_empty() {
+        return Ok(Some(Credentials::IdentityToken(identity_token.to_string())));
+    }
+    if !username.is_empty() {
+        return Ok(Some(Credentials::Basic {
+            username: username.to_string(),
+            password: password.to_string(),
+        }));
+    }
+    if !auth.is_empty() {
+        let (username, password) = decode_auth(auth).map_err(|reason| AuthError::InvalidAuth {
+            origin: origin(),
+            reason,
+        })?;
+        return Ok(Some(Credentials::Basic { username, password }));
+    }
+    Ok(None)
+}
+
+/// Decodes base64 `username:password`; trailing NULs are trimmed from the password like containerd does.
+fn decode_auth(auth: &str) -> Result<(String, String), &'static str> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| "not valid base64")?;
+    let text = String::from_utf8(bytes).map_err(|_| "decoded value is not utf-8")?;
+    let (user, pass) = text
+        .split_once(':')
+        .ok_or("decoded value has no ':' between user name and password")?;
+    Ok((user.to_string(), pass.trim_matches('\0').to_string()))
+}
+
+/// One `auths` entry of a docker `config.json`. Other fields (`email`, `serveraddress`) are ignored.
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
+    #[serde(default)]
+    registrytoken: Option<String>,
+}
+
+/// The parts of a docker `config.json` imaged reads; other keys (`proxies`, `psFormat`, ...) are ignored.
+#[derive(serde::Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    auths: Option<BTreeMap<String, RawEntry>>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: Option<BTreeMap<String, String>>,
+}
+
+/// The credentials of a docker `config.json`, by registry.
+#[derive(Clone, Default)]
+pub struct AuthFile {
+    /// `(normalised registry, key as written, credentials)`, sorted by key.
+    entries: Vec<(String, String, Credentials)>,
+    /// Credential helpers the file configures, which imaged does not run.
+    helpers: Vec<String>,
+}
+
+impl fmt::Debug for AuthFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self.entries.iter().map(|(_, key, _)| key.as_str()).collect();
+        f.debug_struct("AuthFile")
+            .field("registries", &keys)
+            .field("helpers", &self.helpers)
+            .finish()
+    }
+}
+
+impl AuthFile {
+    /// Reads a docker `config.json`. A missing file is an [`AuthError::Read`] with kind `NotFound`.
+    pub fn load(path: &Path) -> Result<AuthFile, AuthError> {
+        let data = std::fs::read(path).map_err(|source| AuthError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        AuthFile::parse(path, &data)
+    }
+
+    /// Reads the first of `paths` that exists (see [`default_auth_paths`]); `None` if none does.
+    pub fn load_first(paths: &[PathBuf]) -> Result<Option<(PathBuf, AuthFile)>, AuthError> {
+        for path in paths {
+            match AuthFile::load(path) {
+                Ok(file) => return Ok(Some((path.clone(), file))),
+                Err(AuthError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Parses the contents of a `config.json`; `path` is only used in errors.
+    fn parse(path: &Path, data: &[u8]) -> Result<AuthFile, AuthError> {
+        let raw: RawConfig = serde_json::from_slice(data).map_err(|e| AuthError::Parse {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            reason: match e.classify() {
+                serde_json::error::Category::Data => "unexpected value type",
+                serde_json::error::Category::Eof => "unexpected end of file",
+                serde_json::error::Category::Syntax | serde_json::error::Category::Io => "syntax error",
+            },
+        })?;
+        let mut file = AuthFile::default();
+        for (key, e) in raw.auths.unwrap_or_default() {
+            let field = |v: &Option<String>| v.clone().unwrap_or_default();
+            // Like docker, a non-empty `auth` is decoded (and must be valid) and replaces username and
+            // password; tokens still take precedence over both.
+            let (username, password) = match e.auth.as_deref() {
+                Some(a) if !a.is_empty() => decode_auth(a).map_err(|reason| AuthError::InvalidAuth {
+                    origin: format!("{} entry {key:?}", path.display()),
+                    reason,
+                })?,
+                _ => (field(&e.username), field(&e.password)),
+            };
+            let creds = select(
+                &username,
+                &password,
+                "",
+                &field(&e.identitytoken),
+                &field(&e.registrytoken),
+                String::new,
+            )?;
+            if let Some(creds) = creds {
+                file.entries.push((normalise_registry(&key), key, creds));
+            }
+        }
+        if let Some(store) = raw.creds_store.filter(|s| !s.is_empty()) {
+            file.helpers.push(format!("credsStore: {store}"));
+        }
+        for (registry, helper) in raw.cred_helpers.unwrap_or_default() {
+            file.helpers.push(format!("credHelpers[{registry}]: {helper}"));
+        }
+        Ok(file)
+    }
+
+    /// The credentials for `registry` (`docker.io`, `quay.io`, `localhost:5000`). Keys are compared as
+    /// docker does, without scheme and path; a key written exactly as `registry` wins over others that
+    /// normalise to the same host.
+    pub fn lookup(&self, registry: &str) -> Option<Credentials> {
+        let wanted = normalise_registry(registry);
+        let matching = self.entries.iter().filter(|(host, _, _)| *host == wanted);
+        let exact = matching.clone().find(|(_, key, _)| key == registry);
+        exact
+            .or_else(|| matching.clone().next())
+            .map(|(_, _, creds)| creds.clone())
+    }
+
+    /// The credential helpers (`credsStore`, `credHelpers`) the file configures. imaged does not run
+    /// them; the caller should warn that registries relying on them will be pulled anonymously.
+    pub fn helpers(&self) -> Vec<String> {
+        self.helpers.clone()
+    }
+}
+
+/// A registry as docker compares them: no scheme, no path, Docker Hub's aliases as `docker.io`.
+fn normalise_registry(key: &str) -> String {
+    let key = key.trim();
+    let key = key.split_once("://").map_or(key, |(_, rest)| rest);
+    let host = key.split('/').next().unwrap_or_default().to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".to_string(),
+        _ => host,
+    }
+}
+
+/// Where credentials files are looked for, in order: `$DOCKER_CONFIG/config.json`,
+/// `$HOME/.docker/config.json`, and kubelet's `/var/lib/kubelet/config.json`.
+pub fn default_auth_paths() -> Vec<PathBuf> {
+    auth_paths(std::env::var_os("DOCKER_CONFIG"), std::env::var_os("HOME"))
+}
+
+fn auth_paths(docker_config: Option<OsString>, home: Option<OsString>) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(dir) = docker_config.filter(|d| !d.is_empty()) {
+        paths.push(PathBuf::from(dir).join("config.json"));
+    }
+    if let Some(home) = home.filter(|h| !h.is_empty()) {
+        paths.push(PathBuf::from(home).join(".docker").join("config.json"));
+    }
+    paths.push(PathBuf::from("/var/lib/kubelet/config.json"));
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    fn basic(u: &str, p: &str) -> Option<Credentials> {
+        Some(Credentials::Basic {
+            username: u.into(),
+            password: p.into(),
+        })
+    }
+
+    #[test]
+    fn cri_auth_config_precedence() {
+        let auth = b64("fromauth:authpass");
+        // (username, password, auth, identity_token, registry_token) -> expected
+        let cases: Vec<([&str; 5], Option<Credentials>)> = vec![
+            (["", "", "", "", ""], None),
+            (["", "pw", "", "", ""], None),
+            (
+                ["u", "p", &auth, "idt", "rgt"],
+                Some(Credentials::RegistryToken("rgt".into())),
+            ),
+            (["", "", "", "", "rgt"], Some(Credentials::RegistryToken("rgt".into()))),
+            (
+                ["u", "p", &auth, "idt", ""],
+                Some(Credentials::IdentityToken("idt".into())),
+            ),
+            (["", "", "", "idt", ""], Some(Credentials::IdentityToken("idt".into()))),
+            (["u", "p", &auth, "", ""], basic("u", "p")),
+            (["u", "", "", "", ""], basic("u", "")),
+            (["", "", &auth, "", ""], basic("fromauth", "authpass")),
+            (["", "ignored", &auth, "", ""], basic("fromauth", "authpass")),
+        ];
+        for ([u, p, a, i, r], expected) in cases {
+            assert_eq!(from_cri(u, p, a, i, r).unwrap(), expected, "{:?}", [u, p, a, i, r]);
+        }
+        assert_eq!(
+            from_cri("", "", &b64("u:pa:ss\0\0"), "", "").unwrap(),
+            basic("u", "pa:ss")
+        );
+        assert_eq!(from_cri("", "", &b64(":tok"), "", "").unwrap(), basic("", "tok"));
+    }
+
+    #[test]
+    fn cri_bad_auth_is_an_error_without_the_secret() {
+        for (auth, reason) in [
+            ("c3VwZXJzZWNyZXQ@@", "not valid base64"),
+            (b64("supersecret").as_str(), "no ':'"),
+            (b64("supersecret").trim_end_matches('='), "not valid base64"),
+        ] {
+            let err = from_cri("", "", auth, "", "").unwrap_err().to_string();
+            assert!(err.starts_with("invalid auth in the cri auth config"), "{err}");
+            assert!(err.contains(reason), "{err}");
+            assert!(!err.contains("supersecret") && !err.contains(auth), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let shown = [
+            format!("{:?}", basic("alice", "hunter2").unwrap()),
+            format!("{:?}", Credentials::IdentityToken("hunter2".into())),
+            format!("{:?}", Credentials::RegistryToken("hunter2".into())),
+            format!(
+                "{:?}",
+                AuthFile::parse(
+                    Path::new("c.json"),
+                    br#"{"auths":{"q.io":{"username":"alice","password":"hunter2"}}}"#
+                )
+                .unwrap()
+            ),
+        ];
+        for s in &shown {
+            assert!(!s.contains("hunter2"), "{s}");
+        }
+        assert!(
+            shown[0].contains("alice") && shown[0].contains("<redacted>"),
+            "{}",
+            shown[0]
+        );
+        assert!(shown[3].contains("q.io"), "{}", shown[3]);
+    }
+
+    fn file(json: &str) -> AuthFile {
+        AuthFile::parse(Path::new("/etc/test/config.json"), json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn config_json_keys_are_normalised_like_docker() {
+        let f = file(&format!(
+            r#"{{"auths": {{
+                "https://index.docker.io/v1/": {{"auth": "{}", "email": "a@b.c"}},
+                "quay.io": {{"username": "q", "password": "qp"}},
+                "localhost:5000": {{"auth": "{}"}},
+                "http://Registry.Example.com/some/path": {{"identitytoken": "idt"}},
+                "ghcr.io": {{"registrytoken": "rgt", "username": "g", "password": "gp"}},
+                "empty.io": {{}}
+            }}, "psFormat": "table"}}"#,
+            b64("hub:hubpass"),
+            b64("local:localpass"),
+        ));
+        for hub in [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "https://index.docker.io/v1/",
+        ] {
+            assert_eq!(f.lookup(hub), basic("hub", "hubpass"), "{hub}");
+        }
+        assert_eq!(f.lookup("quay.io"), basic("q", "qp"));
+        assert_eq!(f.lookup("localhost:5000"), basic("local", "localpass"));
+        assert_eq!(f.lookup("localhost"), None, "the port is part of the registry");
+        assert_eq!(
+            f.lookup("registry.example.com"),
+            Some(Credentials::IdentityToken("idt".into()))
+        );
+        assert_eq!(f.lookup("ghcr.io"), Some(Credentials::RegistryToken("rgt".into())));
+        assert_eq!(f.lookup("empty.io"), None);
+        assert_eq!(f.lookup("gcr.io"), None);
+        assert!(f.helpers().is_empty());
+    }
+
+    #[test]
+    fn config_json_precedence_within_and_across_entries() {
+        let f = file(&format!(
+            r#"{{"auths": {{
+                "https://index.docker.io/v1/": {{"username": "legacy", "password": "x"}},
+                "docker.io": {{"auth": "{}", "username": "ignored", "password": "ignored"}}
+            }}}}"#,
+            b64("fromauth:p"),
+        ));
+        assert_eq!(
+            f.lookup("docker.io"),
+            basic("fromauth", "p"),
+            "exact key wins; auth wins over username"
+        );
+        assert_eq!(f.lookup("https://index.docker.io/v1/"), basic("legacy", "x"));
+    }
+
+    #[test]
+    fn credential_helpers_are_recorded() {
+        let f = file(
+            r#"{"auths": {}, "credsStore": "desktop", "credHelpers": {"gcr.io": "gcloud", "123.dkr.ecr.us-east-1.amazonaws.com": "ecr-login"}}"#,
+        );
+        assert_eq!(
+            f.helpers(),
+            [
+                "credsStore: desktop",
+                "credHelpers[123.dkr.ecr.us-east-1.amazonaws.com]: ecr-login",
+                "credHelpers[gcr.io]: gcloud"
+            ]
+        );
+        assert_eq!(f.lookup("gcr.io"), None);
+        assert!(file("{}").helpers().is_empty() && file(r#"{"credsStore": ""}"#).helpers().is_empty());
+    }
+
+    #[test]
+    fn malformed_files_are_errors_naming_the_file_without_secrets() {
+        let path = Path::new("/etc/test/config.json");
+        let parse = |json: &str| AuthFile::parse(path, json.as_bytes()).unwrap_err().to_string();
+        let err = parse("{\"auths\": {\n  \"q.io\": \"c3VwZXJzZWNyZXQ=\"}}");
+        assert_eq!(
+            err,
+            "invalid docker config /etc/test/config.json at line 2 column 28: unexpected value type"
+        );
+        assert!(parse("{\"auths\": ").contains("unexpected end of file"));
+        assert!(parse("not json").contains("syntax error"));
+        assert!(parse(r#"{"auths": [1]}"#).contains("unexpected value type"));
+
+        let bad = format!(r#"{{"auths": {{"q.io": {{"auth": "{}"}}}}}}"#, b64("supersecret"));
+        let err = parse(&bad);
+        assert!(
+            err.starts_with(r#"invalid auth in /etc/test/config.json entry "q.io": "#),
+            "{err}"
+        );
+        assert!(
+            !err.contains("supersecret") && !err.contains(&b64("supersecret")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_reads_files_and_load_first_skips_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.json");
+        let present = dir.path().join("config.json");
+        std::fs::write(
+            &present,
+            format!(r#"{{"auths": {{"quay.io": {{"auth": "{}"}}}}}}"#, b64("u:p")),
+        )
+        .unwrap();
+
+        match AuthFile::load(&missing) {
+            Err(AuthError::Read { path, source }) => {
+                assert_eq!((path, source.kind()), (missing.clone(), io::ErrorKind::NotFound));
+            }
+            other => panic!("expected a read error, got {other:?}"),
+        }
+        assert_eq!(AuthFile::load(&present).unwrap().lookup("quay.io"), basic("u", "p"));
+        let (path, f) = AuthFile::load_first(&[missing.clone(), present.clone()])
+            .unwrap()
+            .unwrap();
+        assert_eq!((path, f.lookup("quay.io")), (present, basic("u", "p")));
+        assert!(AuthFile::load_first(&[missing]).unwrap().is_none());
+        std::fs::write(dir.path().join("bad.json"), "{").unwrap();
+        assert!(AuthFile::load_first(&[dir.path().join("bad.json")]).is_err());
+    }
+
+    #[test]
+    fn default_paths_in_order() {
+        let kubelet = PathBuf::from("/var/lib/kubelet/config.json");
+        assert_eq!(
+            auth_paths(Some("/cfg".into()), Some("/home/u".into())),
+            [
+                PathBuf::from("/cfg/config.json"),
+                PathBuf::from("/home/u/.docker/config.json"),
+                kubelet.clone()
+            ]
+        );
+        assert_eq!(auth_paths(Some("".into()), None), std::slice::from_ref(&kubelet));
+        assert_eq!(
+            auth_paths(None, Some("/root".into())),
+            [PathBuf::from("/root/.docker/config.json"), kubelet]
+        );
+        assert_eq!(
+            default_auth_paths().last().map(PathBuf::as_path),
+            Some(Path::new("/var/lib/kubelet/config.json"))
+        );
+    }
+}

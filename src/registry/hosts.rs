@@ -1,0 +1,659 @@
+//! Registry hosts and mirrors, configured like containerd's `hosts.toml` directories
+//! (`config_path`, e.g. `/etc/containerd/certs.d`; see containerd's `docs/hosts.md`).
+//!
+//! For a registry `myregistry.io:5000` the first existing directory of `myregistry.io_5000_`,
+//! `myregistry.io:5000` and `_default` under the configured root is used. Its `hosts.toml` lists
+//! `[host."URL"]` mirrors, tried in file order, and an optional `server`, tried last; without a
+//! `server`, the registry itself is the upstream (`registry-1.docker.io` for `docker.io`). A directory
+//! without `hosts.toml` is read in Docker's `certs.d` layout: its `*.crt` files are CA certificates for
+//! the upstream. With no directory at all, the upstream alone is used, over https.
+//!
+//! imaged supports `server`, `capabilities`, `skip_verify`, `ca` and `override_path` (only for the
+//! standard `/v2` API root). The other containerd keys (`client`, `header`, `dial_timeout`, `proxy`)
+//! are accepted and listed in [`RegistryHost::unsupported`] so the caller can warn about them.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+/// Keys a host table may hold (the top level also holds `server` and `host`).
+const HOST_KEYS: &[&str] = &["capabilities", "ca", "skip_verify", "override_path"];
+/// containerd keys that are valid but not acted on by imaged.
+const UNSUPPORTED_KEYS: &[&str] = &["client", "header", "dial_timeout", "proxy"];
+
+/// Why a hosts configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HostsError {
+    /// A file or directory could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("invalid toml in {} at line {line}: {message}", path.display())]
+    Toml {
+        /// The hosts.toml file.
+        path: PathBuf,
+        /// The 1-based line of the error.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key is neither a containerd `hosts.toml` key nor allowed where it is.
+    #[error("unknown key {key:?} in {}", path.display())]
+    UnknownKey {
+        /// The hosts.toml file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+    },
+    /// A key has a value of the wrong type or an unknown value.
+    #[error("invalid value for {key:?} in {}: expected {expected}", path.display())]
+    InvalidValue {
+        /// The hosts.toml file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A host or server URL cannot be used.
+    #[error("invalid registry url {url:?} in {}: {reason}", path.display())]
+    InvalidUrl {
+        /// The hosts.toml file.
+        path: PathBuf,
+        /// The URL (any user information replaced by `<redacted>`).
+        url: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// How to talk to a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        })
+    }
+}
+
+/// What a host may be used for. A mirror that may not `resolve` is only trusted for content by digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HostCapabilities {
+    /// Fetch manifests and blobs by digest.
+    pub pull: bool,
+    /// Resolve a tag to a digest.
+    pub resolve: bool,
+    /// Push (imaged never pushes; kept for fidelity with containerd).
+    pub push: bool,
+}
+
+impl HostCapabilities {
+    /// Pull, resolve and push: containerd's default when `capabilities` is absent or empty.
+    pub const ALL: HostCapabilities = HostCapabilities {
+        pull: true,
+        resolve: true,
+        push: true,
+    };
+}
+
+/// One registry endpoint to try, in the order [`load_hosts`] returns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryHost {
+    /// http or https.
+    pub scheme: Scheme,
+    /// `host` or `host:port` (IPv6 addresses in brackets).
+    pub host: String,
+    /// What this host may be used for.
+    pub capabilities: HostCapabilities,
+    /// Do not verify the server's certificate chain and host name.
+    pub skip_verify: bool,
+    /// Extra CA certificate files (relative `ca` paths resolved against the hosts.toml directory),
+    /// trusted in addition to the system roots.
+    pub ca: Vec<PathBuf>,
+    /// This is the upstream `server`, tried after every mirror.
+    pub is_server: bool,
+    /// containerd keys set for this host that imaged ignores (e.g. `client`, `header`), to warn about.
+    pub unsupported: Vec<String>,
+}
+
+impl RegistryHost {
+    /// The base URL: `https://registry-1.docker.io`, `http://127.0.0.1:5000`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.host)
+    }
+
+    /// The registry's own endpoint: https, all capabilities (`registry-1.docker.io` for `docker.io`).
+    fn upstream(registry: &str) -> RegistryHost {
+        let host = if registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        RegistryHost {
+            scheme: Scheme::Https,
+            host: host.to_string(),
+            capabilities: HostCapabilities::ALL,
+            skip_verify: false,
+            ca: Vec::new(),
+            is_server: true,
+            unsupported: Vec::new(),
+        }
+    }
+}
+
+/// The hosts to try for `registry` (`docker.io`, `localhost:5000`), mirrors first and the server last.
+/// `dir` is the hosts directory (containerd's `config_path`); `None` means no configuration.
+pub fn load_hosts(dir: Option<&Path>, registry: &str) -> Result<Vec<RegistryHost>, HostsError> {
+    // A registry that is not `host[:port]` could name a path outside `dir`: never look it up.
+    let Some(root) = dir.filter(|_| crate::reference::valid_domain(registry)) else {
+        return Ok(vec![RegistryHost::upstream(registry)]);
+    };
+    for candidate in host_dirs(root, registry) {
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_dir() => return load_dir(&candidate, registry),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(HostsError::Read {
+                    path: candidate,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(vec![RegistryHost::upstream(registry)])
+}
+
+/// The directories containerd looks at, in order: `host_port_`, `host:port` (or `host`), `_default`.
+fn host_dirs(root: &Path, registry: &str) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(idx) = registry.rfind(':').filter(|&i| i > 0) {
+        dirs.push(root.join(format!("{}_{}_", &registry[..idx], &registry[idx + 1..])));
+    }
+    dirs.push(root.join(registry));
+    dirs.push(root.join("_default"));
+    dirs
+}
+
+/// Loads one host directory: its `hosts.toml`, or else Docker's certificate files.
+fn load_dir(dir: &Path, registry: &str) -> Result<Vec<RegistryHost>, HostsError> {
+    let file = dir.join("hosts.toml");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(HostsError::Read { path: file, source }),
+    };
+    if text.trim().is_empty() {
+        return load_cert_files(dir, registry);
+    }
+    let table: Table = text.parse().map_err(|e: toml::de::Error| HostsError::Toml {
+        line: e
+            .span()
+            .map_or(1, |s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().trim_end().to_string(),
+        path: file.clone(),
+    })?;
+    parse_hosts_file(&file, dir, &table, registry)
+}
+
+/// Docker's `certs.d` layout: `*.crt` are CA certificates for the upstream; `*.cert`/`*.key` are client
+/// certificates, which imaged does not support.
+fn load_cert_files(dir: &Path, registry: &str) -> Result<Vec<RegistryHost>, HostsError> {
+    let read_err = |source| HostsError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        if !entry.file_type().map_err(read_err)?.is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    let mut host = RegistryHost::upstream(registry);
+    for name in names {
+        if name.ends_with(".crt") {
+            host.ca.push(dir.join(&name));
+        } else if name.ends_with(".cert") {
+            host.unsupported
+                .push(format!("client certificate {}", dir.join(&name).display()));
+        }
+    }
+    Ok(vec![host])
+}
+
+/// Turns a parsed `hosts.toml` into hosts: the `[host."URL"]` tables in order, then the server.
+fn parse_hosts_file(file: &Path, dir: &Path, table: &Table, registry: &str) -> Result<Vec<RegistryHost>, HostsError> {
+    let mut hosts = Vec::new();
+    if let Some(value) = table.get("host") {
+        let Value::Table(host_tables) = value else {
+            return Err(invalid(file, "host", "a table of [host.\"URL\"] tables"));
+        };
+        for (url, value) in host_tables {
+            let key = format!("host.{url:?}");
+            let Value::Table(t) = value else {
+                return Err(invalid(file, &key, "a table"));
+            };
+            hosts.push(parse_host(file, dir, &key, Some(url), t, registry)?);
+        }
+    }
+    let server = match table.get("server") {
+        None => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.as_str()),
+        Some(_) => return Err(invalid(file, "server", "a non-empty url string")),
+    };
+    let mut root = table.clone();
+    root.remove("host");
+    root.remove("server");
+    let mut server = parse_host(file, dir, "", server, &root, registry)?;
+    server.is_server = true;
+    hosts.push(server);
+    Ok(hosts)
+}
+
+/// Parses one host table. `url` is `None` for a top level without `server`: the registry itself, with
+/// containerd's defaults for it, plus the file's `skip_verify` and `ca`.
+fn parse_host(
+    file: &Path,
+    dir: &Path,
+    prefix: &str,
+    url: Option<&str>,
+    t: &Table,
+    registry: &str,
+) -> Result<RegistryHost, HostsError> {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    let mut host = RegistryHost::upstream(registry);
+    host.is_server = false;
+    for k in t.keys() {
+        if UNSUPPORTED_KEYS.contains(&k.as_str()) {
+            host.unsupported.push(k.clone());
+        } else if !HOST_KEYS.contains(&k.as_str()) {
+            return Err(HostsError::UnknownKey {
+                path: file.to_path_buf(),
+                key: key(k),
+            });
+        }
+    }
+    let flag = |k: &str| match t.get(k) {
+        None => Ok(false),
+        Some(Value::Boolean(b)) => Ok(*b),
+        Some(_) => Err(invalid(file, &key(k), "true or false")),
+    };
+    let override_path = flag("override_path")?;
+    host.skip_verify = flag("skip_verify")?;
+    let bad_ca = || invalid(file, &key("ca"), "a path or an array of paths");
+    host.ca = match t.get("ca") {
+        None => Vec::new(),
+        Some(Value::String(p)) => vec![dir.join(p)],
+        Some(Value::Array(ps)) => ps
+            .iter()
+            .map(|p| p.as_str().map(|p| dir.join(p)))
+            .collect::<Option<_>>()
+            .ok_or_else(bad_ca)?,
+        Some(_) => return Err(bad_ca()),
+    };
+    if let Some(v) = t.get("capabilities") {
+        host.capabilities = parse_capabilities(v).ok_or_else(|| {
+            invalid(
+                file,
+                &key("capabilities"),
+                "an array of \"pull\", \"resolve\", \"push\"",
+            )
+        })?;
+    }
+    match url {
+        Some(url) => (host.scheme, host.host) = parse_url(file, url, override_path)?,
+        // Like containerd, the defaulted upstream always gets every capability.
+        None => host.capabilities = HostCapabilities::ALL,
+    }
+    Ok(host)
+}
+
+/// containerd's capability names, case-insensitively; an empty list means all. `referrers` (newer
+/// containerd) is accepted and ignored: imaged does not fetch referrers.
+fn parse_capabilities(v: &Value) -> Option<HostCapabilities> {
+    let list = v.as_array()?;
+    if list.is_empty() {
+        return Some(HostCapabilities::ALL);
+    }
+    let mut caps = HostCapabilities {
+        pull: false,
+        resolve: false,
+        push: false,
+    };
+    for c in list {
+        match c.as_str()?.to_ascii_lowercase().as_str() {
+            "pull" => caps.pull = true,
+            "resolve" => caps.resolve = true,
+            "push" => caps.push = true,
+            "referrers" => {}
+            _ => return None,
+        }
+    }
+    Some(caps)
+}
+
+/// Splits `[scheme://]host[:port][/path]` (no scheme means https) into scheme and host. The API root
+/// must be the standard `/v2`: a path prefix (or `override_path` to anything else) is refused.
+fn parse_url(file: &Path, raw: &str, override_path: bool) -> Result<(Scheme, String), HostsError> {
+    let err = |reason| HostsError::InvalidUrl {
+        path: file.to_path_buf(),
+        url: redact_userinfo(raw),
+        reason,
+    };
+    let (scheme, rest) = match raw.split_once("://") {
+        None => (Scheme::Https, raw),
+        Some((s, rest)) if s.eq_ignore_ascii_case("https") => (Scheme::Https, rest),
+        Some((s, rest)) if s.eq_ignore_ascii_case("http") => (Scheme::Http, rest),
+        Some(_) => return Err(err("the scheme must be http or https")),
+    };
+    if rest.contains(['?', '#']) {
+        return Err(err("query strings and fragments are not supported"));
+    }
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    if authority.contains('@') {
+        return Err(err("credentials in urls are not supported"));
+    }
+    if !crate::reference::valid_domain(authority) {
+        return Err(err("expected host or host:port"));
+    }
+    let mut clean: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                clean.pop();
+            }
+            p => clean.push(p),
+        }
+    }
+    let standard = match clean.as_slice() {
+        [] => !override_path,
+        ["v2"] => true,
+        _ => false,
+    };
+    if !standard {
+        return Err(err("path prefixes are not supported: the api root must be /v2"));
+    }
+    Ok((scheme, authority.to_string()))
+}
+
+/// The URL with any `user:password@` replaced, so errors never carry credentials.
+fn redact_userinfo(raw: &str) -> String {
+    let (scheme, rest) = raw.split_once("://").map_or(("", raw), |(s, r)| (s, r));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("<redacted>{}", &rest[at..]),
+        Some(at) => format!("{scheme}://<redacted>{}", &rest[at..]),
+        None => raw.to_string(),
+    }
+}
+
+fn invalid(file: &Path, key: &str, expected: &'static str) -> HostsError {
+    HostsError::InvalidValue {
+        path: file.to_path_buf(),
+        key: key.to_string(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hosts root with `<root>/<dir>/hosts.toml` holding `toml`.
+    fn root_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (dir, toml) in files {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+            std::fs::write(root.path().join(dir).join("hosts.toml"), toml).unwrap();
+        }
+        root
+    }
+
+    fn load(root: &tempfile::TempDir, registry: &str) -> Vec<RegistryHost> {
+        load_hosts(Some(root.path()), registry).unwrap()
+    }
+
+    /// `"url capabilities role"` of each host, for order checks.
+    fn summary(hosts: &[RegistryHost]) -> Vec<String> {
+        let summarise = |h: &RegistryHost| {
+            let c = h.capabilities;
+            let caps: Vec<_> = [(c.pull, "pull"), (c.resolve, "resolve"), (c.push, "push")]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+            let role = if h.is_server { "server" } else { "mirror" };
+            format!("{} {} {role}", h.url(), caps.join(","))
+        };
+        hosts.iter().map(summarise).collect()
+    }
+
+    const HUB: &str = "https://registry-1.docker.io pull,resolve,push server";
+
+    #[test]
+    fn without_configuration_the_upstream_is_used() {
+        let docker = load_hosts(None, "docker.io").unwrap();
+        assert_eq!(summary(&docker), [HUB]);
+        let h = &docker[0];
+        assert!(!h.skip_verify && h.ca.is_empty() && h.unsupported.is_empty());
+        assert_eq!(h.scheme, Scheme::Https);
+
+        let root = root_with(&[("quay.io", "server = \"https://q.example\"")]);
+        let local = load(&root, "localhost:5000");
+        assert_eq!(summary(&local), ["https://localhost:5000 pull,resolve,push server"]);
+        assert_eq!(local, load_hosts(None, "localhost:5000").unwrap());
+        // Not a registry name: no directory is consulted, so nothing outside the root is read.
+        let escape = root_with(&[("_default", "server = \"https://mirror\"")]);
+        assert_eq!(load(&escape, "../x")[0].host, "../x");
+    }
+
+    #[test]
+    fn docs_simple_docker_config() {
+        let toml = r#"server = "https://docker.io"
+
+[host."https://registry-1.docker.io"]
+  capabilities = ["pull", "resolve"]
+"#;
+        let hosts = load(&root_with(&[("docker.io", toml)]), "docker.io");
+        let expected = [
+            "https://registry-1.docker.io pull,resolve mirror",
+            "https://docker.io pull,resolve,push server",
+        ];
+        assert_eq!(summary(&hosts), expected);
+    }
+
+    #[test]
+    fn docs_local_mirror_keeps_file_order_and_resolves_ca_relative_to_the_file() {
+        let toml = r#"server = "https://registry-1.docker.io"    # Exclude this to not use upstream
+
+[host."https://public-mirror.example.com"]
+  capabilities = ["pull"]                  # Requires less trust, won't resolve tag to digest from this host
+[host."https://docker-mirror.internal"]
+  capabilities = ["pull", "resolve"]
+  ca = "docker-mirror.crt"                 # Or absolute path /etc/containerd/certs.d/docker.io/docker-mirror.crt
+"#;
+        let root = root_with(&[("docker.io", toml)]);
+        let hosts = load(&root, "docker.io");
+        let expected = [
+            "https://public-mirror.example.com pull mirror",
+            "https://docker-mirror.internal pull,resolve mirror",
+            HUB,
+        ];
+        assert_eq!(summary(&hosts), expected);
+        assert_eq!(hosts[1].ca, [root.path().join("docker.io/docker-mirror.crt")]);
+        assert!(hosts[0].ca.is_empty() && hosts[2].ca.is_empty());
+    }
+
+    #[test]
+    fn docs_default_mirror_applies_to_registries_without_their_own_directory() {
+        let toml = r#"[host."https://registry.example.com"]
+  capabilities = ["pull", "resolve"]
+"#;
+        let root = root_with(&[("_default", toml)]);
+        let mirror = "https://registry.example.com pull,resolve mirror";
+        let quay = "https://quay.io pull,resolve,push server";
+        assert_eq!(summary(&load(&root, "quay.io")), [mirror, quay]);
+        assert_eq!(summary(&load(&root, "docker.io")), [mirror, HUB]);
+
+        let server_only = "server = \"https://registry.example.com\"\n";
+        let root = root_with(&[("_default", server_only), ("ghcr.io", "")]);
+        let only = "https://registry.example.com pull,resolve,push server";
+        assert_eq!(summary(&load(&root, "quay.io")), [only]);
+        // A registry's own directory (even without hosts.toml) takes precedence over _default.
+        assert_eq!(load(&root, "ghcr.io"), load_hosts(None, "ghcr.io").unwrap());
+    }
+
+    #[test]
+    fn docs_http_mirror_with_skip_verify() {
+        let toml = r#"server = "https://registry-1.docker.io"
+
+[host."http://192.168.31.250:5000"]
+  capabilities = ["pull", "resolve", "push"]
+  skip_verify = true
+"#;
+        let hosts = load(&root_with(&[("docker.io", toml)]), "docker.io");
+        assert_eq!(hosts[0].scheme, Scheme::Http);
+        assert_eq!(hosts[0].url(), "http://192.168.31.250:5000");
+        assert_eq!(hosts[0].capabilities, HostCapabilities::ALL);
+        assert!(hosts[0].skip_verify && !hosts[1].skip_verify);
+        assert_eq!(summary(&hosts)[1], HUB);
+    }
+
+    #[test]
+    fn directories_for_registries_with_ports() {
+        let root = root_with(&[
+            ("myregistry.io_5000_", "server = \"http://underscore:5000\""),
+            ("myregistry.io:5000", "server = \"http://colon:5000\""),
+        ]);
+        assert_eq!(load(&root, "myregistry.io:5000")[0].url(), "http://underscore:5000");
+        let root = root_with(&[("myregistry.io:5000", "server = \"127.0.0.1:5000\"")]);
+        let hosts = load(&root, "myregistry.io:5000");
+        assert_eq!(summary(&hosts), ["https://127.0.0.1:5000 pull,resolve,push server"]);
+    }
+
+    #[test]
+    fn top_level_settings_apply_to_the_defaulted_upstream() {
+        let toml = r#"skip_verify = true
+ca = ["/etc/ca.pem", "rel/ca.pem"]
+capabilities = ["pull"]
+[header]
+  authorization = "Bearer secret"
+"#;
+        let root = root_with(&[("_default", toml)]);
+        let hosts = load(&root, "localhost:5000");
+        assert_eq!(summary(&hosts), ["https://localhost:5000 pull,resolve,push server"]);
+        assert!(hosts[0].skip_verify);
+        let rel = root.path().join("_default/rel/ca.pem");
+        assert_eq!(hosts[0].ca, [PathBuf::from("/etc/ca.pem"), rel]);
+        assert_eq!(hosts[0].unsupported, ["header"]);
+    }
+
+    #[test]
+    fn unsupported_containerd_keys_are_reported_not_rejected() {
+        let toml = r#"dial_timeout = "1s"
+[host."https://test-1.registry"]
+  capabilities = ["PULL", "referrers"]
+  client = [["/etc/certs/client.cert", "/etc/certs/client.key"],["/etc/certs/client.pem", ""]]
+  proxy = "http://my-proxy:8080"
+[host."https://mirror.registry/v2/"]
+  capabilities = []
+  [host."https://mirror.registry/v2/".header]
+    x-custom-2 = ["value1", "value2"]
+[host."https://compliant.registry/v2"]
+  override_path = true
+"#;
+        let hosts = load(&root_with(&[("docker.io", toml)]), "docker.io");
+        let unsupported: Vec<_> = hosts.iter().map(|h| h.unsupported.clone()).collect();
+        let expected: [&[&str]; 4] = [&["client", "proxy"], &["header"], &[], &["dial_timeout"]];
+        assert_eq!(unsupported, expected);
+        let expected = [
+            "https://test-1.registry pull mirror",
+            "https://mirror.registry pull,resolve,push mirror",
+            "https://compliant.registry pull,resolve,push mirror",
+            HUB,
+        ];
+        assert_eq!(summary(&hosts), expected);
+    }
+
+    #[test]
+    fn cert_files_directory_without_hosts_toml() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("registry.test:5443");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["b.crt", "a.crt", "client.cert", "client.key", "README"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let hosts = load_hosts(Some(root.path()), "registry.test:5443").unwrap();
+        assert_eq!(summary(&hosts), ["https://registry.test:5443 pull,resolve,push server"]);
+        assert_eq!(hosts[0].ca, [dir.join("a.crt"), dir.join("b.crt")]);
+        let client = dir.join("client.cert");
+        assert_eq!(
+            hosts[0].unsupported,
+            [format!("client certificate {}", client.display())]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_files_naming_the_file_and_key() {
+        let prefix = "path prefixes are not supported";
+        let cases: &[(&str, &str)] = &[
+            ("server = \"https://a\"\nmirrors = [\"x\"]", "unknown key \"mirrors\""),
+            (
+                "[host.\"https://m\"]\nskip_tls = true",
+                r#"unknown key "host.\"https://m\".skip_tls""#,
+            ),
+            (
+                "[host.\"http://m\".host.\"http://n\"]",
+                r#"unknown key "host.\"http://m\".host""#,
+            ),
+            (
+                "[host.\"https://m\"]\ncapabilities = [\"fetch\"]",
+                "invalid value for \"host.",
+            ),
+            ("skip_verify = \"yes\"", "invalid value for \"skip_verify\""),
+            ("ca = 5", "invalid value for \"ca\""),
+            ("server = 5", "invalid value for \"server\""),
+            ("host = 1", "invalid value for \"host\""),
+            ("[host.\"ftp://m\"]", "the scheme must be http or https"),
+            ("[host.\"https://m/us\"]", prefix),
+            ("[host.\"https://m/v2/upstream\"]\noverride_path = true", prefix),
+            ("[host.\"https://m\"]\noverride_path = true", prefix),
+            ("[host.\"https://user:hunter2@m\"]", "\"https://<redacted>@m\""),
+            ("[host.\"https://m:port\"]", "expected host or host:port"),
+            ("server = \"https://a\"\n\n[host.\"https://m\"", "invalid toml"),
+            ("server = \"https://a\"\nserver = \"https://b\"", "at line 2"),
+        ];
+        for (toml, expected) in cases {
+            let root = root_with(&[("docker.io", toml)]);
+            let err = load_hosts(Some(root.path()), "docker.io").unwrap_err().to_string();
+            assert!(err.contains(expected), "{toml:?}: {err}");
+            let file = root.path().join("docker.io/hosts.toml");
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+}

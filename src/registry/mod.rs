@@ -1,0 +1,179 @@
+//! Registry access: the only module that talks to registries, and the only one that touches `oci-client`.
+//!
+//! A [`Session`] serves one pull of one repository. It holds the registry's hosts in the order they are
+//! tried ([`hosts`]: mirrors from `hosts.toml` first, the upstream `server` last) and the credentials to
+//! present ([`auth`]). Every request falls through to the next host when one fails, so a node keeps pulling
+//! when its pull-through cache is down.
+//!
+//! Manifests are fetched with our own request (through the same TLS and token setup as `oci-client`)
+//! because `oci-client` neither exposes the response's `Content-Type` (needed to identify a manifest without
+//! a `mediaType` field) nor bounds the body it reads (a hostile registry could send gigabytes). Blobs are
+//! streamed by `oci-client`, which verifies their digest while streaming; the content store verifies again
+//! as it commits.
+
+pub mod auth;
+mod error;
+mod host_client;
+pub mod hosts;
+mod token;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use error::RegistryError;
+use host_client::HostClient;
+
+use crate::digest::Digest;
+use crate::metadata::Descriptor;
+use crate::reference::ImageRef;
+use auth::{AuthFile, Credentials};
+
+/// Where the registry adapter finds its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// containerd-style `hosts.toml` directory.
+    pub hosts_dir: Option<PathBuf>,
+    /// Docker `config.json` files to read credentials from, first match wins.
+    pub auth_files: Vec<PathBuf>,
+    /// Seconds to wait for a TCP/TLS connection to a registry host.
+    pub connect_timeout_secs: u64,
+}
+
+/// A manifest as fetched from a registry.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// The body, at most [`crate::manifest::MAX_MANIFEST_BYTES`].
+    pub body: Bytes,
+    /// The response's `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The digest of the body (verified against the reference when fetched by digest).
+    pub digest: Digest,
+}
+
+/// A blob's bytes as they arrive.
+pub type BlobStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// The registry adapter; one per daemon, cheap to share.
+pub struct Registry {
+    options: RegistryOptions,
+    /// Clients per host URL (and TLS settings), so connections and tokens are reused across pulls.
+    clients: Mutex<HashMap<String, Arc<HostClient>>>,
+}
+
+impl Registry {
+    /// A registry adapter with these options.
+    pub fn new(options: RegistryOptions) -> Registry {
+        Registry {
+            options,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Prepares to pull from `image`'s repository with `request_creds` (from the CRI request), falling back
+    /// to credentials from the auth files.
+    pub fn session(&self, image: &ImageRef, request_creds: Option<Credentials>) -> Result<Session, RegistryError> {
+        let hosts = hosts::load_hosts(self.options.hosts_dir.as_deref(), image.registry())?;
+        let file_creds = if request_creds.is_none() {
+            self.file_credentials(image.registry())?
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            for key in &host.unsupported {
+                tracing::warn!(host = %host.url(), key = %key, "hosts.toml key not supported by imaged; ignored");
+            }
+            let client = self.client(&host)?;
+            out.push(client);
+        }
+        Ok(Session {
+            image: image.clone(),
+            hosts: out,
+            creds: request_creds.or(file_creds),
+        })
+    }
+
+    fn file_credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+        for path in &self.options.auth_files {
+            if !path.exists() {
+                continue;
+            }
+            let file = AuthFile::load(path)?;
+            if let Some(c) = file.lookup(registry) {
+                return Ok(Some(c));
+            }
+            for h in file.helpers() {
+                tracing::debug!(file = %path.display(), helper = %h, "credential helpers are not supported; ignored");
+            }
+        }
+        Ok(None)
+    }
+
+    fn client(&self, host: &hosts::RegistryHost) -> Result<Arc<HostClient>, RegistryError> {
+        let key = format!("{}|{}|{:?}", host.url(), host.skip_verify, host.ca);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            // Capabilities may differ between files naming the same URL: keep the client, take the host.
+            return Ok(Arc::new(c.with_host(host.clone())));
+        }
+        let c = Arc::new(HostClient::new(host.clone(), self.options.connect_timeout_secs)?);
+        clients.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
+/// One pull's view of a repository: its hosts in order and the credentials to present.
+pub struct Session {
+    image: ImageRef,
+    hosts: Vec<Arc<HostClient>>,
+    creds: Option<Credentials>,
+}
+
+impl Session {
+    /// Fetches the manifest or index that `reference` (a tag or a digest) names. Tags are resolved only by
+    /// hosts with the `resolve` capability; digests by hosts with `pull`.
+    pub async fn fetch_manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
+        let by_digest = reference.starts_with("sha256:");
+        let mut last = None;
+        for host in self
+            .hosts
+            .iter()
+            .filter(|h| if by_digest { h.can_pull() } else { h.can_resolve() })
+        {
+            match host.fetch_manifest(&self.image, reference, self.creds.as_ref()).await {
+                Ok(m) => return Ok(m),
+                Err(e) => {
+                    tracing::warn!(host = %host.url(), image = %self.image, error = %e, "manifest fetch failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| self.no_host(if by_digest { "pull" } else { "resolve" })))
+    }
+
+    /// Starts streaming the blob `desc` describes. The stream fails at its end if the bytes do not match.
+    pub async fn fetch_blob(&self, desc: &Descriptor) -> Result<BlobStream, RegistryError> {
+        let mut last = None;
+        for host in self.hosts.iter().filter(|h| h.can_pull()) {
+            match host.fetch_blob(&self.image, desc, self.creds.as_ref()).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::warn!(host = %host.url(), blob = %desc.digest, error = %e, "blob fetch failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| self.no_host("pull")))
+    }
+
+    fn no_host(&self, capability: &'static str) -> RegistryError {
+        RegistryError::NoHost {
+            registry: self.image.registry().to_string(),
+            capability,
+        }
+    }
+}
