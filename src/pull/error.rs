@@ -1,0 +1,104 @@
+//! Why a pull failed.
+
+use crate::content::ContentError;
+use crate::digest::Digest;
+use crate::error::{Classify, ErrorKind};
+use crate::manifest::ManifestError;
+use crate::metadata::MetadataError;
+use crate::registry::RegistryError;
+
+/// A failed pull. Nothing of a failed pull becomes visible.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// Talking to the registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The manifest, index or config is unusable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Writing or verifying content failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// Recording the image failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// No entry of the index runs on this node.
+    #[error("image {image} has no manifest for platform {platform} (available: {available:?})")]
+    NoMatchingPlatform {
+        /// The reference.
+        image: String,
+        /// The node's platform.
+        platform: String,
+        /// What the image offers.
+        available: Vec<String>,
+    },
+    /// An index whose chosen entry is itself an index.
+    #[error("image {image}: index entry {digest} is itself an index, which imaged does not follow")]
+    NestedIndex {
+        /// The reference.
+        image: String,
+        /// The nested index.
+        digest: Digest,
+    },
+    /// A config blob larger than allowed.
+    #[error("config {digest} is {size} bytes, more than the limit of {limit} bytes")]
+    ConfigTooLarge {
+        /// The config blob.
+        digest: Digest,
+        /// Its (announced or received) size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The blob's stream broke or failed verification.
+    #[error("downloading blob {digest} failed: {detail}")]
+    Stream {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        detail: String,
+        /// Whether the bytes did not match the digest (rather than the transfer breaking).
+        mismatch: bool,
+    },
+    /// Writing a blob to disk failed.
+    #[error("writing {path} failed: {source}")]
+    Write {
+        /// The ingest file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A download ended without being told to commit (the pull was cancelled).
+    #[error("the download was interrupted")]
+    Interrupted,
+    /// A background task died.
+    #[error("internal task failed: {0}")]
+    Task(String),
+    /// The image disappeared right after being recorded (removed concurrently).
+    #[error("image {image} ({id}) was removed while it was being pulled")]
+    Vanished {
+        /// The reference.
+        image: String,
+        /// Its id.
+        id: Digest,
+    },
+}
+
+impl Classify for PullError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PullError::Registry(e) => e.kind(),
+            PullError::Manifest(e) => e.kind(),
+            PullError::Content(e) => e.kind(),
+            PullError::Metadata(e) => e.kind(),
+            PullError::NoMatchingPlatform { .. } => ErrorKind::NotFound,
+            PullError::NestedIndex { .. } => ErrorKind::FailedPrecondition,
+            PullError::ConfigTooLarge { .. } => ErrorKind::ResourceExhausted,
+            PullError::Stream { mismatch: true, .. } => ErrorKind::FailedPrecondition,
+            PullError::Stream { .. } => ErrorKind::Unavailable,
+            PullError::Write { .. } | PullError::Task(_) => ErrorKind::Internal,
+            PullError::Interrupted => ErrorKind::Cancelled,
+            PullError::Vanished { .. } => ErrorKind::NotFound,
+        }
+    }
+}

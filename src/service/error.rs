@@ -1,0 +1,75 @@
+//! Errors of the image service, each with its kind and, for pulls, kubelet's reason.
+
+use crate::content::ContentError;
+use crate::error::{Classify, ErrorKind, Reason};
+use crate::metadata::MetadataError;
+use crate::pull::PullError;
+use crate::reference::ReferenceError;
+use crate::registry::auth::AuthError;
+
+/// What went wrong in an image service operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The image name does not parse.
+    #[error(transparent)]
+    InvalidReference(#[from] ReferenceError),
+    /// The pull failed.
+    #[error("pulling image {image:?}: {source}")]
+    Pull {
+        /// The reference as the caller gave it.
+        image: String,
+        /// Why.
+        source: PullError,
+    },
+    /// The credentials in the request are malformed.
+    #[error("pulling image {image:?}: {source}")]
+    Auth {
+        /// The reference as the caller gave it.
+        image: String,
+        /// Why.
+        source: AuthError,
+    },
+    /// The request names a runtime handler imaged does not serve.
+    #[error("unknown runtime handler {0:?}: configure it in runtime_handlers or omit it")]
+    UnknownRuntimeHandler(String),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The content store failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// Opening the store failed.
+    #[error("cannot open the image store at {path}: {detail}")]
+    Open {
+        /// The root.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// A background task died.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+impl Classify for ServiceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ServiceError::InvalidReference(_) | ServiceError::UnknownRuntimeHandler(_) => ErrorKind::InvalidArgument,
+            ServiceError::Pull { source, .. } => source.kind(),
+            ServiceError::Auth { .. } => ErrorKind::InvalidArgument,
+            ServiceError::Metadata(e) => e.kind(),
+            ServiceError::Content(e) => e.kind(),
+            ServiceError::Open { .. } | ServiceError::Task(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl ServiceError {
+    /// kubelet's reason for this failure of a pull, used as the message prefix.
+    pub fn pull_reason(&self) -> Reason {
+        match self {
+            ServiceError::InvalidReference(_) => Reason::InvalidImageName,
+            other => Reason::for_pull(other.kind()),
+        }
+    }
+}
