@@ -1,0 +1,145 @@
+//! Client subcommands of the `imaged` binary: they speak CRI over a unix socket, to imaged or to any CRI
+//! image service (containerd's socket included).
+//!
+//! They behave like their `crictl` counterparts (`pull`, `images`, `inspecti`, `rmi`, `imagefsinfo`), so
+//! scripts written for one work with the other: the same table columns, the same protobuf-style JSON with
+//! camelCase keys. One file per command; [`output`] holds the pure formatting they share.
+
+mod error;
+mod fsinfo;
+mod images;
+mod inspect;
+mod output;
+mod pull;
+mod rmi;
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use error::CliError;
+pub use pull::Creds;
+
+use crate::proto::runtime::v1::image_service_client::ImageServiceClient;
+use crate::server::MAX_MESSAGE_BYTES;
+
+/// The client subcommands. Their doc comments are the `--help` text.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Pull an image from a registry through the image service
+    Pull {
+        /// Image to pull, e.g. docker.io/library/busybox:latest
+        image: String,
+        /// Registry credentials (visible to other users in the process list)
+        #[arg(long, value_name = "USER:PASS", value_parser = Creds::from_arg)]
+        creds: Option<Creds>,
+        /// Options every client subcommand takes.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List images
+    Images {
+        /// Only list images matching this reference
+        image: Option<String>,
+        /// Only print image ids, one per line
+        #[arg(short, long)]
+        quiet: bool,
+        /// Options every client subcommand takes.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show an image's status and details as JSON (like crictl inspecti)
+    Inspect {
+        /// Image reference, id or digest
+        image: String,
+        /// Options every client subcommand takes.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove images, each with all its tags
+    Rmi {
+        /// Image references, ids or digests
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// Options every client subcommand takes.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the image filesystem's usage
+    Fsinfo {
+        /// Options every client subcommand takes.
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Options every client subcommand takes, after the subcommand's name.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// CRI image service socket (imaged's, or e.g. /run/containerd/containerd.sock)
+    #[arg(long, value_name = "PATH", env = "IMAGED_SOCKET", default_value_os_t = crate::config::default_socket())]
+    pub socket: PathBuf,
+    /// Output format
+    #[arg(short, long, value_name = "FORMAT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// Pretty-printed JSON with crictl's (protobuf JSON) field names.
+    Json,
+}
+
+/// Runs `cmd`, printing to stdout and stderr. A closed stdout (`imaged images | head -1`) is not an error.
+pub async fn run(cmd: ClientCommand) -> Result<(), CliError> {
+    match execute(cmd, &mut std::io::stdout(), &mut std::io::stderr()).await {
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Runs `cmd`, writing its result to `out` and the failures of single items (in `rmi`) to `err`.
+pub async fn execute(
+    cmd: ClientCommand,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    match cmd {
+        ClientCommand::Pull { image, creds, common } => pull::run(&common, &image, creds.as_ref(), out).await?,
+        ClientCommand::Images { image, quiet, common } => images::run(&common, image.as_deref(), quiet, out).await?,
+        ClientCommand::Inspect { image, common } => inspect::run(&common, &image, out).await?,
+        ClientCommand::Rmi { images, common } => rmi::run(&common, &images, out, err).await?,
+        ClientCommand::Fsinfo { common } => fsinfo::run(&common, out).await?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Connects a CRI image service client to the unix socket at `socket`.
+pub async fn connect(socket: &Path) -> Result<ImageServiceClient<Channel>, tonic::transport::Error> {
+    let socket = socket.to_path_buf();
+    // The URI is a placeholder: tonic requires one, the connector below ignores it.
+    let channel = Endpoint::from_static("http://[::]:0")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+        }))
+        .await?;
+    Ok(ImageServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// [`connect`], with a failure turned into the error a person at a terminal needs.
+async fn client(common: &Common) -> Result<ImageServiceClient<Channel>, CliError> {
+    connect(&common.socket)
+        .await
+        .map_err(|e| CliError::connect(&common.socket, &e))
+}

@@ -1,0 +1,59 @@
+//! imaged: a Kubernetes CRI image service.
+//!
+//! # Layout
+//!
+//! Dependencies point one way, from the wire down to the disk:
+//!
+//! - [`server`]: the thin gRPC layer. One file per CRI RPC; it turns protobuf messages into domain calls
+//!   on [`service::ImageService`] and domain errors into gRPC statuses (in [`server::status`]).
+//! - [`service`]: the image service in domain types: pull, status, list, remove, filesystem info.
+//! - [`pull`]: one image pull: resolve the reference, choose the platform, fetch and verify every blob,
+//!   commit them and record the image.
+//! - [`registry`]: the only module that talks to registries (through `oci-client`): hosts and mirrors
+//!   (`hosts.toml`), credentials, manifest and blob fetches.
+//! - [`metadata`]: image records (tags, digests, size, user, pins, times) in a transactional redb database.
+//! - [`content`]: the content-addressed blob store, laid out as an OCI image layout, with crash-safe commits.
+//! - [`reference`], [`digest`], [`manifest`], [`platform`]: value types and parsers.
+//! - [`config`]: the daemon's configuration and its embedded defaults.
+//! - [`cli`]: the client subcommands (`imaged pull`, `images`, ...), which speak CRI over a unix socket.
+//! - [`error`]: the error kinds every module maps into.
+
+pub mod cli;
+pub mod config;
+pub mod content;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod metadata;
+pub mod platform;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod server;
+pub mod service;
+
+/// Generated protobuf and gRPC code.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    /// The CRI API, package `runtime.v1`, as far as the image service needs it.
+    pub mod runtime {
+        /// `runtime.v1`.
+        pub mod v1 {
+            tonic::include_proto!("runtime.v1");
+
+            impl std::fmt::Debug for AuthConfig {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    let redacted = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+                    f.debug_struct("AuthConfig")
+                        .field("username", &self.username)
+                        .field("password", &redacted(&self.password))
+                        .field("auth", &redacted(&self.auth))
+                        .field("server_address", &self.server_address)
+                        .field("identity_token", &redacted(&self.identity_token))
+                        .field("registry_token", &redacted(&self.registry_token))
+                        .finish()
+                }
+            }
+        }
+    }
+}

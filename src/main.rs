@@ -1,0 +1,111 @@
+//! The `imaged` binary: `imaged serve` runs the daemon; the other subcommands are CRI clients.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use imaged::config::{Config, DEFAULT_CONFIG_FILE, FileConfig, Overrides};
+use imaged::service::ImageService;
+
+/// How long in-flight calls may run after SIGTERM/SIGINT before the daemon exits anyway. The store is
+/// crash-safe, so cutting a pull short only loses that pull's progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(name = "imaged", version, about = "A Kubernetes CRI image service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: serve CRI runtime.v1.ImageService on a unix socket.
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(imaged::cli::ClientCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file [default: /etc/imaged/config.toml if it exists]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Store directory [default: /var/lib/imaged as root, else $XDG_DATA_HOME/imaged]
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// CRI socket path [default: /run/imaged/imaged.sock as root, else $XDG_RUNTIME_DIR/imaged/imaged.sock]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// containerd-style hosts.toml directory (mirrors, plain-http registries, TLS)
+    #[arg(long)]
+    hosts_dir: Option<PathBuf>,
+    /// Docker config.json with registry credentials (repeatable; first match wins)
+    #[arg(long = "auth-file")]
+    auth_files: Vec<PathBuf>,
+    /// Platform to select from multi-platform images, os/arch[/variant] [default: the host's]
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Client(cmd) => Ok(runtime.block_on(imaged::cli::run(cmd))?),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path, true)?,
+        None => FileConfig::load(std::path::Path::new(DEFAULT_CONFIG_FILE), false)?,
+    };
+    let config = Config::resolve(
+        file,
+        Overrides {
+            root: args.root,
+            socket: args.socket,
+            hosts_dir: args.hosts_dir,
+            auth_files: args.auth_files,
+            platform: args.platform,
+        },
+    )?;
+    let service = Arc::new(ImageService::open(&config)?);
+    let listener = imaged::server::listener::bind(&config.socket)?;
+    tracing::info!(socket = %config.socket.display(), root = %config.root.display(), platform = %config.platform, "serving CRI image service");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(imaged::server::serve(listener, service, async {
+        let _ = stop_rx.await;
+    }));
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, "shutting down: no new calls accepted");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(joined) => joined.context("server task")?.context("serving")?,
+        Err(_) => tracing::warn!("in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting anyway"),
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,23 @@
+//! Image records to CRI `Image` messages.
+
+use crate::metadata::ImageRecord;
+use crate::proto::runtime::v1 as cri;
+
+/// The CRI view of an image. `id` is the config digest, equal to the `image_ref` PullImage returned.
+pub fn image(rec: &ImageRecord) -> cri::Image {
+    let (uid, username) = rec.uid_or_username();
+    let id = rec.id.to_string();
+    cri::Image {
+        id: id.clone(),
+        repo_tags: rec.repo_tags.clone(),
+        repo_digests: rec.repo_digests.clone(),
+        size: rec.size(),
+        uid: uid.map(|value| cri::Int64Value { value }),
+        username,
+        spec: Some(cri::ImageSpec {
+            image: id,
+            ..Default::default()
+        }),
+        pinned: rec.pinned,
+    }
+}

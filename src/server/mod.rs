@@ -1,0 +1,96 @@
+//! The thin gRPC layer: CRI `runtime.v1.ImageService` on a unix socket.
+//!
+//! Each RPC lives in its own file and only converts between protobuf and domain types; errors become gRPC
+//! statuses in one place ([`status`]).
+
+mod convert;
+mod image_fs_info;
+mod image_status;
+mod list_images;
+pub mod listener;
+mod pull_image;
+mod remove_image;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::proto::runtime::v1 as cri;
+use crate::proto::runtime::v1::image_service_server::{ImageService as CriImageService, ImageServiceServer};
+use crate::service::ImageService;
+
+/// kubelet's message size limit; a ListImages answer with thousands of images must fit.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Serves CRI on `listener` until `shutdown` completes, then stops accepting and returns once in-flight
+/// calls are done.
+pub async fn serve(
+    listener: UnixListener,
+    service: Arc<ImageService>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let images = ImageServiceServer::new(Images { service })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(images)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// The CRI image service over the domain [`ImageService`].
+pub struct Images {
+    service: Arc<ImageService>,
+}
+
+#[tonic::async_trait]
+impl CriImageService for Images {
+    async fn list_images(
+        &self,
+        req: Request<cri::ListImagesRequest>,
+    ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        self.list_images(req.into_inner()).map(Response::new)
+    }
+
+    async fn image_status(
+        &self,
+        req: Request<cri::ImageStatusRequest>,
+    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        self.image_status(req.into_inner()).map(Response::new)
+    }
+
+    async fn pull_image(
+        &self,
+        req: Request<cri::PullImageRequest>,
+    ) -> Result<Response<cri::PullImageResponse>, Status> {
+        self.pull_image(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<cri::RemoveImageRequest>,
+    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        self.remove_image(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn image_fs_info(
+        &self,
+        req: Request<cri::ImageFsInfoRequest>,
+    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        Ok(Response::new(self.image_fs_info(req.into_inner())))
+    }
+}
+
+/// The image name of a request's `ImageSpec`, which every image RPC but ImageFsInfo requires.
+fn image_name(spec: Option<&cri::ImageSpec>) -> Result<&str, Status> {
+    match spec.map(|s| s.image.as_str()) {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => Err(Status::invalid_argument(
+            "InvalidImageName: the request has no image (ImageSpec.image is empty)",
+        )),
+    }
+}
