@@ -133,7 +133,7 @@ impl FileConfig {
 impl Config {
     /// Merges defaults, the file and the overrides.
     pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
-        let (root, socket) = default_paths(rustix::process::geteuid().is_root());
+        let (root, socket) = default_paths(rustix::process::geteuid().is_root(), |k: &str| std::env::var_os(k));
         let platform = match o.platform.or(file.platform) {
             Some(p) => Platform::parse(&p)
                 .ok_or_else(|| ConfigError::Invalid(format!("platform {p:?} is not os/arch[/variant]")))?,
@@ -162,15 +162,16 @@ impl Config {
     }
 }
 
-/// The embedded default store and socket paths.
-pub fn default_paths(root_user: bool) -> (PathBuf, PathBuf) {
+/// The embedded default store and socket paths, for root or for another user whose environment `var`
+/// reads.
+pub fn default_paths(root_user: bool, var: impl Fn(&str) -> Option<std::ffi::OsString>) -> (PathBuf, PathBuf) {
     if root_user {
         return (
             PathBuf::from("/var/lib/imaged"),
             PathBuf::from("/run/imaged/imaged.sock"),
         );
     }
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| var(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let home_data = env("HOME").map(|h| h.join(".local/share"));
     let data = env("XDG_DATA_HOME")
         .or_else(|| home_data.clone())
@@ -183,7 +184,7 @@ pub fn default_paths(root_user: bool) -> (PathBuf, PathBuf) {
 
 /// The socket path clients use when `--socket` is not given: the same default as the daemon's.
 pub fn default_socket() -> PathBuf {
-    default_paths(rustix::process::geteuid().is_root()).1
+    default_paths(rustix::process::geteuid().is_root(), |k: &str| std::env::var_os(k)).1
 }
 
 #[cfg(test)]
@@ -196,8 +197,40 @@ mod tests {
         assert_eq!(c.max_concurrent_downloads, 3);
         assert_eq!(c.platform, Platform::host().normalized());
         assert!(c.hosts_dir.is_none());
-        assert_eq!(default_paths(true).0, PathBuf::from("/var/lib/imaged"));
-        assert_eq!(default_paths(true).1, PathBuf::from("/run/imaged/imaged.sock"));
+        fn none(_: &str) -> Option<std::ffi::OsString> {
+            None
+        }
+        assert_eq!(default_paths(true, none).0, PathBuf::from("/var/lib/imaged"));
+        assert_eq!(default_paths(true, none).1, PathBuf::from("/run/imaged/imaged.sock"));
+    }
+
+    #[test]
+    fn normal_users_get_xdg_paths_with_home_fallbacks() {
+        fn xdg(k: &str) -> Option<std::ffi::OsString> {
+            match k {
+                "XDG_DATA_HOME" => Some("/home/u/.data".into()),
+                "XDG_RUNTIME_DIR" => Some("/run/user/1000".into()),
+                "HOME" => Some("/home/u".into()),
+                _ => None,
+            }
+        }
+        assert_eq!(
+            default_paths(false, xdg),
+            (
+                PathBuf::from("/home/u/.data/imaged"),
+                PathBuf::from("/run/user/1000/imaged/imaged.sock")
+            )
+        );
+        fn home_only(k: &str) -> Option<std::ffi::OsString> {
+            (k == "HOME").then(|| "/home/u".into())
+        }
+        assert_eq!(
+            default_paths(false, home_only),
+            (
+                PathBuf::from("/home/u/.local/share/imaged"),
+                PathBuf::from("/home/u/.local/share/imaged/imaged.sock")
+            )
+        );
     }
 
     #[test]

@@ -1,0 +1,192 @@
+//! A deliberately misbehaving registry, for faults a real registry will not produce on demand: bytes that
+//! do not match their digest, oversized manifests, 5xx answers, connections that stall mid-blob.
+//!
+//! It speaks just enough HTTP/1.1 (one request per connection, `Connection: close`) for imaged's clients,
+//! serves canned responses by path, and records every request it saw.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A canned answer.
+#[derive(Clone, Debug)]
+pub struct Canned {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Send this many body bytes, then stall (keep the connection open, send nothing) for this long.
+    pub stall_after: Option<(usize, Duration)>,
+}
+
+impl Canned {
+    /// A 200 with `body` and `Content-Type: content_type`.
+    pub fn ok(content_type: &str, body: Vec<u8>) -> Canned {
+        Canned {
+            status: 200,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+            stall_after: None,
+        }
+    }
+
+    /// A bare status with an empty body.
+    pub fn status(status: u16) -> Canned {
+        Canned {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            stall_after: None,
+        }
+    }
+}
+
+/// The running fake registry.
+pub struct FakeRegistry {
+    addr: String,
+    routes: Arc<Mutex<HashMap<String, Canned>>>,
+    seen: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeRegistry {
+    /// Starts on a free loopback port. `GET /v2/` answers 200 unless overridden.
+    pub async fn start() -> FakeRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake registry");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let routes: Arc<Mutex<HashMap<String, Canned>>> = Arc::default();
+        routes
+            .lock()
+            .unwrap()
+            .insert("/v2/".into(), Canned::ok("application/json", b"{}".to_vec()));
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (r, s, f) = (routes.clone(), seen.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, s, full) = (r.clone(), s.clone(), f.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    // Read the body too (token requests are form POSTs), as far as Content-Length says.
+                    let head_end = buf
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(buf.len(), |p| p + 4);
+                    let text = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let want: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + want {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_string();
+                    full.lock().unwrap().push(head.clone());
+                    let mut parts = head.lines().next().unwrap_or_default().split(' ');
+                    let method = parts.next().unwrap_or_default().to_string();
+                    let target = parts.next().unwrap_or_default().to_string();
+                    let path = target.split('?').next().unwrap_or_default().to_string();
+                    s.lock().unwrap().push(format!("{method} {target}"));
+                    let canned = r
+                        .lock()
+                        .unwrap()
+                        .get(&path)
+                        .cloned()
+                        .unwrap_or_else(|| Canned::status(404));
+                    let mut resp = format!(
+                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        canned.status,
+                        canned.body.len()
+                    );
+                    for (k, v) in &canned.headers {
+                        resp.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    resp.push_str("\r\n");
+                    if sock.write_all(resp.as_bytes()).await.is_err() || method == "HEAD" {
+                        return;
+                    }
+                    match canned.stall_after {
+                        Some((n, stall)) => {
+                            let _ = sock.write_all(&canned.body[..n.min(canned.body.len())]).await;
+                            let _ = sock.flush().await;
+                            tokio::time::sleep(stall).await;
+                        }
+                        None => {
+                            let _ = sock.write_all(&canned.body).await;
+                        }
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        FakeRegistry {
+            addr,
+            routes,
+            seen,
+            requests,
+            task,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Serves `canned` for `path` (without query string).
+    pub fn route(&self, path: &str, canned: Canned) {
+        self.routes.lock().unwrap().insert(path.to_string(), canned);
+    }
+
+    /// Serves a manifest for `repo:reference` with its media type as Content-Type and its digest header.
+    pub fn manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) {
+        let mut c = Canned::ok(media_type, body.to_vec());
+        c.headers
+            .push(("Docker-Content-Digest".into(), super::layer::sha256_digest(body)));
+        self.route(&format!("/v2/{repo}/manifests/{reference}"), c);
+    }
+
+    /// Serves `body` as the blob `digest` of `repo` (whatever its real digest).
+    pub fn blob(&self, repo: &str, digest: &str, body: Vec<u8>) {
+        self.route(
+            &format!("/v2/{repo}/blobs/{digest}"),
+            Canned::ok("application/octet-stream", body),
+        );
+    }
+
+    /// Every request so far, whole: request line, headers and body.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// `METHOD target` of every request so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

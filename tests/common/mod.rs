@@ -1,0 +1,24 @@
+//! Fixtures shared by the integration tests; each test file declares `mod common;`.
+//!
+//! - [`registry`]: a real `docker-registry` process on a free loopback port, optionally with htpasswd
+//!   auth, and containerd-style `hosts.toml` files pointing at it.
+//! - [`layer`]: deterministic layer tars (files, dirs, links, whiteouts), plain, gzip or zstd.
+//! - [`image`]: images (OCI or Docker schema2) and multi-platform indexes over those layers; re-exports
+//!   [`layer`]'s items so `use common::image::*` is enough to build images.
+//! - [`push`]: pushes blobs, images and indexes to a registry over the distribution API.
+//! - [`tools`]: independent checks with `skopeo` and `umoci`.
+//!
+//! The tools these need are installed by `hack/install-test-deps`; a missing one fails the test with a
+//! message saying so, it is never skipped.
+
+// Test code: panicking is the failure report, and not every test binary uses every helper.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
+
+pub mod daemon;
+pub mod fake_registry;
+pub mod image;
+pub mod layer;
+pub mod push;
+pub mod registry;
+pub mod setup;
+pub mod tools;

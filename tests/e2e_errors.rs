@@ -1,0 +1,231 @@
+//! Bad input gets a clear error with the right gRPC code and kubelet's reason, and changes nothing:
+//! no image recorded, no blob kept, no ingest left behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::daemon::{Daemon, DaemonOptions, blobs, ingest_files, list, pull, status};
+use common::fake_registry::{Canned, FakeRegistry};
+use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, OCI_MANIFEST, sha256_digest};
+use common::registry::write_hosts_toml;
+use common::setup::{Setup, small_image};
+use tonic::Code;
+
+/// Asserts the failure, and that the store holds nothing.
+async fn assert_failed_cleanly(d: &Daemon, err: tonic::Status, code: Code, reason: &str, needle: &str) {
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(
+        err.message().starts_with(&format!("{reason}: ")),
+        "message should start with {reason}: {}",
+        err.message()
+    );
+    assert!(
+        err.message().contains(needle),
+        "message should mention {needle:?}: {}",
+        err.message()
+    );
+    let mut c = d.client().await;
+    assert!(list(&mut c).await.is_empty(), "no image may be recorded");
+    assert!(blobs(&d.root).is_empty(), "no blob may be kept: {:?}", blobs(&d.root));
+    assert_eq!(ingest_files(&d.root), 0, "no partial download may be left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_references_are_invalid_image_names() {
+    let s = Setup::start().await;
+    let mut c = s.daemon.client().await;
+    for bad in [
+        "Busybox:latest",
+        "foo bar",
+        "busybox:",
+        "busybox@sha256:abc",
+        "-x/y",
+        "a//b",
+    ] {
+        let err = pull(&mut c, bad, None).await.unwrap_err();
+        assert_failed_cleanly(&s.daemon, err, Code::InvalidArgument, "InvalidImageName", bad).await;
+    }
+    let err = pull(&mut c, "", None).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_and_down_registry_are_registry_unavailable() {
+    let mut s = Setup::start().await;
+    let mut c = s.daemon.client().await;
+    let err = pull(&mut c, "registry.invalid/app:v1", None).await.unwrap_err();
+    assert_failed_cleanly(
+        &s.daemon,
+        err,
+        Code::Unavailable,
+        "RegistryUnavailable",
+        "registry.invalid",
+    )
+    .await;
+
+    s.push("app", "v1", &small_image(1, None)).await;
+    s.registry.stop();
+    let err = pull(&mut c, &s.image("app", "v1"), None).await.unwrap_err();
+    assert_failed_cleanly(
+        &s.daemon,
+        err,
+        Code::Unavailable,
+        "RegistryUnavailable",
+        &s.registry.addr(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tag_and_repository_are_not_found() {
+    let s = Setup::start().await;
+    s.push("app", "v1", &small_image(1, None)).await;
+    let mut c = s.daemon.client().await;
+    let err = pull(&mut c, &s.image("app", "v2"), None).await.unwrap_err();
+    assert_failed_cleanly(&s.daemon, err, Code::NotFound, "ErrImagePull", "app:v2").await;
+    let err = pull(&mut c, &s.image("nothing", "v1"), None).await.unwrap_err();
+    assert_failed_cleanly(&s.daemon, err, Code::NotFound, "ErrImagePull", "nothing").await;
+    let absent = format!("{}@sha256:{}", s.name("app"), "1".repeat(64));
+    let err = pull(&mut c, &absent, None).await.unwrap_err();
+    assert_failed_cleanly(&s.daemon, err, Code::NotFound, "ErrImagePull", "app").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_runtime_handler_is_rejected() {
+    let s = Setup::start().await;
+    let mut c = s.daemon.client().await;
+    let mut spec = common::daemon::spec("busybox").unwrap();
+    spec.runtime_handler = "kata".into();
+    let err = c
+        .pull_image(imaged::proto::runtime::v1::PullImageRequest {
+            image: Some(spec),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("kata"), "{}", err.message());
+}
+
+/// A daemon that reaches the fake registry over plain HTTP.
+async fn daemon_for(fake: &FakeRegistry) -> (tempfile::TempDir, Daemon) {
+    let hosts = tempfile::tempdir().unwrap();
+    write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
+    let d = Daemon::start(DaemonOptions {
+        hosts_dir: Some(hosts.path().into()),
+        ..Default::default()
+    })
+    .await;
+    (hosts, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_not_matching_their_digest_fail_the_pull_and_keep_nothing() {
+    let fake = FakeRegistry::start().await;
+    let img = small_image(5, None);
+    fake.manifest("app", "v1", OCI_MANIFEST, &img.manifest);
+    fake.blob("app", &img.config_digest, img.config.clone());
+    fake.blob("app", &img.layers[0].digest, img.layers[0].blob.clone());
+    // The second layer's bytes are altered: same size, different content.
+    let mut bad = img.layers[1].blob.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    fake.blob("app", &img.layers[1].digest, bad);
+    let (_hosts, d) = daemon_for(&fake).await;
+    let mut c = d.client().await;
+    let err = pull(&mut c, &format!("{}/app:v1", fake.addr()), None)
+        .await
+        .unwrap_err();
+    assert_failed_cleanly(&d, err, Code::FailedPrecondition, "ErrImagePull", &img.layers[1].digest).await;
+
+    // A manifest fetched by digest must hash to that digest.
+    let wanted = sha256_digest(b"some other manifest");
+    fake.manifest("app", &wanted, OCI_MANIFEST, &img.manifest);
+    let err = pull(&mut c, &format!("{}/app@{wanted}", fake.addr()), None)
+        .await
+        .unwrap_err();
+    assert_failed_cleanly(&d, err, Code::FailedPrecondition, "ErrImagePull", "does not match").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_media_types_are_refused_with_what_they_are() {
+    let fake = FakeRegistry::start().await;
+    // An artifact (a Helm chart) is not a container image.
+    let img = small_image(6, None);
+    let helm = String::from_utf8(img.manifest.clone()).unwrap().replace(
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.cncf.helm.config.v1+json",
+    );
+    fake.manifest("chart", "v1", OCI_MANIFEST, helm.as_bytes());
+    // A Docker schema 1 manifest.
+    let s1 = br#"{"schemaVersion":1,"name":"old","tag":"v1","architecture":"amd64","fsLayers":[],"history":[]}"#;
+    fake.manifest(
+        "old",
+        "v1",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        s1,
+    );
+    // A foreign (Windows) layer.
+    let foreign = String::from_utf8(img.manifest.clone()).unwrap().replacen(
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        1,
+    );
+    fake.manifest("win", "v1", OCI_MANIFEST, foreign.as_bytes());
+    let (_hosts, d) = daemon_for(&fake).await;
+    let mut c = d.client().await;
+    for (repo, needle) in [
+        ("chart", "not a container image"),
+        ("old", "schema 1"),
+        ("win", "foreign"),
+    ] {
+        let err = pull(&mut c, &format!("{}/{repo}:v1", fake.addr()), None)
+            .await
+            .unwrap_err();
+        assert_failed_cleanly(&d, err, Code::FailedPrecondition, "ErrImagePull", needle).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_over_4_mib_is_refused() {
+    let fake = FakeRegistry::start().await;
+    let img = ImageBuilder::new(MediaStyle::Oci)
+        .layer(Layer::build(
+            &[Entry::file("x", "x")],
+            Compression::Gzip,
+            MediaStyle::Oci,
+        ))
+        .build();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    manifest["annotations"] = serde_json::json!({ "padding": "p".repeat(4 << 20) });
+    let body = serde_json::to_vec(&manifest).unwrap();
+    assert!(body.len() > 4 << 20);
+    fake.manifest("huge", "v1", OCI_MANIFEST, &body);
+    let (_hosts, d) = daemon_for(&fake).await;
+    let mut c = d.client().await;
+    let err = pull(&mut c, &format!("{}/huge:v1", fake.addr()), None)
+        .await
+        .unwrap_err();
+    assert_failed_cleanly(
+        &d,
+        err,
+        Code::ResourceExhausted,
+        "ErrImagePull",
+        "larger than the limit",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_unavailable() {
+    let fake = FakeRegistry::start().await;
+    fake.route("/v2/app/manifests/v1", Canned::status(503));
+    let (_hosts, d) = daemon_for(&fake).await;
+    let mut c = d.client().await;
+    let err = pull(&mut c, &format!("{}/app:v1", fake.addr()), None)
+        .await
+        .unwrap_err();
+    assert_failed_cleanly(&d, err, Code::Unavailable, "RegistryUnavailable", "503").await;
+    assert!(status(&mut c, &format!("{}/app:v1", fake.addr())).await.is_none());
+}

@@ -1,0 +1,164 @@
+//! The daemon as an operator meets it: socket and store permissions, a stale socket replaced, a live one
+//! never stolen, one daemon per store, graceful shutdown, config errors that name the key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::process::Stdio;
+
+use common::daemon::{Daemon, DaemonOptions};
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Runs a second `imaged serve` to completion (it must fail) and returns its stderr.
+fn run_failing(mut cmd: std::process::Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().expect("run imaged");
+    assert!(!out.status.success(), "imaged should have refused to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_and_store_have_safe_permissions() {
+    let d = Daemon::start(DaemonOptions::default()).await;
+    let meta = std::fs::symlink_metadata(&d.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(mode(&d.socket), 0o660);
+    assert_eq!(mode(d.socket.parent().unwrap()), 0o750);
+    assert_eq!(mode(&d.root), 0o700);
+    assert!(d.root.join("content/oci-layout").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_socket_is_replaced_and_a_live_one_is_not_stolen() {
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+
+    // Another daemon (own store) must not take over the live socket.
+    let err = run_failing(d.command_for(&d.dir().join("other-root"), &d.socket));
+    assert!(err.contains("in use"), "{err}");
+    let mut c = d.client().await;
+    c.image_fs_info(imaged::proto::runtime::v1::ImageFsInfoRequest {})
+        .await
+        .expect("the first daemon still serves");
+
+    // After a crash the socket file remains; the next start replaces it.
+    d.kill();
+    assert!(d.socket.exists());
+    d.start_again().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_per_store() {
+    let d = Daemon::start(DaemonOptions::default()).await;
+    let err = run_failing(d.command_for(&d.root, &d.dir().join("other.sock")));
+    assert!(
+        err.contains(&d.root.display().to_string()) && err.contains("another imaged"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_removes_the_socket() {
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    let status = d.stop().unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{}", d.log());
+    assert!(!d.socket.exists());
+    assert!(d.log().contains("shutting down"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_name_the_key_and_settings_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "root = \"/tmp/x\"\n[registry]\nhost_dir = \"/etc/x\"\n").unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"));
+    cmd.args(["serve", "--config", cfg.to_str().unwrap()]);
+    let err = run_failing(cmd);
+    assert!(err.contains("host_dir") && err.contains(cfg.to_str().unwrap()), "{err}");
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"));
+    cmd.args(["serve", "--config", dir.path().join("missing.toml").to_str().unwrap()]);
+    let err = run_failing(cmd);
+    assert!(err.contains("missing.toml"), "{err}");
+
+    // A valid file is honoured: the handler it lists is accepted.
+    let d = Daemon::start(DaemonOptions {
+        config: Some("runtime_handlers = [\"runc\"]\n[registry]\nmax_concurrent_downloads = 2\n".into()),
+        ..Default::default()
+    })
+    .await;
+    let mut c = d.client().await;
+    let mut spec = common::daemon::spec("registry.invalid/x:1").unwrap();
+    spec.runtime_handler = "runc".into();
+    let err = c
+        .pull_image(imaged::proto::runtime::v1::PullImageRequest {
+            image: Some(spec),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unavailable,
+        "runc is accepted, the host is not reachable: {err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_a_pull_leaves_a_consistent_store() {
+    use common::fake_registry::{Canned, FakeRegistry};
+    let fake = FakeRegistry::start().await;
+    let img = common::setup::small_image(42, None);
+    fake.manifest("app", "v1", common::image::OCI_MANIFEST, &img.manifest);
+    fake.blob("app", &img.config_digest, img.config.clone());
+    fake.blob("app", &img.layers[0].digest, img.layers[0].blob.clone());
+    // The second layer sends a few bytes and then nothing: the pull is in flight when SIGTERM comes.
+    let mut stalled = Canned::ok("application/octet-stream", img.layers[1].blob.clone());
+    stalled.stall_after = Some((10, std::time::Duration::from_secs(120)));
+    fake.route(&format!("/v2/app/blobs/{}", img.layers[1].digest), stalled);
+    let hosts = tempfile::tempdir().unwrap();
+    common::registry::write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
+    let mut d = Daemon::start(DaemonOptions {
+        hosts_dir: Some(hosts.path().into()),
+        ..Default::default()
+    })
+    .await;
+
+    let mut c = d.client().await;
+    let image = format!("{}/app:v1", fake.addr());
+    let pulling = tokio::spawn(async move { common::daemon::pull(&mut c, &image, None).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fake.seen().iter().any(|r| r.contains(&img.layers[1].digest)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never reached the stalled layer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    let status = d.stop().unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{}", d.log());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        pulling.await.unwrap().is_err(),
+        "the cut pull reports failure to its caller"
+    );
+
+    // The next start finds no partial blob, no orphan and no image.
+    d.start_again().await;
+    assert_eq!(common::daemon::ingest_files(&d.root), 0);
+    assert!(
+        common::daemon::blobs(&d.root).is_empty(),
+        "{:?}",
+        common::daemon::blobs(&d.root)
+    );
+    let mut c = d.client().await;
+    assert!(common::daemon::list(&mut c).await.is_empty());
+}

@@ -1,0 +1,122 @@
+//! Token credentials from a CRI request, against a small token-issuing registry (the real registry here
+//! has no token service): `registry_token` is presented as a bearer token as is; `identity_token` is
+//! exchanged at the registry's token realm with the OAuth2 refresh-token grant, as containerd does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::daemon::{Daemon, DaemonOptions, pull};
+use common::fake_registry::{Canned, FakeRegistry};
+use common::image::OCI_MANIFEST;
+use common::registry::write_hosts_toml;
+use common::setup::small_image;
+use imaged::proto::runtime::v1 as cri;
+
+/// A fake registry serving one image and a token realm; `/v2/` challenges for a bearer token.
+async fn token_registry() -> (FakeRegistry, common::image::BuiltImage) {
+    let fake = FakeRegistry::start().await;
+    let img = small_image(9, None);
+    fake.manifest("app", "v1", OCI_MANIFEST, &img.manifest);
+    fake.blob("app", &img.config_digest, img.config.clone());
+    for l in &img.layers {
+        fake.blob("app", &l.digest, l.blob.clone());
+    }
+    let mut challenge = Canned::status(401);
+    challenge.headers.push((
+        "WWW-Authenticate".into(),
+        format!(r#"Bearer realm="http://{}/token",service="fake-registry""#, fake.addr()),
+    ));
+    fake.route("/v2/", challenge);
+    fake.route(
+        "/token",
+        Canned::ok(
+            "application/json",
+            br#"{"access_token":"access-from-refresh"}"#.to_vec(),
+        ),
+    );
+    (fake, img)
+}
+
+async fn daemon_for(fake: &FakeRegistry) -> (tempfile::TempDir, Daemon) {
+    let hosts = tempfile::tempdir().unwrap();
+    write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
+    let d = Daemon::start(DaemonOptions {
+        hosts_dir: Some(hosts.path().into()),
+        ..Default::default()
+    })
+    .await;
+    (hosts, d)
+}
+
+fn manifest_requests(fake: &FakeRegistry) -> Vec<String> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /v2/app/manifests/v1"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_token_is_presented_as_a_bearer_token() {
+    let (fake, img) = token_registry().await;
+    let (_hosts, d) = daemon_for(&fake).await;
+    let mut c = d.client().await;
+    let auth = Some(cri::AuthConfig {
+        registry_token: "given-registry-token".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        pull(&mut c, &format!("{}/app:v1", fake.addr()), auth).await.unwrap(),
+        img.config_digest
+    );
+    let m = manifest_requests(&fake);
+    assert!(!m.is_empty());
+    assert!(
+        m.iter()
+            .all(|r| r.to_lowercase().contains("authorization: bearer given-registry-token")),
+        "{m:?}"
+    );
+    assert!(
+        !fake.requests().iter().any(|r| r.starts_with("POST /token")),
+        "no token exchange for a registry token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_token_is_exchanged_for_an_access_token() {
+    let (fake, img) = token_registry().await;
+    let (_hosts, d) = daemon_for(&fake).await;
+    let mut c = d.client().await;
+    let auth = Some(cri::AuthConfig {
+        identity_token: "my-refresh-token".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        pull(&mut c, &format!("{}/app:v1", fake.addr()), auth).await.unwrap(),
+        img.config_digest
+    );
+    let exchange: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("POST /token"))
+        .collect();
+    assert!(!exchange.is_empty(), "{:?}", fake.seen());
+    let body = &exchange[0];
+    for part in [
+        "grant_type=refresh_token",
+        "refresh_token=my-refresh-token",
+        "service=fake-registry",
+        "scope=repository%3Aapp%3Apull",
+    ] {
+        assert!(body.contains(part), "token request lacks {part}: {body}");
+    }
+    let m = manifest_requests(&fake);
+    assert!(
+        m.iter()
+            .all(|r| r.to_lowercase().contains("authorization: bearer access-from-refresh")),
+        "{m:?}"
+    );
+    assert!(
+        !d.log().contains("my-refresh-token"),
+        "the identity token leaked into the log"
+    );
+}
