@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::platform::Platform;
 use crate::registry::auth::default_auth_paths;
+use crate::unpack::Limits;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/imaged/config.toml";
@@ -54,6 +55,9 @@ pub struct FileConfig {
     /// Registry access.
     #[serde(default)]
     pub registry: RegistrySection,
+    /// Caps on each layer (`max_layer_bytes`, `max_entries`, `max_path_bytes`).
+    #[serde(default)]
+    pub unpack: Option<Limits>,
 }
 
 /// The `[registry]` section.
@@ -91,6 +95,8 @@ pub struct Config {
     pub max_concurrent_downloads: usize,
     /// Registry connect timeout in seconds.
     pub connect_timeout_secs: u64,
+    /// Caps on each layer.
+    pub unpack: Limits,
 }
 
 /// Settings given on the command line; they win over the file.
@@ -158,6 +164,7 @@ impl Config {
             },
             max_concurrent_downloads: max,
             connect_timeout_secs: file.registry.connect_timeout_secs.unwrap_or(30),
+            unpack: file.unpack.unwrap_or_default(),
         })
     }
 }

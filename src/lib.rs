@@ -23,6 +23,8 @@ pub mod config;
 pub mod content;
 pub mod digest;
 pub mod error;
+pub mod keyed_lock;
+pub mod lease;
 pub mod manifest;
 pub mod metadata;
 pub mod platform;
@@ -31,6 +33,8 @@ pub mod reference;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod snapshot;
+pub mod unpack;
 
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, clippy::all)]

@@ -24,8 +24,20 @@ struct Cli {
 enum Command {
     /// Run the daemon: serve CRI runtime.v1.ImageService on a unix socket.
     Serve(ServeArgs),
+    /// Check the store offline (daemon stopped): blobs match their digests, images are complete, no leftovers.
+    Fsck(FsckArgs),
     #[command(flatten)]
     Client(imaged::cli::ClientCommand),
+}
+
+#[derive(Args)]
+struct FsckArgs {
+    /// TOML config file [default: /etc/imaged/config.toml if it exists]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Store directory [default: as `imaged serve`]
+    #[arg(long)]
+    root: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -58,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Fsck(args) => fsck(args),
         Command::Client(cmd) => Ok(runtime.block_on(imaged::cli::run(cmd))?),
     }
 }
@@ -98,6 +111,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+fn fsck(args: FsckArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path, true)?,
+        None => FileConfig::load(std::path::Path::new(DEFAULT_CONFIG_FILE), false)?,
+    };
+    let config = Config::resolve(
+        file,
+        Overrides {
+            root: args.root,
+            ..Overrides::default()
+        },
+    )?;
+    // Opening does what a start does: drops partial downloads and builds, sweeps what nothing references.
+    let service = ImageService::open(&config)?;
+    let report = service.fsck();
+    println!(
+        "checked {} images, {} blobs (content hashed), {} snapshots in {}",
+        report.images,
+        report.blobs,
+        report.snapshots,
+        config.root.display()
+    );
+    for p in &report.problems {
+        println!("problem: {p}");
+    }
+    if report.problems.is_empty() {
+        println!("ok");
+        Ok(())
+    } else {
+        anyhow::bail!("{} problems found", report.problems.len())
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {

@@ -46,6 +46,14 @@ pub enum CliError {
         /// How many were asked for.
         total: usize,
     },
+    /// `mount` could not materialise the image.
+    #[error("cannot materialise the image in {dir}: {detail}")]
+    Mount {
+        /// The target directory.
+        dir: PathBuf,
+        /// Why.
+        detail: String,
+    },
     /// The result could not be written to stdout.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),

@@ -9,6 +9,7 @@ mod error;
 mod fsinfo;
 mod images;
 mod inspect;
+mod mount;
 mod output;
 mod pull;
 mod rmi;
@@ -69,6 +70,16 @@ pub enum ClientCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Materialise an image's root filesystem in a directory (for an OCI runtime bundle)
+    Mount {
+        /// Image reference, id or digest
+        image: String,
+        /// Empty or absent directory to fill
+        dir: PathBuf,
+        /// Options every client subcommand takes.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Show the image filesystem's usage
     Fsinfo {
         /// Options every client subcommand takes.
@@ -117,6 +128,7 @@ pub async fn execute(
         ClientCommand::Inspect { image, common } => inspect::run(&common, &image, out).await?,
         ClientCommand::Rmi { images, common } => rmi::run(&common, &images, out, err).await?,
         ClientCommand::Fsinfo { common } => fsinfo::run(&common, out).await?,
+        ClientCommand::Mount { image, dir, common } => mount::run(&common, &image, &dir, out).await?,
     }
     out.flush()?;
     Ok(())

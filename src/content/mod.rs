@@ -12,7 +12,7 @@
 //! `blobs/sha256/<hex>` and syncs the directory. A blob that already exists is a successful commit. Until
 //! the rename, nothing is visible; a crash leaves only `ingest/` files, removed when the store is opened.
 //!
-//! Deletion is guarded by leases: a pull takes a [`Lease`] on every digest it will reference *before* it
+//! Deletion is guarded by leases: a pull takes a [`crate::lease::Lease`] on every digest it will reference *before* it
 //! checks whether the blob exists, and [`ContentStore::delete`] never removes a leased blob, so a removal
 //! racing a pull cannot take a blob from under it.
 
@@ -20,12 +20,11 @@ mod ingest;
 mod layout;
 mod usage;
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use ingest::Ingest;
 pub use layout::IndexEntry;
@@ -33,6 +32,7 @@ pub use usage::Usage;
 
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
+use crate::lease::{LeaseTable, Locked};
 
 /// What went wrong in the content store.
 #[derive(Debug, thiserror::Error)]
@@ -115,15 +115,15 @@ struct Inner {
     ingest: PathBuf,
     usage: Usage,
     next_ingest: AtomicU64,
-    /// Leased digests and their lease counts. The same lock orders commits and deletions, so checking
-    /// "exists/leased" and acting on it is atomic.
-    leases: Mutex<HashMap<Digest, usize>>,
+    /// Leased digests. Its lock also orders commits and deletions, so checking "exists/leased" and acting
+    /// on it is atomic.
+    leases: Arc<LeaseTable>,
 }
 
 impl ContentStore {
     /// Opens (creating if needed) the store at `root`, removes leftovers of interrupted writes and
     /// measures the space the blobs take.
-    pub fn open(root: &Path) -> Result<ContentStore, ContentError> {
+    pub fn open(root: &Path, leases: Arc<LeaseTable>) -> Result<ContentStore, ContentError> {
         let blobs = root.join("blobs").join("sha256");
         let ingest = root.join("ingest");
         for dir in [&blobs, &ingest] {
@@ -145,7 +145,7 @@ impl ContentStore {
                 ingest,
                 usage,
                 next_ingest: AtomicU64::new(0),
-                leases: Mutex::new(HashMap::new()),
+                leases,
             }),
         })
     }
@@ -245,14 +245,6 @@ impl ContentStore {
         Ok(out)
     }
 
-    /// A new, empty lease; blobs added to it cannot be deleted until it is dropped.
-    pub fn lease(&self) -> Lease {
-        Lease {
-            store: self.clone(),
-            digests: Vec::new(),
-        }
-    }
-
     /// Bytes and inodes the committed blobs take on disk.
     pub fn usage(&self) -> (u64, u64) {
         self.inner.usage.get()
@@ -263,43 +255,8 @@ impl ContentStore {
         layout::write_index(&self.inner.root, entries)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Digest, usize>> {
-        // A panic while holding this lock cannot leave the map inconsistent (each update is one
-        // statement), so a poisoned lock is still usable.
-        self.inner.leases.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Protects blobs from deletion while an operation (a pull) is about to reference them.
-pub struct Lease {
-    store: ContentStore,
-    digests: Vec<Digest>,
-}
-
-impl Lease {
-    /// Adds a digest to the lease. Call before checking whether the blob exists.
-    pub fn add(&mut self, digest: Digest) {
-        *self.store.lock().entry(digest).or_insert(0) += 1;
-        self.digests.push(digest);
-    }
-
-    /// The digests this lease holds.
-    pub fn digests(&self) -> &[Digest] {
-        &self.digests
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let mut leases = self.store.lock();
-        for d in &self.digests {
-            if let Some(n) = leases.get_mut(d) {
-                *n -= 1;
-                if *n == 0 {
-                    leases.remove(d);
-                }
-            }
-        }
+    fn lock(&self) -> Locked<'_> {
+        self.inner.leases.lock()
     }
 }
 

@@ -4,7 +4,7 @@ use super::*;
 
 fn store() -> (tempfile::TempDir, ContentStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(dir.path()).unwrap();
+    let store = ContentStore::open(dir.path(), LeaseTable::new()).unwrap();
     (dir, store)
 }
 
@@ -90,7 +90,7 @@ fn abandoned_ingest_is_removed_and_leftovers_are_cleaned_at_open() {
     // A crash leaves a file behind: simulate one.
     std::fs::write(dir.path().join("ingest/crashed-0"), b"junk").unwrap();
     drop(store);
-    let _store = ContentStore::open(dir.path()).unwrap();
+    let _store = ContentStore::open(dir.path(), LeaseTable::new()).unwrap();
     assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
 }
 
@@ -99,7 +99,8 @@ fn leased_blobs_survive_delete_until_the_lease_ends() {
     let (_dir, store) = store();
     let d = Digest::of(b"shared");
     store.write_blob(b"shared", d).unwrap();
-    let mut lease = store.lease();
+    let leases = store.inner.leases.clone();
+    let mut lease = leases.lease();
     lease.add(d);
     assert_eq!(store.delete(&d).unwrap(), 0);
     assert!(store.contains(&d));
@@ -132,6 +133,6 @@ fn usage_is_remeasured_at_open() {
     store.write_blob(b"b", Digest::of(b"b")).unwrap();
     let before = store.usage();
     drop(store);
-    let store = ContentStore::open(dir.path()).unwrap();
+    let store = ContentStore::open(dir.path(), LeaseTable::new()).unwrap();
     assert_eq!(store.usage(), before);
 }

@@ -39,6 +39,22 @@ impl Usage {
         self.inodes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `inodes` new files taking `bytes` together.
+    pub fn add_many(&self, bytes: u64, inodes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.inodes.fetch_add(inodes, Ordering::Relaxed);
+    }
+
+    /// Uncounts `inodes` removed files that took `bytes` together.
+    pub fn sub_many(&self, bytes: u64, inodes: u64) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
+        let _ = self
+            .inodes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(inodes)));
+    }
+
     /// Uncounts a removed file of `bytes`.
     pub fn sub(&self, bytes: u64) {
         // Saturating: a miscount must never wrap around to an absurd figure.

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use record::{Descriptor, ImageRecord, LayerRecord};
+pub use record::{Descriptor, ImageRecord, LayerRecord, chain_ids};
 
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};

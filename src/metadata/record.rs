@@ -73,15 +73,7 @@ impl ImageRecord {
     /// The layers' chain ids (OCI image spec): `chain[0] = diff[0]`,
     /// `chain[n] = sha256(chain[n-1] + " " + diff[n])`. Snapshots are keyed by them.
     pub fn chain_ids(&self) -> Vec<Digest> {
-        let mut out: Vec<Digest> = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            let next = match out.last() {
-                None => l.diff_id,
-                Some(prev) => Digest::of(format!("{prev} {}", l.diff_id).as_bytes()),
-            };
-            out.push(next);
-        }
-        out
+        chain_ids(self.layers.iter().map(|l| l.diff_id))
     }
 
     /// The config's user split into CRI's `uid` (numeric user) or `username` (named user), dropping the
@@ -96,4 +88,17 @@ impl ImageRecord {
             Err(_) => (None, user.to_string()),
         }
     }
+}
+
+/// Chain ids (OCI image spec) of layers with these diff ids, base first.
+pub fn chain_ids(diff_ids: impl IntoIterator<Item = Digest>) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::new();
+    for diff in diff_ids {
+        let next = match out.last() {
+            None => diff,
+            Some(prev) => Digest::of(format!("{prev} {diff}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
 }

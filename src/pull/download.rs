@@ -96,7 +96,7 @@ pub(super) async fn blob_to_memory(session: &Session, desc: &Descriptor, limit: 
     Ok(body)
 }
 
-fn stream_error(desc: &Descriptor, e: &std::io::Error) -> PullError {
+pub(super) fn stream_error(desc: &Descriptor, e: &std::io::Error) -> PullError {
     PullError::Stream {
         digest: desc.digest,
         detail: e.to_string(),

@@ -6,6 +6,8 @@ use crate::error::{Classify, ErrorKind};
 use crate::manifest::ManifestError;
 use crate::metadata::MetadataError;
 use crate::registry::RegistryError;
+use crate::snapshot::SnapshotError;
+use crate::unpack::UnpackError;
 
 /// A failed pull. Nothing of a failed pull becomes visible.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,22 @@ pub enum PullError {
     /// Recording the image failed.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// A layer could not be applied (hostile, malformed or over a limit).
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// The snapshot store failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The uncompressed layer is not what the config says.
+    #[error("layer {layer}: uncompressed content has diff id {actual}, but the image config says {expected}")]
+    DiffIdMismatch {
+        /// The layer blob.
+        layer: Digest,
+        /// The config's diff id.
+        expected: Digest,
+        /// What the content hashed to.
+        actual: Digest,
+    },
     /// No entry of the index runs on this node.
     #[error("image {image} has no manifest for platform {platform} (available: {available:?})")]
     NoMatchingPlatform {
@@ -91,6 +109,9 @@ impl Classify for PullError {
             PullError::Manifest(e) => e.kind(),
             PullError::Content(e) => e.kind(),
             PullError::Metadata(e) => e.kind(),
+            PullError::Unpack(e) => e.kind(),
+            PullError::Snapshot(e) => e.kind(),
+            PullError::DiffIdMismatch { .. } => ErrorKind::FailedPrecondition,
             PullError::NoMatchingPlatform { .. } => ErrorKind::NotFound,
             PullError::NestedIndex { .. } => ErrorKind::FailedPrecondition,
             PullError::ConfigTooLarge { .. } => ErrorKind::ResourceExhausted,

@@ -1,14 +1,18 @@
-//! One image pull: resolve the reference, choose the platform, fetch and verify every blob, commit them to
-//! the content store and record the image.
+//! One image pull: resolve the reference, choose the platform, fetch and verify every blob, apply every
+//! layer into its snapshot, commit, and record the image.
 //!
 //! Visibility rule: an image appears in the metadata only after every blob it needs is committed (and so
-//! verified). Blobs are leased from the moment the manifest names them until the image is recorded, so a
-//! concurrent removal cannot delete them in between; a crash in between leaves unreferenced blobs, which
-//! the service sweeps at start.
+//! verified against its digest) and every layer is applied and verified against the config's diff id.
+//! Blobs and snapshots are leased from the moment the manifest names them until the image is recorded, so
+//! a concurrent removal cannot delete them in between. A failed pull removes what it committed that no
+//! image references; a crash leaves unreferenced items, which the service sweeps at start.
 
 mod download;
 mod error;
+mod layer;
+mod resolve;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -17,78 +21,108 @@ pub use error::PullError;
 
 use crate::content::ContentStore;
 use crate::digest::Digest;
-use crate::manifest::{self, Manifest};
+use crate::lease::{Lease, LeaseTable};
+use crate::manifest;
 use crate::metadata::{Descriptor, ImageRecord, LayerRecord, MetadataStore};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
 use crate::registry::{Registry, Session};
+use crate::snapshot::SnapshotStore;
+use crate::unpack::{Capabilities, Limits};
+
+/// The stores a pull writes into.
+#[derive(Clone)]
+pub struct Stores {
+    /// Blobs.
+    pub content: ContentStore,
+    /// Unpacked layers.
+    pub snapshots: SnapshotStore,
+    /// Image records.
+    pub metadata: Arc<MetadataStore>,
+    /// Leases over blobs and snapshots.
+    pub leases: Arc<LeaseTable>,
+}
+
+impl Stores {
+    /// Removes the blobs and snapshots among `digests` that no recorded image references and no other
+    /// operation has leased. Returns the bytes freed.
+    pub fn discard_unreferenced(&self, digests: &[Digest]) -> u64 {
+        let images = self.metadata.list();
+        let (blobs, snaps) = (referenced_blobs(&images), referenced_snapshots(&images));
+        let mut freed = 0;
+        for d in digests {
+            if !blobs.contains(d) {
+                match self.content.delete(d) {
+                    Ok(n) => freed += n,
+                    Err(e) => tracing::warn!(blob = %d, error = %e, "could not remove an unreferenced blob"),
+                }
+            }
+            if !snaps.contains(d) {
+                match self.snapshots.delete(d) {
+                    Ok(n) => freed += n,
+                    Err(e) => tracing::warn!(snapshot = %d, error = %e, "could not remove an unreferenced snapshot"),
+                }
+            }
+        }
+        freed
+    }
+}
+
+/// How images are pulled.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The platform to select from indexes.
+    pub platform: Platform,
+    /// Layers fetched and applied at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// Caps on each layer.
+    pub limits: Limits,
+    /// What the process may create in snapshots.
+    pub caps: Capabilities,
+}
 
 /// Pulls images into the stores.
 pub struct Puller {
-    content: ContentStore,
-    metadata: Arc<MetadataStore>,
+    stores: Stores,
     registry: Arc<Registry>,
-    platform: Platform,
-    max_concurrent_downloads: usize,
+    options: PullOptions,
 }
 
 impl Puller {
-    /// A puller writing into these stores, selecting images for `platform`.
-    pub fn new(
-        content: ContentStore,
-        metadata: Arc<MetadataStore>,
-        registry: Arc<Registry>,
-        platform: Platform,
-        max_concurrent_downloads: usize,
-    ) -> Puller {
+    /// A puller writing into `stores`.
+    pub fn new(stores: Stores, registry: Arc<Registry>, mut options: PullOptions) -> Puller {
+        options.max_concurrent_downloads = options.max_concurrent_downloads.max(1);
         Puller {
-            content,
-            metadata,
+            stores,
             registry,
-            platform,
-            max_concurrent_downloads: max_concurrent_downloads.max(1),
+            options,
         }
     }
 
     /// The platform images are selected for.
     pub fn platform(&self) -> &Platform {
-        &self.platform
+        &self.options.platform
     }
 
-    /// Pulls `image` and records it; returns the recorded image. A failed pull keeps nothing: blobs it
-    /// committed that no image references are removed again.
+    /// Pulls `image` and records it; returns the recorded image. A failed pull keeps nothing.
     pub async fn pull(
         &self,
         image: &ImageRef,
         creds: Option<Credentials>,
         now_ns: i64,
     ) -> Result<Arc<ImageRecord>, PullError> {
-        let mut lease = self.content.lease();
+        let mut lease = self.stores.leases.lease();
         match self.pull_leased(image, creds, now_ns, &mut lease).await {
             Ok(rec) => Ok(rec),
             Err(e) => {
                 let named = lease.digests().to_vec();
                 drop(lease);
-                self.discard_unreferenced(&named).await;
+                let stores = self.stores.clone();
+                let _ = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named)).await;
                 Err(e)
             }
         }
-    }
-
-    /// Removes those of `digests` that no recorded image references (and no other pull has leased).
-    async fn discard_unreferenced(&self, digests: &[Digest]) {
-        let keep = referenced(&self.metadata.list());
-        let content = self.content.clone();
-        let discard: Vec<Digest> = digests.iter().filter(|d| !keep.contains(d)).copied().collect();
-        let _ = tokio::task::spawn_blocking(move || {
-            for d in discard {
-                if let Err(e) = content.delete(&d) {
-                    tracing::warn!(blob = %d, error = %e, "could not remove a blob of a failed pull");
-                }
-            }
-        })
-        .await;
     }
 
     async fn pull_leased(
@@ -96,57 +130,18 @@ impl Puller {
         image: &ImageRef,
         creds: Option<Credentials>,
         now_ns: i64,
-        lease: &mut crate::content::Lease,
+        lease: &mut Lease,
     ) -> Result<Arc<ImageRecord>, PullError> {
+        let platform = &self.options.platform;
         let session = self.registry.session(image, creds)?;
-        let top = session.fetch_manifest(&image.reference()).await?;
-        let (parsed, media_type) = manifest::parse(&top.body, top.content_type.as_deref(), top.digest)?;
-        let top_desc = Descriptor {
-            media_type,
-            digest: top.digest,
-            size: top.body.len() as u64,
-        };
-
-        // An index: choose our platform's manifest and fetch it by digest.
-        let (index, index_body, manifest_desc, manifest_body, m) = match parsed {
-            Manifest::Image(m) => (None, None, top_desc, top.body, m),
-            Manifest::Index(idx) => {
-                let chosen = self
-                    .platform
-                    .select(idx.manifests.iter().map(|d| d.platform.as_ref()))
-                    .ok_or_else(|| PullError::NoMatchingPlatform {
-                        image: image.to_string(),
-                        platform: self.platform.to_string(),
-                        available: idx
-                            .manifests
-                            .iter()
-                            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-                            .collect(),
-                    })?;
-                let entry = &idx.manifests[chosen];
-                let child = session.fetch_manifest(&entry.digest.to_string()).await?;
-                let (parsed, media_type) = manifest::parse(&child.body, child.content_type.as_deref(), child.digest)?;
-                let Manifest::Image(m) = parsed else {
-                    return Err(PullError::NestedIndex {
-                        image: image.to_string(),
-                        digest: child.digest,
-                    });
-                };
-                let desc = Descriptor {
-                    media_type,
-                    digest: child.digest,
-                    size: child.body.len() as u64,
-                };
-                (Some(top_desc), Some(top.body), desc, child.body, m)
-            }
-        };
-        m.check_media_types(manifest_desc.digest)?;
-
+        let r = resolve::resolve(&session, image, platform).await?;
+        let m = &r.parsed;
         // From here on, every blob the image names is leased.
-        for d in index
+        for d in r
+            .index
             .iter()
-            .map(|d| d.digest)
-            .chain([manifest_desc.digest, m.config.digest])
+            .map(|(d, _)| d.digest)
+            .chain([r.manifest.0.digest, m.config.digest])
         {
             lease.add(d);
         }
@@ -162,44 +157,55 @@ impl Puller {
             architecture: config.architecture.clone(),
             variant: config.variant.clone(),
         };
-        if index.is_none() && self.platform.select([Some(&image_platform)]).is_none() {
+        if r.index.is_none() && platform.select([Some(&image_platform)]).is_none() {
             return Err(PullError::NoMatchingPlatform {
                 image: image.to_string(),
-                platform: self.platform.to_string(),
+                platform: platform.to_string(),
                 available: vec![image_platform.to_string()],
             });
         }
 
-        let layers: Vec<Descriptor> = m.layers.iter().map(desc_of).collect();
-        let (session_ref, content) = (&session, &self.content);
-        let missing: Vec<Descriptor> = layers
+        let layers: Vec<LayerRecord> = m
+            .layers
             .iter()
-            .filter(|l| !content.contains(&l.digest))
-            .cloned()
+            .zip(&config.rootfs.diff_ids)
+            .map(|(l, diff_id)| LayerRecord {
+                blob: desc_of(l),
+                diff_id: *diff_id,
+            })
             .collect();
-        let downloads = missing
+        let chains = crate::metadata::chain_ids(layers.iter().map(|l| l.diff_id));
+        for c in &chains {
+            lease.add(*c);
+        }
+        let ctx = layer::LayerCtx {
+            session: &session,
+            content: &self.stores.content,
+            snapshots: &self.stores.snapshots,
+            limits: self.options.limits,
+            caps: self.options.caps,
+        };
+        let ctx = &ctx;
+        let jobs: Vec<(LayerRecord, Digest)> = layers.iter().cloned().zip(chains.iter().copied()).collect();
+        let work = jobs
             .into_iter()
-            .map(|l| async move { download::blob_to_store(session_ref, content, &l).await });
-        futures_util::stream::iter(downloads)
-            .buffer_unordered(self.max_concurrent_downloads)
+            .map(|(l, chain)| async move { layer::ensure_layer(ctx, &l, chain).await });
+        futures_util::stream::iter(work)
+            .buffer_unordered(self.options.max_concurrent_downloads)
             .try_collect::<Vec<()>>()
             .await?;
-        self.commit_small(&manifest_body, &manifest_desc).await?;
-        if let (Some(desc), Some(body)) = (&index, &index_body) {
+        self.commit_small(&r.manifest.1, &r.manifest.0).await?;
+        if let Some((desc, body)) = &r.index {
             self.commit_small(body, desc).await?;
         }
 
-        let top_digest = index.as_ref().map_or(manifest_desc.digest, |d| d.digest);
+        let top_digest = r.index.as_ref().map_or(r.manifest.0.digest, |(d, _)| d.digest);
         let record = ImageRecord {
             id: config_desc.digest,
-            manifest: manifest_desc,
-            index,
+            manifest: r.manifest.0.clone(),
+            index: r.index.as_ref().map(|(d, _)| d.clone()),
             config: config_desc,
-            layers: layers
-                .into_iter()
-                .zip(config.rootfs.diff_ids)
-                .map(|(blob, diff_id)| LayerRecord { blob, diff_id })
-                .collect(),
+            layers,
             repo_tags: if image.digest().is_none() {
                 image.tagged().into_iter().collect()
             } else {
@@ -214,11 +220,11 @@ impl Puller {
             pinned: false,
         };
         let id = record.id;
-        let metadata = self.metadata.clone();
+        let metadata = self.stores.metadata.clone();
         tokio::task::spawn_blocking(move || metadata.record(record))
             .await
             .map_err(|e| PullError::Task(e.to_string()))??;
-        self.metadata.get(&id).ok_or(PullError::Vanished {
+        self.stores.metadata.get(&id).ok_or(PullError::Vanished {
             image: image.to_string(),
             id,
         })
@@ -233,7 +239,7 @@ impl Puller {
                 limit: manifest::MAX_CONFIG_BYTES,
             });
         }
-        if let Ok(body) = self.content.read(&desc.digest, manifest::MAX_CONFIG_BYTES) {
+        if let Ok(body) = self.stores.content.read(&desc.digest, manifest::MAX_CONFIG_BYTES) {
             return Ok(body);
         }
         let body = download::blob_to_memory(session, desc, manifest::MAX_CONFIG_BYTES).await?;
@@ -242,7 +248,7 @@ impl Puller {
     }
 
     async fn commit_small(&self, body: &[u8], desc: &Descriptor) -> Result<(), PullError> {
-        let content = self.content.clone();
+        let content = self.stores.content.clone();
         let body = body.to_vec();
         let digest = desc.digest;
         tokio::task::spawn_blocking(move || content.write_blob(&body, digest))
@@ -260,7 +266,12 @@ fn desc_of(d: &manifest::Desc) -> Descriptor {
     }
 }
 
-/// The digests an image record references, for sweeping.
-pub fn referenced(records: &[Arc<ImageRecord>]) -> std::collections::HashSet<Digest> {
+/// Every blob the images reference.
+pub fn referenced_blobs(records: &[Arc<ImageRecord>]) -> HashSet<Digest> {
     records.iter().flat_map(|r| r.blobs().collect::<Vec<_>>()).collect()
+}
+
+/// Every snapshot (chain id) the images reference.
+pub fn referenced_snapshots(records: &[Arc<ImageRecord>]) -> HashSet<Digest> {
+    records.iter().flat_map(|r| r.chain_ids()).collect()
 }

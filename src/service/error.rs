@@ -6,6 +6,7 @@ use crate::metadata::MetadataError;
 use crate::pull::PullError;
 use crate::reference::ReferenceError;
 use crate::registry::auth::AuthError;
+use crate::snapshot::SnapshotError;
 
 /// What went wrong in an image service operation.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub enum ServiceError {
     /// The content store failed.
     #[error(transparent)]
     Content(#[from] ContentError),
+    /// The snapshot store failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// Opening the store failed.
     #[error("cannot open the image store at {path}: {detail}")]
     Open {
@@ -59,6 +63,7 @@ impl Classify for ServiceError {
             ServiceError::Auth { .. } => ErrorKind::InvalidArgument,
             ServiceError::Metadata(e) => e.kind(),
             ServiceError::Content(e) => e.kind(),
+            ServiceError::Snapshot(e) => e.kind(),
             ServiceError::Open { .. } | ServiceError::Task(_) => ErrorKind::Internal,
         }
     }

@@ -20,13 +20,13 @@ impl ImageService {
         }
         let bare = name.strip_prefix("sha256:").unwrap_or(name);
         if let Ok(id) = Digest::from_hex(bare) {
-            return Ok(self.metadata.get(&id));
+            return Ok(self.stores.metadata.get(&id));
         }
         let parsed = ImageRef::parse(name);
         if let Ok(r) = &parsed {
             let found = match r.digest() {
-                Some(d) => self.metadata.by_repo_digest(&r.with_digest(d)),
-                None => r.tagged().and_then(|t| self.metadata.by_tag(&t)),
+                Some(d) => self.stores.metadata.by_repo_digest(&r.with_digest(d)),
+                None => r.tagged().and_then(|t| self.stores.metadata.by_tag(&t)),
             };
             if found.is_some() {
                 return Ok(found);
@@ -35,7 +35,7 @@ impl ImageService {
         let is_hex =
             bare.len() >= MIN_ID_PREFIX && bare.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if is_hex {
-            return Ok(self.metadata.by_id_prefix(bare)?);
+            return Ok(self.stores.metadata.by_id_prefix(bare)?);
         }
         match parsed {
             Ok(_) => Ok(None),

@@ -3,7 +3,9 @@
 //! `server/` turns protobuf requests into calls here; everything below is testable without tonic.
 
 mod error;
+mod fsck;
 mod lookup;
+mod maintenance;
 mod verbose;
 
 use std::path::PathBuf;
@@ -11,14 +13,18 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::ServiceError;
+pub use fsck::FsckReport;
 
 use crate::config::Config;
-use crate::content::{ContentStore, IndexEntry};
+use crate::content::ContentStore;
+use crate::lease::LeaseTable;
 use crate::metadata::{ImageRecord, MetadataStore};
-use crate::pull::{self, Puller};
+use crate::pull::{PullOptions, Puller, Stores};
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
 use crate::registry::{Registry, RegistryOptions};
+use crate::snapshot::SnapshotStore;
+use crate::unpack::Capabilities;
 
 /// The store's filesystem usage, as `ImageFsInfo` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +66,7 @@ pub struct PullRequest {
 /// The image service.
 pub struct ImageService {
     root: PathBuf,
-    content: ContentStore,
-    metadata: Arc<MetadataStore>,
+    stores: Stores,
     puller: Puller,
     runtime_handlers: Vec<String>,
 }
@@ -75,35 +80,48 @@ impl ImageService {
             detail,
         };
         create_private_dir(&config.root).map_err(|e| open_err(e.to_string()))?;
-        let content = ContentStore::open(&config.root.join("content"))?;
-        let metadata = Arc::new(MetadataStore::open(&config.root.join("metadata.redb")).map_err(|e| {
-            // redb locks its file: a second daemon on the same root fails here.
-            open_err(format!("{e} (is another imaged running on this root?)"))
-        })?);
+        let leases = LeaseTable::new();
+        // The metadata first: redb locks its file, so a second daemon on the same root stops here, before
+        // it touches anything.
+        let metadata = Arc::new(
+            MetadataStore::open(&config.root.join("metadata.redb"))
+                .map_err(|e| open_err(format!("{e} (is another imaged running on this root?)")))?,
+        );
+        let content = ContentStore::open(&config.root.join("content"), leases.clone())?;
+        let snapshots = SnapshotStore::open(&config.root.join("snapshots"), leases.clone())?;
+        let caps = Capabilities::probe(&config.root.join("snapshots"));
+        if !caps.overlay_whiteouts {
+            tracing::info!("cannot create overlay whiteouts here (not root?): layers keep deletions in OCI form");
+        }
+        let stores = Stores {
+            content,
+            snapshots,
+            metadata,
+            leases,
+        };
         let registry = Arc::new(Registry::new(RegistryOptions {
             hosts_dir: config.hosts_dir.clone(),
             auth_files: config.auth_files.clone(),
             connect_timeout_secs: config.connect_timeout_secs,
         }));
-        let puller = Puller::new(
-            content.clone(),
-            metadata.clone(),
-            registry,
-            config.platform.clone(),
-            config.max_concurrent_downloads,
-        );
+        let options = PullOptions {
+            platform: config.platform.clone(),
+            max_concurrent_downloads: config.max_concurrent_downloads,
+            limits: config.unpack,
+            caps,
+        };
         let service = ImageService {
             root: config.root.clone(),
-            content,
-            metadata,
-            puller,
+            puller: Puller::new(stores.clone(), registry, options),
+            stores,
             runtime_handlers: config.runtime_handlers.clone(),
         };
-        let swept = service.sweep()?;
-        if swept > 0 {
+        let (blobs, snapshots) = service.sweep()?;
+        if blobs + snapshots > 0 {
             tracing::info!(
-                blobs = swept,
-                "removed blobs no image references (left by an interrupted pull)"
+                blobs,
+                snapshots,
+                "removed what no image references (left by an interrupted pull)"
             );
         }
         service.refresh_index()?;
@@ -117,11 +135,11 @@ impl ImageService {
         let pod = req.pod.unwrap_or_default();
         tracing::info!(image = %image, pod = %pod.name, namespace = %pod.namespace, pod_uid = %pod.uid, "Pulling");
         let started = std::time::Instant::now();
-        let result = self.puller.pull(&image, req.creds, now_ns()).await;
-        match result {
+        match self.puller.pull(&image, req.creds, now_ns()).await {
             Ok(rec) => {
                 self.refresh_index()?;
-                tracing::info!(image = %image, id = %rec.id, size = rec.size(), seconds = started.elapsed().as_secs_f64(), "Pulled");
+                let seconds = started.elapsed().as_secs_f64();
+                tracing::info!(image = %image, id = %rec.id, size = rec.size(), seconds, "Pulled");
                 Ok(rec)
             }
             Err(source) => {
@@ -142,32 +160,31 @@ impl ImageService {
 
     /// The verbose `info` map of `ImageStatus`: `{"info": <JSON>}`.
     pub fn verbose_info(&self, rec: &ImageRecord) -> Result<std::collections::HashMap<String, String>, ServiceError> {
-        verbose::info(&self.content, rec)
+        verbose::info(&self.stores, rec)
     }
 
     /// All images, or the one `filter` refers to.
     pub fn list(&self, filter: Option<&str>) -> Result<Vec<Arc<ImageRecord>>, ServiceError> {
         match filter.filter(|f| !f.is_empty()) {
             Some(f) => Ok(self.lookup(f)?.into_iter().collect()),
-            None => Ok(self.metadata.list()),
+            None => Ok(self.stores.metadata.list()),
         }
     }
 
-    /// Removes the image `name` refers to, with all its tags, and every blob no other image needs.
-    /// Removing an absent image succeeds.
+    /// Removes the image `name` refers to, with all its tags, and every blob and snapshot no other image
+    /// needs. Removing an absent image succeeds.
     pub async fn remove(&self, name: &str) -> Result<(), ServiceError> {
         let Some(rec) = self.lookup(name)? else {
             return Ok(());
         };
-        let removed = self.metadata.remove(&rec.id)?;
-        if removed.is_none() {
+        if self.stores.metadata.remove(&rec.id)?.is_none() {
             return Ok(());
         }
-        let still = pull::referenced(&self.metadata.list());
-        let mut freed = 0;
-        for d in rec.blobs().filter(|d| !still.contains(d)) {
-            freed += self.content.delete(&d)?;
-        }
+        let stores = self.stores.clone();
+        let named: Vec<_> = rec.blobs().chain(rec.chain_ids()).collect();
+        let freed = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))?;
         self.refresh_index()?;
         tracing::info!(image = %name, id = %rec.id, freed_bytes = freed, "Removed");
         Ok(())
@@ -175,49 +192,17 @@ impl ImageService {
 
     /// The store's usage, kept incrementally (no tree walk).
     pub fn fs_usage(&self) -> FsUsage {
-        let (bytes, inodes) = self.content.usage();
-        let db = std::fs::metadata(self.metadata.path())
+        let (blob_bytes, blob_inodes) = self.stores.content.usage();
+        let (snap_bytes, snap_inodes) = self.stores.snapshots.usage();
+        let db = std::fs::metadata(self.stores.metadata.path())
             .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
             .unwrap_or(0);
         FsUsage {
             mountpoint: self.root.clone(),
-            used_bytes: bytes + db,
-            inodes_used: inodes + 1,
+            used_bytes: blob_bytes + snap_bytes + db,
+            inodes_used: blob_inodes + snap_inodes + 1,
             timestamp_ns: now_ns(),
         }
-    }
-
-    /// Removes blobs that no image references. Run at start, when no pull is in flight.
-    fn sweep(&self) -> Result<usize, ServiceError> {
-        let keep = pull::referenced(&self.metadata.list());
-        let mut n = 0;
-        for d in self.content.list()? {
-            if !keep.contains(&d) && self.content.delete(&d)? > 0 {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Rewrites the OCI layout's `index.json` from the metadata.
-    fn refresh_index(&self) -> Result<(), ServiceError> {
-        let mut entries = Vec::new();
-        for rec in self.metadata.list() {
-            let top = rec.index.as_ref().unwrap_or(&rec.manifest);
-            let mut names: Vec<&String> = rec.repo_tags.iter().collect();
-            if names.is_empty() {
-                names.extend(rec.repo_digests.iter().take(1));
-            }
-            for name in names {
-                entries.push(IndexEntry {
-                    media_type: top.media_type.clone(),
-                    digest: top.digest,
-                    size: top.size,
-                    annotations: [("org.opencontainers.image.ref.name".to_string(), name.clone())].into(),
-                });
-            }
-        }
-        Ok(self.content.write_index(&entries)?)
     }
 
     fn check_runtime_handler(&self, handler: &str) -> Result<(), ServiceError> {
@@ -228,9 +213,9 @@ impl ImageService {
         }
     }
 
-    /// The content store (for tests and maintenance commands).
-    pub fn content(&self) -> &ContentStore {
-        &self.content
+    /// The stores (for maintenance commands and tests).
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 }
 

@@ -8,12 +8,19 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::ServiceError;
-use crate::content::ContentStore;
 use crate::manifest::MAX_CONFIG_BYTES;
 use crate::metadata::ImageRecord;
+use crate::pull::Stores;
 
-pub(super) fn info(content: &ContentStore, rec: &ImageRecord) -> Result<HashMap<String, String>, ServiceError> {
-    let config = content.read(&rec.config.digest, MAX_CONFIG_BYTES)?;
+pub(super) fn info(stores: &Stores, rec: &ImageRecord) -> Result<HashMap<String, String>, ServiceError> {
+    let config = stores.content.read(&rec.config.digest, MAX_CONFIG_BYTES)?;
+    // Base first, as `imaged mount` applies them; overlay's lowerdir lists them top first.
+    let snapshots: Vec<String> = rec
+        .chain_ids()
+        .iter()
+        .map(|c| stores.snapshots.fs_dir(c).display().to_string())
+        .collect();
+    let lowerdir = snapshots.iter().rev().cloned().collect::<Vec<_>>().join(":");
     let spec: serde_json::Value = serde_json::from_slice(&config).unwrap_or(serde_json::Value::Null);
     let layers: Vec<_> = rec
         .layers
@@ -34,6 +41,8 @@ pub(super) fn info(content: &ContentStore, rec: &ImageRecord) -> Result<HashMap<
         "indexDigest": rec.index.as_ref().map(|i| i.digest),
         "platform": rec.platform,
         "chainIDs": rec.chain_ids(),
+        "snapshots": snapshots,
+        "lowerdir": lowerdir,
         "layers": layers,
         "imageSpec": spec,
     });

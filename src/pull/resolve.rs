@@ -1,0 +1,73 @@
+//! From a reference to one platform's image manifest: fetch what the reference names and, for an index,
+//! choose the entry for this node's platform and fetch it by digest.
+
+use bytes::Bytes;
+
+use super::PullError;
+use crate::manifest::{self, ImageManifest, Manifest};
+use crate::metadata::Descriptor;
+use crate::platform::Platform;
+use crate::reference::ImageRef;
+use crate::registry::Session;
+
+/// The resolved manifest, and the index it was chosen from.
+pub(super) struct Resolved {
+    /// The index or manifest list the reference named, with its bytes.
+    pub index: Option<(Descriptor, Bytes)>,
+    /// The platform manifest, with its bytes.
+    pub manifest: (Descriptor, Bytes),
+    /// The parsed platform manifest.
+    pub parsed: ImageManifest,
+}
+
+pub(super) async fn resolve(session: &Session, image: &ImageRef, platform: &Platform) -> Result<Resolved, PullError> {
+    let top = session.fetch_manifest(&image.reference()).await?;
+    let (parsed, media_type) = manifest::parse(&top.body, top.content_type.as_deref(), top.digest)?;
+    let top_desc = Descriptor {
+        media_type,
+        digest: top.digest,
+        size: top.body.len() as u64,
+    };
+    let resolved = match parsed {
+        Manifest::Image(m) => Resolved {
+            index: None,
+            manifest: (top_desc, top.body),
+            parsed: m,
+        },
+        Manifest::Index(idx) => {
+            let chosen = platform
+                .select(idx.manifests.iter().map(|d| d.platform.as_ref()))
+                .ok_or_else(|| PullError::NoMatchingPlatform {
+                    image: image.to_string(),
+                    platform: platform.to_string(),
+                    available: idx
+                        .manifests
+                        .iter()
+                        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                        .collect(),
+                })?;
+            let child = session
+                .fetch_manifest(&idx.manifests[chosen].digest.to_string())
+                .await?;
+            let (parsed, media_type) = manifest::parse(&child.body, child.content_type.as_deref(), child.digest)?;
+            let Manifest::Image(m) = parsed else {
+                return Err(PullError::NestedIndex {
+                    image: image.to_string(),
+                    digest: child.digest,
+                });
+            };
+            let desc = Descriptor {
+                media_type,
+                digest: child.digest,
+                size: child.body.len() as u64,
+            };
+            Resolved {
+                index: Some((top_desc, top.body)),
+                manifest: (desc, child.body),
+                parsed: m,
+            }
+        }
+    };
+    resolved.parsed.check_media_types(resolved.manifest.0.digest)?;
+    Ok(resolved)
+}

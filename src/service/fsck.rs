@@ -1,0 +1,111 @@
+//! `imaged fsck`: is the store consistent? Run offline (the daemon stopped), after the same cleanup a
+//! start does: every blob matches its digest, every image's blobs and snapshots exist, nothing is left
+//! half-written, nothing is unreferenced.
+
+use std::io::Read;
+
+use super::ImageService;
+use crate::digest::{Digest, Hasher};
+use crate::pull::{referenced_blobs, referenced_snapshots};
+
+/// What a consistency check found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FsckReport {
+    /// Images checked.
+    pub images: usize,
+    /// Blobs whose content was hashed.
+    pub blobs: usize,
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Every inconsistency, one line each.
+    pub problems: Vec<String>,
+}
+
+impl ImageService {
+    /// Checks the store; see the module doc.
+    pub fn fsck(&self) -> FsckReport {
+        let s = &self.stores;
+        let images = s.metadata.list();
+        let mut r = FsckReport {
+            images: images.len(),
+            ..Default::default()
+        };
+        let blobs = s.content.list().unwrap_or_else(|e| {
+            r.problems.push(format!("cannot list blobs: {e}"));
+            Vec::new()
+        });
+        for d in &blobs {
+            r.blobs += 1;
+            match hash_file(&s.content.blob_path(d)) {
+                Ok(actual) if actual == *d => {}
+                Ok(actual) => r.problems.push(format!("blob {d} has content {actual}")),
+                Err(e) => r.problems.push(format!("blob {d} is unreadable: {e}")),
+            }
+        }
+        for img in &images {
+            for l in img
+                .index
+                .iter()
+                .chain([&img.manifest, &img.config])
+                .chain(img.layers.iter().map(|l| &l.blob))
+            {
+                match s.content.size(&l.digest) {
+                    Some(n) if n == l.size => {}
+                    Some(n) => r.problems.push(format!(
+                        "image {}: blob {} is {n} bytes, not {}",
+                        img.id, l.digest, l.size
+                    )),
+                    None => r
+                        .problems
+                        .push(format!("image {}: blob {} is missing", img.id, l.digest)),
+                }
+            }
+            for c in img.chain_ids() {
+                if !s.snapshots.exists(&c) {
+                    r.problems.push(format!("image {}: snapshot {c} is missing", img.id));
+                }
+            }
+        }
+        let snapshots = s.snapshots.list().unwrap_or_default();
+        r.snapshots = snapshots.len();
+        let (keep_blobs, keep_snaps) = (referenced_blobs(&images), referenced_snapshots(&images));
+        r.problems.extend(
+            blobs
+                .iter()
+                .filter(|d| !keep_blobs.contains(d))
+                .map(|d| format!("blob {d} is unreferenced")),
+        );
+        r.problems.extend(
+            snapshots
+                .iter()
+                .filter(|c| !keep_snaps.contains(c))
+                .map(|c| format!("snapshot {c} is unreferenced")),
+        );
+        let leftovers = |dir: std::path::PathBuf, what: &str, r: &mut FsckReport| {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if what == "ingest" || name.starts_with("tmp-") {
+                        r.problems.push(format!("{what} leftover {}", e.path().display()));
+                    }
+                }
+            }
+        };
+        leftovers(self.root.join("content/ingest"), "ingest", &mut r);
+        leftovers(self.root.join("snapshots"), "snapshot", &mut r);
+        r
+    }
+}
+
+fn hash_file(path: &std::path::Path) -> std::io::Result<Digest> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}

@@ -1,0 +1,48 @@
+//! Keeping the store tidy: the sweep at start and the OCI layout's `index.json`.
+
+use super::{ImageService, ServiceError};
+use crate::content::IndexEntry;
+use crate::pull::{referenced_blobs, referenced_snapshots};
+
+impl ImageService {
+    /// Removes blobs and snapshots that no image references (left by a crash between commit and record).
+    /// Run at start, when no pull is in flight. Returns how many of each were removed.
+    pub(super) fn sweep(&self) -> Result<(usize, usize), ServiceError> {
+        let images = self.stores.metadata.list();
+        let (keep_blobs, keep_snaps) = (referenced_blobs(&images), referenced_snapshots(&images));
+        let mut blobs = 0;
+        for d in self.stores.content.list()? {
+            if !keep_blobs.contains(&d) && self.stores.content.delete(&d)? > 0 {
+                blobs += 1;
+            }
+        }
+        let mut snaps = 0;
+        for c in self.stores.snapshots.list()? {
+            if !keep_snaps.contains(&c) && self.stores.snapshots.delete(&c)? > 0 {
+                snaps += 1;
+            }
+        }
+        Ok((blobs, snaps))
+    }
+
+    /// Rewrites the OCI layout's `index.json` from the metadata.
+    pub(super) fn refresh_index(&self) -> Result<(), ServiceError> {
+        let mut entries = Vec::new();
+        for rec in self.stores.metadata.list() {
+            let top = rec.index.as_ref().unwrap_or(&rec.manifest);
+            let mut names: Vec<&String> = rec.repo_tags.iter().collect();
+            if names.is_empty() {
+                names.extend(rec.repo_digests.iter().take(1));
+            }
+            for name in names {
+                entries.push(IndexEntry {
+                    media_type: top.media_type.clone(),
+                    digest: top.digest,
+                    size: top.size,
+                    annotations: [("org.opencontainers.image.ref.name".to_string(), name.clone())].into(),
+                });
+            }
+        }
+        Ok(self.stores.content.write_index(&entries)?)
+    }
+}

@@ -1,0 +1,459 @@
+//! Applying one layer tar into an empty snapshot directory.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps, XattrFlags};
+use tar::EntryType;
+
+use super::limits::is_too_large;
+use super::{Capabilities, Limits, UnpackError};
+
+/// The overlay xattr that makes a directory hide what lower layers have under it.
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// Copy buffer; chunks that are entirely zero become holes (sparse files stay sparse).
+const CHUNK: usize = 128 * 1024;
+
+/// What applying a layer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Tar entries read.
+    pub entries: u64,
+    /// Files, directories, links and nodes created.
+    pub inodes: u64,
+    /// Bytes of file content written (holes not counted).
+    pub content_bytes: u64,
+    /// Whiteouts and opaque markers kept in OCI form (the process could not create overlay ones).
+    pub oci_whiteouts: u64,
+    /// Device nodes skipped because the process may not create them.
+    pub skipped_devices: u64,
+}
+
+/// Applies the (decompressed) tar read from `tar` into `dest`, an empty directory. `layer` names the
+/// layer in errors. The reader is not drained: the caller reads it to its end to finish hashing.
+pub fn apply_layer<R: Read>(
+    tar: R,
+    dest: &Path,
+    layer: &str,
+    limits: &Limits,
+    caps: Capabilities,
+) -> Result<ApplyStats, UnpackError> {
+    let mut a = Applier {
+        dest,
+        layer,
+        limits,
+        caps,
+        stats: ApplyStats::default(),
+        safe: HashSet::new(),
+        dirs: Vec::new(),
+    };
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive.entries().map_err(|e| a.tar_err(e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| a.tar_err(e))?;
+        a.stats.entries += 1;
+        if a.stats.entries > limits.max_entries {
+            return Err(a.limit("the number of entries", limits.max_entries, "unpack.max_entries"));
+        }
+        a.entry(entry)?;
+    }
+    // Directory times last: creating their children changed them.
+    for (path, mtime) in a.dirs.iter().rev() {
+        set_mtime(path, *mtime).map_err(|e| a.io("set the time of", path, e))?;
+    }
+    Ok(a.stats)
+}
+
+struct Applier<'a> {
+    dest: &'a Path,
+    layer: &'a str,
+    limits: &'a Limits,
+    caps: Capabilities,
+    stats: ApplyStats,
+    /// Directories (relative) known to be real directories inside `dest`.
+    safe: HashSet<PathBuf>,
+    /// Directories created, with the mtime to give them at the end.
+    dirs: Vec<(PathBuf, i64)>,
+}
+
+impl Applier<'_> {
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let rel = self.sanitize(&raw, &shown)?;
+        let Some(name) = rel.file_name().map(OsStr::to_owned) else {
+            return Ok(()); // The layer root ("./"): nothing to create.
+        };
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        self.ensure_dir_chain(&parent, &shown)?;
+        let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE_MARKER.as_bytes() {
+            return self.opaque(&parent);
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            return self.whiteout(&parent, OsStr::from_bytes(hidden), &rel);
+        }
+        let header = entry.header().clone();
+        let target = self.dest.join(&rel);
+        let kind = header.entry_type();
+        self.clear(&target, kind == EntryType::Directory)?;
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => self.file(&mut entry, &target)?,
+            EntryType::Directory => {
+                if !is_dir(&target) {
+                    fs::create_dir(&target).map_err(|e| self.io("create directory", &target, e))?;
+                    self.stats.inodes += 1;
+                }
+                self.safe.insert(rel.clone());
+            }
+            EntryType::Symlink => {
+                let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)
+                    .map_err(|e| self.io("create symlink", &target, e))?;
+                self.stats.inodes += 1;
+            }
+            EntryType::Link => return self.hardlink(&entry, &target, &shown),
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                if !self.node(&header, kind, &target)? {
+                    return Ok(());
+                }
+            }
+            // Metadata entries the tar crate has already folded into the next entry, or kinds no image
+            // needs: nothing to create.
+            _ => return Ok(()),
+        }
+        self.metadata(&mut entry, &header, &target, kind)
+    }
+
+    /// Makes a tar path relative and checks it cannot leave the snapshot.
+    fn sanitize(&self, raw: &[u8], shown: &str) -> Result<PathBuf, UnpackError> {
+        if raw.len() as u64 > self.limits.max_path_bytes {
+            return Err(self.limit("an entry path", self.limits.max_path_bytes, "unpack.max_path_bytes"));
+        }
+        let mut out = PathBuf::new();
+        for c in Path::new(OsStr::from_bytes(raw)).components() {
+            match c {
+                Component::Normal(p) => out.push(p),
+                // A leading "/" is dropped, as Docker and containerd do; "." means nothing.
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    return Err(self.unsafe_entry(shown, "the path climbs out of the layer with \"..\""));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes sure every component of `rel` is a real directory (creating missing ones, refusing symlinks).
+    fn ensure_dir_chain(&mut self, rel: &Path, shown: &str) -> Result<(), UnpackError> {
+        let mut cur = PathBuf::new();
+        for c in rel.components() {
+            cur.push(c);
+            if self.safe.contains(&cur) {
+                continue;
+            }
+            let abs = self.dest.join(&cur);
+            match fs::symlink_metadata(&abs) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    let why = format!(
+                        "its parent {} is a symlink; entries are never created through symlinks",
+                        cur.display()
+                    );
+                    return Err(self.unsafe_entry(shown, &why));
+                }
+                Ok(_) => {
+                    // A file where a directory is needed: the later entry wins, as tar does.
+                    fs::remove_file(&abs).map_err(|e| self.io("replace", &abs, e))?;
+                    self.mkdir_implicit(&abs)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.mkdir_implicit(&abs)?,
+                Err(e) => return Err(self.io("inspect", &abs, e)),
+            }
+            self.safe.insert(cur.clone());
+        }
+        Ok(())
+    }
+
+    fn mkdir_implicit(&mut self, abs: &Path) -> Result<(), UnpackError> {
+        fs::create_dir(abs).map_err(|e| self.io("create directory", abs, e))?;
+        fs::set_permissions(abs, fs::Permissions::from_mode(0o755)).map_err(|e| self.io("chmod", abs, e))?;
+        self.stats.inodes += 1;
+        Ok(())
+    }
+
+    /// Removes whatever is at `target` unless both it and the new entry are directories.
+    fn clear(&mut self, target: &Path, new_is_dir: bool) -> Result<(), UnpackError> {
+        match fs::symlink_metadata(target) {
+            Ok(m) if m.file_type().is_dir() => {
+                if !new_is_dir {
+                    fs::remove_dir_all(target).map_err(|e| self.io("replace", target, e))?;
+                    self.forget_under(target);
+                }
+            }
+            Ok(_) => fs::remove_file(target).map_err(|e| self.io("replace", target, e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io("inspect", target, e)),
+        }
+        Ok(())
+    }
+
+    fn forget_under(&mut self, abs: &Path) {
+        if let Ok(rel) = abs.strip_prefix(self.dest) {
+            let rel = rel.to_path_buf();
+            self.safe.retain(|p| !p.starts_with(&rel));
+        }
+    }
+
+    fn file<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, target: &Path) -> Result<(), UnpackError> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(target)
+            .map_err(|e| self.io("create", target, e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut len = 0u64;
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.tar_err(e)),
+            };
+            len += n as u64;
+            if buf[..n].iter().all(|b| *b == 0) {
+                f.seek(SeekFrom::Current(n as i64))
+                    .map_err(|e| self.io("seek in", target, e))?;
+            } else {
+                f.write_all(&buf[..n]).map_err(|e| self.io("write", target, e))?;
+                self.stats.content_bytes += n as u64;
+            }
+        }
+        // A trailing hole needs the length set explicitly.
+        f.set_len(len).map_err(|e| self.io("set the length of", target, e))?;
+        self.stats.inodes += 1;
+        Ok(())
+    }
+
+    fn hardlink<R: Read>(&mut self, entry: &tar::Entry<'_, R>, target: &Path, shown: &str) -> Result<(), UnpackError> {
+        let raw = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+        let link_shown = String::from_utf8_lossy(&raw).into_owned();
+        let rel = match self.sanitize(&raw, &link_shown) {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(self.unsafe_entry(
+                    shown,
+                    &format!("its hard link target {link_shown:?} is outside the layer"),
+                ));
+            }
+        };
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let chain_ok = self.parents_are_real_dirs(&parent);
+        let source = self.dest.join(&rel);
+        let is_file = fs::symlink_metadata(&source)
+            .map(|m| m.file_type().is_file())
+            .unwrap_or(false);
+        if !chain_ok || !is_file {
+            let why = format!("its hard link target {link_shown:?} is not a regular file of this layer");
+            return Err(self.unsafe_entry(shown, &why));
+        }
+        if source == target {
+            return Ok(());
+        }
+        fs::hard_link(&source, target).map_err(|e| self.io("hard link", target, e))
+    }
+
+    fn parents_are_real_dirs(&self, rel: &Path) -> bool {
+        let mut cur = PathBuf::new();
+        for c in rel.components() {
+            cur.push(c);
+            let ok = fs::symlink_metadata(self.dest.join(&cur))
+                .map(|m| m.file_type().is_dir())
+                .unwrap_or(false);
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Creates a device node or FIFO; returns false if it was skipped (not permitted).
+    fn node(&mut self, header: &tar::Header, kind: EntryType, target: &Path) -> Result<bool, UnpackError> {
+        let (ft, dev) = match kind {
+            EntryType::Fifo => (FileType::Fifo, 0),
+            EntryType::Char | EntryType::Block => {
+                if !self.caps.privileged {
+                    self.stats.skipped_devices += 1;
+                    return Ok(false);
+                }
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let ft = if kind == EntryType::Char {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                (ft, rustix::fs::makedev(major, minor))
+            }
+            _ => return Ok(false),
+        };
+        rustix::fs::mknodat(CWD, target, ft, Mode::from_raw_mode(0o600), dev)
+            .map_err(|e| self.io("create node", target, e.into()))?;
+        self.stats.inodes += 1;
+        Ok(true)
+    }
+
+    fn whiteout(&mut self, parent: &Path, hidden: &OsStr, rel: &Path) -> Result<(), UnpackError> {
+        if hidden.is_empty() || hidden == "." || hidden == ".." {
+            return Err(self.unsafe_entry(&rel.display().to_string(), "a whiteout must name an entry"));
+        }
+        if !self.caps.overlay_whiteouts {
+            return self.oci_marker(&self.dest.join(rel));
+        }
+        let target = self.dest.join(parent).join(hidden);
+        self.clear(&target, false)?;
+        rustix::fs::mknodat(
+            CWD,
+            &target,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o000),
+            rustix::fs::makedev(0, 0),
+        )
+        .map_err(|e| self.io("create whiteout", &target, e.into()))?;
+        self.stats.inodes += 1;
+        Ok(())
+    }
+
+    fn opaque(&mut self, parent: &Path) -> Result<(), UnpackError> {
+        let dir = self.dest.join(parent);
+        if !self.caps.overlay_whiteouts {
+            return self.oci_marker(&dir.join(OPAQUE_MARKER));
+        }
+        rustix::fs::lsetxattr(&dir, OPAQUE_XATTR, b"y", XattrFlags::empty())
+            .map_err(|e| self.io("mark opaque", &dir, e.into()))
+    }
+
+    fn oci_marker(&mut self, path: &Path) -> Result<(), UnpackError> {
+        self.clear(path, false)?;
+        fs::File::create(path).map_err(|e| self.io("create", path, e))?;
+        self.stats.oci_whiteouts += 1;
+        self.stats.inodes += 1;
+        Ok(())
+    }
+
+    fn metadata<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        header: &tar::Header,
+        target: &Path,
+        kind: EntryType,
+    ) -> Result<(), UnpackError> {
+        let symlink = kind == EntryType::Symlink;
+        if self.caps.privileged {
+            let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
+            let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+            rustix::fs::chownat(
+                CWD,
+                target,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io("chown", target, e.into()))?;
+        }
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                let Ok(key) = ext.key() else { continue };
+                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                    // Where not permitted (security.* without privilege, filesystems without user xattrs),
+                    // the attribute is skipped, as containerd does rootless.
+                    if let Err(e) = rustix::fs::lsetxattr(target, name, ext.value_bytes(), XattrFlags::empty()) {
+                        tracing::debug!(path = %target.display(), xattr = name, error = %e, "xattr not set");
+                    }
+                }
+            }
+        }
+        if !symlink {
+            // After chown, which clears set-id bits.
+            let mode = header.mode().map_err(|e| self.tar_err(e))? & 0o7777;
+            fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(|e| self.io("chmod", target, e))?;
+        }
+        let mtime = header.mtime().unwrap_or(0) as i64;
+        if kind == EntryType::Directory {
+            self.dirs.push((target.to_path_buf(), mtime));
+        } else {
+            set_mtime(target, mtime).map_err(|e| self.io("set the time of", target, e))?;
+        }
+        Ok(())
+    }
+
+    fn tar_err(&self, e: io::Error) -> UnpackError {
+        if is_too_large(&e) {
+            return self.limit(
+                "the uncompressed size",
+                self.limits.max_layer_bytes,
+                "unpack.max_layer_bytes",
+            );
+        }
+        UnpackError::Tar {
+            layer: self.layer.to_string(),
+            source: e,
+        }
+    }
+
+    fn io(&self, op: &'static str, path: &Path, e: io::Error) -> UnpackError {
+        UnpackError::Io {
+            layer: self.layer.to_string(),
+            op,
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+
+    fn unsafe_entry(&self, entry: &str, why: &str) -> UnpackError {
+        UnpackError::Unsafe {
+            layer: self.layer.to_string(),
+            entry: entry.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    fn limit(&self, what: &'static str, limit: u64, setting: &'static str) -> UnpackError {
+        UnpackError::Limit {
+            layer: self.layer.to_string(),
+            what,
+            limit,
+            setting,
+        }
+    }
+}
+
+fn is_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).map(|m| m.file_type().is_dir()).unwrap_or(false)
+}
+
+/// Sets access and modification time without following a symlink.
+pub(super) fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
+    let t = Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        CWD,
+        path,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
+}
