@@ -16,18 +16,43 @@ use common::setup::Setup;
 const ITERATIONS: u64 = 16;
 
 fn fsck(root: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_imaged")).args(["fsck", "--root"]).arg(root).output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(["fsck", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// A few megabytes in several layers of different kinds, so a kill lands in every phase of a pull.
 fn image(seed: u64) -> common::image::BuiltImage {
-    let files: Vec<Entry> = (0..300).map(|i| Entry::file(&format!("small/{i}"), format!("file {i} of {seed}"))).collect();
+    let files: Vec<Entry> = (0..300)
+        .map(|i| Entry::file(&format!("small/{i}"), format!("file {i} of {seed}")))
+        .collect();
     ImageBuilder::new(MediaStyle::Oci)
-        .layer(Layer::build(&[Entry::file("blob", random_bytes(seed, 3 << 20))], Compression::Gzip, MediaStyle::Oci))
+        .layer(Layer::build(
+            &[Entry::file("blob", random_bytes(seed, 3 << 20))],
+            Compression::Gzip,
+            MediaStyle::Oci,
+        ))
         .layer(Layer::build(&files, Compression::Zstd, MediaStyle::Oci))
-        .layer(Layer::build(&[Entry::file("text", "x".repeat(2 << 20))], Compression::Gzip, MediaStyle::Oci))
-        .layer(Layer::build(&[Entry::whiteout("small/1")], Compression::None, MediaStyle::Oci))
+        .layer(Layer::build(
+            &[Entry::file("text", "x".repeat(2 << 20))],
+            Compression::Gzip,
+            MediaStyle::Oci,
+        ))
+        .layer(Layer::build(
+            &[Entry::whiteout("small/1")],
+            Compression::None,
+            MediaStyle::Oci,
+        ))
         .build()
 }
 
@@ -58,7 +83,7 @@ async fn sigkill_during_pulls_never_corrupts_the_store() {
         rng ^= rng << 17;
         let delay = rng % (span + span / 2);
         let mut tasks = Vec::new();
-        for r in refs.iter().cloned() {
+        for r in refs.clone() {
             let mut c = s.daemon.client().await;
             tasks.push(tokio::spawn(async move { pull(&mut c, &r, None).await }));
         }
@@ -66,7 +91,9 @@ async fn sigkill_during_pulls_never_corrupts_the_store() {
             // Also crash in the middle of removals.
             let mut c = s.daemon.client().await;
             let r = refs[0].clone();
-            tasks.push(tokio::spawn(async move { remove(&mut c, &r).await.map(|_| String::new()) }));
+            tasks.push(tokio::spawn(
+                async move { remove(&mut c, &r).await.map(|_| String::new()) },
+            ));
         }
         tokio::time::sleep(Duration::from_millis(delay)).await;
         s.daemon.kill();
@@ -80,7 +107,11 @@ async fn sigkill_during_pulls_never_corrupts_the_store() {
 
     let mut c = s.daemon.client().await;
     for (r, img) in refs.iter().zip(&images) {
-        assert_eq!(pull(&mut c, r, None).await.unwrap(), img.config_digest, "the same pulls succeed after the crashes");
+        assert_eq!(
+            pull(&mut c, r, None).await.unwrap(),
+            img.config_digest,
+            "the same pulls succeed after the crashes"
+        );
     }
     s.daemon.stop();
     let (ok, report) = fsck(&s.daemon.root);

@@ -19,8 +19,8 @@ pub enum ServiceError {
     Pull {
         /// The reference as the caller gave it.
         image: String,
-        /// Why.
-        source: PullError,
+        /// Why (boxed: pull errors are large, and most results are not errors).
+        source: Box<PullError>,
     },
     /// The credentials in the request are malformed.
     #[error("pulling image {image:?}: {source}")]

@@ -145,7 +145,7 @@ impl ImageService {
             Err(source) => {
                 let err = ServiceError::Pull {
                     image: req.image,
-                    source,
+                    source: Box::new(source),
                 };
                 tracing::warn!(image = %image, reason = %err.pull_reason(), error = %err, "Failed");
                 Err(err)
