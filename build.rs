@@ -3,7 +3,7 @@
 //! `protox` parses the `.proto` files in pure Rust, so building imaged needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/runtime/v1/api.proto"];
+    let protos = ["proto/runtime/v1/api.proto", "proto/imaged/v1/imaged.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

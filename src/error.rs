@@ -25,6 +25,8 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// The operation was cancelled, e.g. by shutdown.
     Cancelled,
+    /// The operation took too long or stopped making progress.
+    DeadlineExceeded,
     /// A bug or a local failure (disk, database) the caller cannot fix.
     Internal,
 }
@@ -40,6 +42,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::FailedPrecondition => "failed precondition",
             ErrorKind::ResourceExhausted => "resource exhausted",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::DeadlineExceeded => "deadline exceeded",
             ErrorKind::Internal => "internal",
         };
         f.write_str(s)

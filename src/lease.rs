@@ -31,6 +31,11 @@ impl LeaseTable {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `digest` is leased now.
+    pub fn is_leased(&self, digest: &Digest) -> bool {
+        self.lock().contains_key(digest)
+    }
+
     /// A new, empty lease on this table.
     pub fn lease(self: &Arc<Self>) -> Lease {
         Lease {

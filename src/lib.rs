@@ -23,12 +23,15 @@ pub mod config;
 pub mod content;
 pub mod digest;
 pub mod duration;
+pub mod ensure;
 pub mod error;
 pub mod gc;
 pub mod keyed_lock;
 pub mod lease;
 pub mod manifest;
 pub mod metadata;
+pub mod metrics;
+pub mod pattern;
 pub mod platform;
 pub mod pull;
 pub mod reference;
@@ -41,6 +44,14 @@ pub mod unpack;
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
+    /// imaged's own service (`imaged.v1.Images`): pull progress, GC, prune.
+    pub mod imaged {
+        /// `imaged.v1`.
+        pub mod v1 {
+            tonic::include_proto!("imaged.v1");
+        }
+    }
+
     /// The CRI API, package `runtime.v1`, as far as the image service needs it.
     pub mod runtime {
         /// `runtime.v1`.

@@ -60,6 +60,17 @@ struct ServeArgs {
     /// Platform to select from multi-platform images, os/arch[/variant] [default: the host's]
     #[arg(long)]
     platform: Option<String>,
+    /// Never garbage-collect or prune images matching this (exact or glob, e.g. registry.k8s.io/pause:*);
+    /// repeatable, added to the config's pinned_images
+    #[arg(long = "pinned-image", value_name = "PATTERN")]
+    pinned_images: Vec<String>,
+    /// Serve Prometheus metrics on this TCP address, e.g. 127.0.0.1:9090
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// CRI runtime endpoint whose containers' images are in use and never collected
+    /// (e.g. unix:///run/containerd/containerd.sock)
+    #[arg(long)]
+    runtime_endpoint: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,9 +103,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             hosts_dir: args.hosts_dir,
             auth_files: args.auth_files,
             platform: args.platform,
+            pinned_images: args.pinned_images,
+            metrics_addr: args.metrics_addr,
+            runtime_endpoint: args.runtime_endpoint,
         },
     )?;
     let service = Arc::new(ImageService::open(&config)?);
+    let housekeeping = imaged::service::Housekeeping::start(service.clone(), config.gc.period());
+    let _metrics = config.metrics_addr.map(|addr| {
+        let s = service.clone();
+        let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || s.refresh_metrics());
+        let metrics = service.metrics().clone();
+        AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = imaged::metrics::serve(addr, metrics, refresh).await {
+                tracing::error!(%addr, error = %e, "metrics endpoint failed");
+            }
+        }))
+    });
     let listener = imaged::server::listener::bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), platform = %config.platform, "serving CRI image service");
 
@@ -109,8 +134,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(joined) => joined.context("server task")?.context("serving")?,
         Err(_) => tracing::warn!("in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting anyway"),
     }
+    drop(housekeeping); // Stops the loop and persists last-use times.
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn fsck(args: FsckArgs) -> anyhow::Result<()> {

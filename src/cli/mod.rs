@@ -136,6 +136,13 @@ pub async fn execute(
 
 /// Connects a CRI image service client to the unix socket at `socket`.
 pub async fn connect(socket: &Path) -> Result<ImageServiceClient<Channel>, tonic::transport::Error> {
+    Ok(ImageServiceClient::new(channel(socket).await?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// A gRPC channel to the unix socket at `socket`, for any service served there.
+pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let socket = socket.to_path_buf();
     // The URI is a placeholder: tonic requires one, the connector below ignores it.
     let channel = Endpoint::from_static("http://[::]:0")
@@ -144,9 +151,7 @@ pub async fn connect(socket: &Path) -> Result<ImageServiceClient<Channel>, tonic
             async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
         }))
         .await?;
-    Ok(ImageServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(channel)
 }
 
 /// [`connect`], with a failure turned into the error a person at a terminal needs.

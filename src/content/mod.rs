@@ -232,6 +232,31 @@ impl ContentStore {
         Ok(freed)
     }
 
+    /// The bytes a committed blob occupies on disk, or `None` if it is absent.
+    pub fn allocated(&self, digest: &Digest) -> Option<u64> {
+        fs::metadata(self.blob_path(digest)).ok().map(|m| usage::allocated(&m))
+    }
+
+    /// Removes ingest files that no lease protects (downloads that died without cleaning up). Returns how
+    /// many were removed.
+    pub fn remove_stale_ingests(&self) -> usize {
+        let dir = &self.inner.ingest;
+        let Ok(entries) = fs::read_dir(dir) else { return 0 };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let digest = name.split('-').next().and_then(|h| Digest::from_hex(h).ok());
+            let leases = self.lock();
+            if digest.is_some_and(|d| leases.contains_key(&d)) {
+                continue;
+            }
+            if fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Every committed blob's digest (for sweeping orphans).
     pub fn list(&self) -> Result<Vec<Digest>, ContentError> {
         let dir = &self.inner.blobs;

@@ -20,6 +20,19 @@ use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// Tag -> JSON list of [`TagRevision`], newest first (prune keeps recent revisions of each tag).
+const TAG_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("tag_history");
+/// Revisions remembered per tag; older ones are forgotten.
+const MAX_REVISIONS: usize = 100;
+
+/// One image a tag pointed at, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TagRevision {
+    /// The image.
+    pub image: Digest,
+    /// When the tag started pointing at it (Unix nanoseconds).
+    pub since_ns: i64,
+}
 
 /// What went wrong with the metadata database.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +74,9 @@ struct State {
     images: BTreeMap<Digest, Arc<ImageRecord>>,
     tags: HashMap<String, Digest>,
     digests: HashMap<String, Digest>,
+    history: HashMap<String, Vec<TagRevision>>,
+    /// Images whose last-used time changed in memory since the last [`MetadataStore::flush`].
+    dirty: std::collections::HashSet<Digest>,
 }
 
 impl State {
@@ -108,6 +124,7 @@ impl MetadataStore {
         // Make sure the table exists so reads never see "no such table".
         let tx = db.begin_write().map_err(|e| err(e.into()))?;
         tx.open_table(IMAGES).map_err(|e| err(e.into()))?;
+        tx.open_table(TAG_HISTORY).map_err(|e| err(e.into()))?;
         tx.commit().map_err(|e| err(e.into()))?;
 
         let mut state = State::default();
@@ -121,6 +138,17 @@ impl MetadataStore {
                 source,
             })?;
             state.insert(rec);
+        }
+        let table = tx.open_table(TAG_HISTORY).map_err(|e| err(e.into()))?;
+        for row in table.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            let revs: Vec<TagRevision> =
+                serde_json::from_slice(v.value()).map_err(|source| MetadataError::Corrupt {
+                    path: path.to_path_buf(),
+                    key: k.value().to_string(),
+                    source,
+                })?;
+            state.history.insert(k.value().to_string(), revs);
         }
         Ok(MetadataStore {
             db,
@@ -196,25 +224,68 @@ impl MetadataStore {
             }
             None => rec,
         };
+        let mut history = Vec::new();
+        for tag in &merged.repo_tags {
+            let revs = state.history.get(tag).cloned().unwrap_or_default();
+            if revs.first().map(|r| r.image) != Some(merged.id) {
+                let mut revs = revs;
+                revs.insert(
+                    0,
+                    TagRevision {
+                        image: merged.id,
+                        since_ns: merged.last_used_ns,
+                    },
+                );
+                revs.truncate(MAX_REVISIONS);
+                history.push((tag.clone(), revs));
+            }
+        }
         changed.push(merged);
-        self.commit(&changed, &[])?;
+        self.commit_all(&changed, &[], &history)?;
         for c in changed {
+            state.dirty.remove(&c.id);
             state.remove(&c.id);
             state.insert(c);
         }
+        state.history.extend(history);
         Ok(untagged)
     }
 
-    /// Updates an image's last-used time; absent images are ignored.
-    pub fn touch(&self, id: &Digest, now_ns: i64) -> Result<(), MetadataError> {
+    /// Updates an image's last-used time in memory; absent images are ignored. Cheap enough for every
+    /// ImageStatus: the change reaches the disk with the next [`MetadataStore::flush`] (or any other
+    /// write), so a crash loses at most the last-use updates since then.
+    pub fn touch(&self, id: &Digest, now_ns: i64) {
         let mut state = self.write();
-        let Some(old) = state.images.get(id) else { return Ok(()) };
+        let Some(old) = state.images.get(id) else { return };
+        if old.last_used_ns >= now_ns {
+            return;
+        }
         let mut rec = ImageRecord::clone(old);
         rec.last_used_ns = now_ns;
-        self.commit(std::slice::from_ref(&rec), &[])?;
-        state.remove(id);
-        state.insert(rec);
-        Ok(())
+        state.images.insert(*id, Arc::new(rec));
+        state.dirty.insert(*id);
+    }
+
+    /// Persists the last-used times changed by [`MetadataStore::touch`].
+    pub fn flush(&self) -> Result<usize, MetadataError> {
+        let mut state = self.write();
+        let dirty: Vec<ImageRecord> = state
+            .dirty
+            .iter()
+            .filter_map(|id| state.images.get(id))
+            .map(|r| ImageRecord::clone(r))
+            .collect();
+        if dirty.is_empty() {
+            return Ok(0);
+        }
+        self.commit_all(&dirty, &[], &[])?;
+        state.dirty.clear();
+        Ok(dirty.len())
+    }
+
+    /// Every tag's revisions, newest first (images may have been removed since).
+    pub fn history(&self) -> HashMap<String, Vec<TagRevision>> {
+        self.read().history.clone()
     }
 
     /// Removes an image and all its names. Returns it, or `None` if it was absent.
@@ -223,11 +294,17 @@ impl MetadataStore {
         if !state.images.contains_key(id) {
             return Ok(None);
         }
-        self.commit(&[], &[*id])?;
+        self.commit_all(&[], &[*id], &[])?;
+        state.dirty.remove(id);
         Ok(state.remove(id))
     }
 
-    fn commit(&self, put: &[ImageRecord], delete: &[Digest]) -> Result<(), MetadataError> {
+    fn commit_all(
+        &self,
+        put: &[ImageRecord],
+        delete: &[Digest],
+        history: &[(String, Vec<TagRevision>)],
+    ) -> Result<(), MetadataError> {
         let err = |e: redb::Error| MetadataError::Db {
             path: self.path.clone(),
             source: Box::new(e),
@@ -244,6 +321,11 @@ impl MetadataStore {
             }
             for id in delete {
                 table.remove(id.to_string().as_str()).map_err(|e| err(e.into()))?;
+            }
+            let mut table = tx.open_table(TAG_HISTORY).map_err(|e| err(e.into()))?;
+            for (tag, revs) in history {
+                let json = serde_json::to_vec(revs).unwrap_or_default();
+                table.insert(tag.as_str(), json.as_slice()).map_err(|e| err(e.into()))?;
             }
         }
         tx.commit().map_err(|e| err(e.into()))

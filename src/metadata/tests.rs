@@ -100,13 +100,39 @@ fn id_prefixes_resolve_when_unique() {
 }
 
 #[test]
-fn touch_updates_last_use() {
-    let (_dir, store) = open();
+fn touch_updates_last_use_in_memory_and_flush_persists_it() {
+    let (dir, store) = open();
     let a = image("a", &[]);
     store.record(a.clone()).unwrap();
-    store.touch(&a.id, 42).unwrap();
+    store.touch(&a.id, 42);
+    store.touch(&a.id, 7); // Never backwards.
     assert_eq!(store.get(&a.id).unwrap().last_used_ns, 42);
-    store.touch(&Digest::of(b"absent"), 42).unwrap();
+    store.touch(&Digest::of(b"absent"), 42);
+    assert_eq!(store.flush().unwrap(), 1);
+    assert_eq!(store.flush().unwrap(), 0);
+    drop(store);
+    let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+    assert_eq!(store.get(&a.id).unwrap().last_used_ns, 42);
+}
+
+#[test]
+fn tag_history_keeps_revisions_newest_first() {
+    let (dir, store) = open();
+    let mut v1 = image("one", &["r/a:latest"]);
+    v1.last_used_ns = 10;
+    let mut v2 = image("two", &["r/a:latest"]);
+    v2.last_used_ns = 20;
+    store.record(v1.clone()).unwrap();
+    store.record(v1.clone()).unwrap(); // Same image again: no new revision.
+    store.record(v2.clone()).unwrap();
+    drop(store);
+    let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+    let h = store.history();
+    let revs = &h["r/a:latest"];
+    assert_eq!(
+        revs.iter().map(|r| (r.image, r.since_ns)).collect::<Vec<_>>(),
+        vec![(v2.id, 20), (v1.id, 10)]
+    );
 }
 
 #[test]

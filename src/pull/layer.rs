@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::PullError;
+use super::progress::LayerState;
 use crate::content::{ContentStore, Ingest};
 use crate::digest::{Digest, Hasher};
 use crate::manifest::{self, Compression};
@@ -35,20 +36,31 @@ pub(super) struct LayerCtx<'a> {
     pub snapshots: &'a SnapshotStore,
     pub limits: Limits,
     pub caps: Capabilities,
+    pub downloads: &'a tokio::sync::Semaphore,
+    pub progress: &'a super::Progress,
 }
 
 /// Makes sure both the blob and the snapshot of `layer` exist (fetching and unpacking what is missing).
 pub(super) async fn ensure_layer(ctx: &LayerCtx<'_>, layer: &LayerRecord, chain: Digest) -> Result<(), PullError> {
     let blob = &layer.blob;
     if ctx.content.contains(&blob.digest) && ctx.snapshots.exists(&chain) {
+        ctx.progress.layer_state(&blob.digest, LayerState::Present);
         return Ok(());
     }
     // Concurrent pulls that need this chain id build it once: the second finds it done.
     let _building = ctx.snapshots.lock_build(&chain).await;
     let have_blob = ctx.content.contains(&blob.digest);
     if ctx.snapshots.exists(&chain) {
-        if !have_blob {
+        if have_blob {
+            ctx.progress.layer_state(&blob.digest, LayerState::Present);
+        } else {
+            let _permit = ctx
+                .downloads
+                .acquire()
+                .await
+                .map_err(|e| PullError::Task(e.to_string()))?;
             super::download::blob_to_store(ctx.session, ctx.content, blob).await?;
+            ctx.progress.layer_state(&blob.digest, LayerState::Done);
         }
         return Ok(());
     }
@@ -92,6 +104,7 @@ pub(super) async fn ensure_layer(ctx: &LayerCtx<'_>, layer: &LayerRecord, chain:
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(b) => {
+                ctx.progress.bytes(&blob.digest, b.len() as u64);
                 if tx.send(b).await.is_err() {
                     break; // The worker stopped; its error is the one to report.
                 }
@@ -108,7 +121,11 @@ pub(super) async fn ensure_layer(ctx: &LayerCtx<'_>, layer: &LayerRecord, chain:
     let result = worker.await.map_err(|e| PullError::Task(e.to_string()))?;
     match failure {
         Some(f) => Err(f),
-        None => result,
+        None => {
+            result?;
+            ctx.progress.layer_state(&blob.digest, LayerState::Done);
+            Ok(())
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 mod download;
 mod error;
 mod layer;
+mod progress;
 mod resolve;
 
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use futures_util::{StreamExt, TryStreamExt};
 
 pub use error::PullError;
+pub use progress::{LayerProgress, LayerState, Progress, ProgressView};
 
 use crate::content::ContentStore;
 use crate::digest::Digest;
@@ -74,8 +76,8 @@ impl Stores {
 pub struct PullOptions {
     /// The platform to select from indexes.
     pub platform: Platform,
-    /// Layers fetched and applied at once per pull.
-    pub max_concurrent_downloads: usize,
+    /// Layer downloads at once, across all pulls (containerd's `max_concurrent_downloads`).
+    pub downloads: Arc<tokio::sync::Semaphore>,
     /// Caps on each layer.
     pub limits: Limits,
     /// What the process may create in snapshots.
@@ -91,8 +93,7 @@ pub struct Puller {
 
 impl Puller {
     /// A puller writing into `stores`.
-    pub fn new(stores: Stores, registry: Arc<Registry>, mut options: PullOptions) -> Puller {
-        options.max_concurrent_downloads = options.max_concurrent_downloads.max(1);
+    pub fn new(stores: Stores, registry: Arc<Registry>, options: PullOptions) -> Puller {
         Puller {
             stores,
             registry,
@@ -100,29 +101,35 @@ impl Puller {
         }
     }
 
+    /// The stores.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
     /// The platform images are selected for.
     pub fn platform(&self) -> &Platform {
         &self.options.platform
     }
 
-    /// Pulls `image` and records it; returns the recorded image. A failed pull keeps nothing.
+    /// Pulls `image` and records it, reporting to `progress`; returns the recorded image. A failed or
+    /// cancelled (dropped) pull keeps nothing.
     pub async fn pull(
         &self,
         image: &ImageRef,
         creds: Option<Credentials>,
         now_ns: i64,
+        progress: &Progress,
     ) -> Result<Arc<ImageRecord>, PullError> {
-        let mut lease = self.stores.leases.lease();
-        match self.pull_leased(image, creds, now_ns, &mut lease).await {
-            Ok(rec) => Ok(rec),
-            Err(e) => {
-                let named = lease.digests().to_vec();
-                drop(lease);
-                let stores = self.stores.clone();
-                let _ = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named)).await;
-                Err(e)
-            }
+        let mut cleanup = Cleanup {
+            stores: self.stores.clone(),
+            lease: Some(self.stores.leases.lease()),
+        };
+        let lease = cleanup.lease.as_mut().ok_or(PullError::Interrupted)?;
+        let result = self.pull_leased(image, creds, now_ns, lease, progress).await;
+        if result.is_ok() {
+            cleanup.lease = None; // Recorded: the lease just ends.
         }
+        result
     }
 
     async fn pull_leased(
@@ -131,10 +138,13 @@ impl Puller {
         creds: Option<Credentials>,
         now_ns: i64,
         lease: &mut Lease,
+        progress: &Progress,
     ) -> Result<Arc<ImageRecord>, PullError> {
         let platform = &self.options.platform;
+        progress.phase("resolving");
         let session = self.registry.session(image, creds)?;
         let r = resolve::resolve(&session, image, platform).await?;
+        progress.advance();
         let m = &r.parsed;
         // From here on, every blob the image names is leased.
         for d in r
@@ -151,6 +161,7 @@ impl Puller {
 
         let config_desc = desc_of(&m.config);
         let config_body = self.config_blob(&session, &config_desc).await?;
+        progress.advance();
         let config = manifest::parse_config(&config_body, config_desc.digest, m.layers.len())?;
         let image_platform = Platform {
             os: config.os.clone(),
@@ -178,12 +189,15 @@ impl Puller {
         for c in &chains {
             lease.add(*c);
         }
+        progress.layers(layers.iter().map(|l| (l.blob.digest, l.blob.size)));
         let ctx = layer::LayerCtx {
             session: &session,
             content: &self.stores.content,
             snapshots: &self.stores.snapshots,
             limits: self.options.limits,
             caps: self.options.caps,
+            downloads: &self.options.downloads,
+            progress,
         };
         let ctx = &ctx;
         let jobs: Vec<(LayerRecord, Digest)> = layers.iter().cloned().zip(chains.iter().copied()).collect();
@@ -191,7 +205,9 @@ impl Puller {
             .into_iter()
             .map(|(l, chain)| async move { layer::ensure_layer(ctx, &l, chain).await });
         futures_util::stream::iter(work)
-            .buffer_unordered(self.options.max_concurrent_downloads)
+            // Every layer may start (shared ones wait on each other); the download semaphore bounds the
+            // fetching across all pulls.
+            .buffer_unordered(layers.len().max(1))
             .try_collect::<Vec<()>>()
             .await?;
         self.commit_small(&r.manifest.1, &r.manifest.0).await?;
@@ -255,6 +271,30 @@ impl Puller {
             .await
             .map_err(|e| PullError::Task(e.to_string()))??;
         Ok(())
+    }
+}
+
+/// On drop, unless disarmed by taking the lease: ends the lease and removes what the pull committed that
+/// no image references. Runs whether the pull failed or its future was dropped (cancelled, timed out).
+struct Cleanup {
+    stores: Stores,
+    lease: Option<Lease>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        let named = lease.digests().to_vec();
+        drop(lease);
+        let stores = self.stores.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || stores.discard_unreferenced(&named));
+            }
+            Err(_) => {
+                stores.discard_unreferenced(&named);
+            }
+        }
     }
 }
 

@@ -61,6 +61,18 @@ pub enum Credentials {
     RegistryToken(String),
 }
 
+impl Credentials {
+    /// A digest of the credentials, to key caches by "who is asking" without keeping the secret as a key.
+    pub fn fingerprint(&self) -> String {
+        let material = match self {
+            Credentials::Basic { username, password } => format!("basic\0{username}\0{password}"),
+            Credentials::IdentityToken(t) => format!("identity\0{t}"),
+            Credentials::RegistryToken(t) => format!("registry\0{t}"),
+        };
+        crate::digest::Digest::of(material.as_bytes()).hex()
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

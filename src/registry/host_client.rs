@@ -1,6 +1,8 @@
 //! One registry host (a mirror or the upstream server) and the HTTP clients that talk to it.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -24,7 +26,13 @@ pub(super) struct HostClient {
     host: RegistryHost,
     oci: oci_client::Client,
     http: reqwest::Client,
+    /// What to present per repository, while fresh: a pull that finds everything present then costs one
+    /// manifest request, not a `/v2/` probe and a token round trip too.
+    authorized: Arc<Mutex<HashMap<String, (Presented, Instant)>>>,
 }
+
+/// How long an authorization is reused; below the 60 s registries commonly give tokens.
+const AUTH_REUSE: Duration = Duration::from_secs(45);
 
 impl HostClient {
     pub(super) fn new(host: RegistryHost, connect_timeout_secs: u64) -> Result<HostClient, RegistryError> {
@@ -76,7 +84,12 @@ impl HostClient {
             host: url,
             detail: transport_detail(&e),
         })?;
-        Ok(HostClient { host, oci, http })
+        Ok(HostClient {
+            host,
+            oci,
+            http,
+            authorized: Arc::default(),
+        })
     }
 
     /// The same clients, serving a host entry with possibly other capabilities.
@@ -85,6 +98,7 @@ impl HostClient {
             host,
             oci: self.oci.clone(),
             http: self.http.clone(),
+            authorized: self.authorized.clone(),
         }
     }
 
@@ -118,6 +132,21 @@ impl HostClient {
     /// Authenticates for pulling `r` (token flow if the host asks for one) and returns the bearer token or
     /// credentials to present on our own requests.
     async fn authorize(&self, r: &Reference, creds: Option<&Credentials>) -> Result<Presented, RegistryError> {
+        let repo = r.repository().to_string();
+        if let Some((p, at)) = self.authorized.lock().unwrap_or_else(|p| p.into_inner()).get(&repo)
+            && at.elapsed() < AUTH_REUSE
+        {
+            return Ok(p.clone());
+        }
+        let presented = self.authorize_now(r, creds).await?;
+        self.authorized
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(repo, (presented.clone(), Instant::now()));
+        Ok(presented)
+    }
+
+    async fn authorize_now(&self, r: &Reference, creds: Option<&Credentials>) -> Result<Presented, RegistryError> {
         let url = self.url();
         let auth = match creds {
             None => RegistryAuth::Anonymous,
@@ -255,6 +284,7 @@ impl HostClient {
 }
 
 /// What to present on a request we make ourselves.
+#[derive(Clone)]
 enum Presented {
     Bearer(String),
     Basic(String, String),

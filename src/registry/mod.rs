@@ -82,18 +82,21 @@ impl Registry {
         } else {
             None
         };
+        let creds = request_creds.or(file_creds);
+        let who = creds
+            .as_ref()
+            .map_or_else(|| "anonymous".to_string(), Credentials::fingerprint);
         let mut out = Vec::with_capacity(hosts.len());
         for host in hosts {
             for key in &host.unsupported {
                 tracing::warn!(host = %host.url(), key = %key, "hosts.toml key not supported by imaged; ignored");
             }
-            let client = self.client(&host)?;
-            out.push(client);
+            out.push(self.client(&host, &who)?);
         }
         Ok(Session {
             image: image.clone(),
             hosts: out,
-            creds: request_creds.or(file_creds),
+            creds,
         })
     }
 
@@ -113,8 +116,11 @@ impl Registry {
         Ok(None)
     }
 
-    fn client(&self, host: &hosts::RegistryHost) -> Result<Arc<HostClient>, RegistryError> {
-        let key = format!("{}|{}|{:?}", host.url(), host.skip_verify, host.ca);
+    /// The clients for `host` and the credentials with fingerprint `who`: one per credential set, because
+    /// oci-client keeps the first credentials it is given per registry, and one pod's credentials must
+    /// never serve another pod's pull.
+    fn client(&self, host: &hosts::RegistryHost, who: &str) -> Result<Arc<HostClient>, RegistryError> {
+        let key = format!("{}|{}|{:?}|{who}", host.url(), host.skip_verify, host.ca);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             // Capabilities may differ between files naming the same URL: keep the client, take the host.

@@ -4,7 +4,7 @@ use crate::metadata::ImageRecord;
 use crate::proto::runtime::v1 as cri;
 
 /// The CRI view of an image. `id` is the config digest, equal to the `image_ref` PullImage returned.
-pub fn image(rec: &ImageRecord) -> cri::Image {
+pub fn image(rec: &ImageRecord, pinned: bool) -> cri::Image {
     let (uid, username) = rec.uid_or_username();
     let id = rec.id.to_string();
     cri::Image {
@@ -18,6 +18,6 @@ pub fn image(rec: &ImageRecord) -> cri::Image {
             image: id,
             ..Default::default()
         }),
-        pinned: rec.pinned,
+        pinned,
     }
 }

@@ -22,7 +22,7 @@ impl Images {
         };
         tracing::debug!(image = name, id = %rec.id, "ImageStatus");
         Ok(cri::ImageStatusResponse {
-            image: Some(convert::image(&rec)),
+            image: Some(convert::image(&rec, self.service.is_pinned(&rec))),
             info,
         })
     }

@@ -15,7 +15,10 @@ impl Images {
         let images = self.service.list(filter).map_err(|e| status::to_status(&e, None))?;
         tracing::debug!(filter = ?filter, count = images.len(), "ListImages");
         Ok(cri::ListImagesResponse {
-            images: images.iter().map(|r| convert::image(r)).collect(),
+            images: images
+                .iter()
+                .map(|r| convert::image(r, self.service.is_pinned(r)))
+                .collect(),
         })
     }
 }

@@ -6,6 +6,7 @@
 mod convert;
 mod image_fs_info;
 mod image_status;
+mod imaged_service;
 mod list_images;
 pub mod listener;
 mod pull_image;
@@ -33,11 +34,15 @@ pub async fn serve(
     service: Arc<ImageService>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let imaged = crate::proto::imaged::v1::images_server::ImagesServer::new(imaged_service::Imaged {
+        service: service.clone(),
+    });
     let images = ImageServiceServer::new(Images { service })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(images)
+        .add_service(imaged)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
 }

@@ -1,9 +1,10 @@
 //! Errors of the image service, each with its kind and, for pulls, kubelet's reason.
 
 use crate::content::ContentError;
+use crate::ensure::EnsureError;
 use crate::error::{Classify, ErrorKind, Reason};
+use crate::gc::run::GcError;
 use crate::metadata::MetadataError;
-use crate::pull::PullError;
 use crate::reference::ReferenceError;
 use crate::registry::auth::AuthError;
 use crate::snapshot::SnapshotError;
@@ -14,14 +15,17 @@ pub enum ServiceError {
     /// The image name does not parse.
     #[error(transparent)]
     InvalidReference(#[from] ReferenceError),
-    /// The pull failed.
-    #[error("pulling image {image:?}: {source}")]
-    Pull {
+    /// The pull request failed (policy, back-off, limits, or the pull itself).
+    #[error("{}", ensure_message(image, source))]
+    Ensure {
         /// The reference as the caller gave it.
         image: String,
-        /// Why (boxed: pull errors are large, and most results are not errors).
-        source: Box<PullError>,
+        /// Why.
+        source: EnsureError,
     },
+    /// Garbage collection or pruning failed.
+    #[error(transparent)]
+    Gc(#[from] GcError),
     /// The credentials in the request are malformed.
     #[error("pulling image {image:?}: {source}")]
     Auth {
@@ -59,7 +63,8 @@ impl Classify for ServiceError {
     fn kind(&self) -> ErrorKind {
         match self {
             ServiceError::InvalidReference(_) | ServiceError::UnknownRuntimeHandler(_) => ErrorKind::InvalidArgument,
-            ServiceError::Pull { source, .. } => source.kind(),
+            ServiceError::Ensure { source, .. } => source.kind(),
+            ServiceError::Gc(e) => e.kind(),
             ServiceError::Auth { .. } => ErrorKind::InvalidArgument,
             ServiceError::Metadata(e) => e.kind(),
             ServiceError::Content(e) => e.kind(),
@@ -74,7 +79,16 @@ impl ServiceError {
     pub fn pull_reason(&self) -> Reason {
         match self {
             ServiceError::InvalidReference(_) => Reason::InvalidImageName,
+            ServiceError::Ensure { source, .. } => source.reason(),
             other => Reason::for_pull(other.kind()),
         }
+    }
+}
+
+/// kubelet's wording: back-off and never-pull messages already name the image; others get the image first.
+fn ensure_message(image: &str, source: &EnsureError) -> String {
+    match source {
+        EnsureError::BackOff { .. } | EnsureError::NeverPull(_) => source.to_string(),
+        other => format!("pulling image {image:?}: {other}"),
     }
 }

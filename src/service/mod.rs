@@ -1,11 +1,13 @@
-//! The image service in domain types: what the CRI RPCs do, without gRPC.
+//! The image service in domain types: what the CRI RPCs and imaged's own RPCs do, without gRPC.
 //!
 //! `server/` turns protobuf requests into calls here; everything below is testable without tonic.
 
 mod error;
 mod fsck;
+mod housekeeping;
 mod lookup;
 mod maintenance;
+mod open;
 mod verbose;
 
 use std::path::PathBuf;
@@ -14,17 +16,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::ServiceError;
 pub use fsck::FsckReport;
+pub use housekeeping::Housekeeping;
 
-use crate::config::Config;
-use crate::content::ContentStore;
-use crate::lease::LeaseTable;
-use crate::metadata::{ImageRecord, MetadataStore};
-use crate::pull::{PullOptions, Puller, Stores};
+use crate::ensure::{Caller, Ensurer, Ticket};
+use crate::gc::run::{Collector, GcOutcome, Pinned, PruneOutcome};
+use crate::metadata::ImageRecord;
+use crate::metrics::Metrics;
+use crate::pull::Stores;
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
-use crate::registry::{Registry, RegistryOptions};
-use crate::snapshot::SnapshotStore;
-use crate::unpack::Capabilities;
 
 /// The store's filesystem usage, as `ImageFsInfo` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct FsUsage {
     pub timestamp_ns: i64,
 }
 
-/// Who a pull is for, from `PodSandboxConfig.metadata` (kept for logs and, later, per-pod back-off).
+/// Who a pull is for, from `PodSandboxConfig.metadata`: the back-off key and the events name the pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodInfo {
     /// Pod name.
@@ -67,95 +67,64 @@ pub struct PullRequest {
 pub struct ImageService {
     root: PathBuf,
     stores: Stores,
-    puller: Puller,
+    ensurer: Ensurer,
+    collector: Collector,
+    gc_policy: crate::gc::policy::GcPolicy,
+    pinned: Arc<Pinned>,
+    metrics: Arc<Metrics>,
     runtime_handlers: Vec<String>,
 }
 
 impl ImageService {
-    /// Opens the store under `config.root` (creating it), cleans what a crash left behind and prepares the
-    /// registry adapter.
-    pub fn open(config: &Config) -> Result<ImageService, ServiceError> {
-        let open_err = |detail: String| ServiceError::Open {
-            path: config.root.display().to_string(),
-            detail,
-        };
-        create_private_dir(&config.root).map_err(|e| open_err(e.to_string()))?;
-        let leases = LeaseTable::new();
-        // The metadata first: redb locks its file, so a second daemon on the same root stops here, before
-        // it touches anything.
-        let metadata = Arc::new(
-            MetadataStore::open(&config.root.join("metadata.redb"))
-                .map_err(|e| open_err(format!("{e} (is another imaged running on this root?)")))?,
-        );
-        let content = ContentStore::open(&config.root.join("content"), leases.clone())?;
-        let snapshots = SnapshotStore::open(&config.root.join("snapshots"), leases.clone())?;
-        let caps = Capabilities::probe(&config.root.join("snapshots"));
-        if !caps.overlay_whiteouts {
-            tracing::info!("cannot create overlay whiteouts here (not root?): layers keep deletions in OCI form");
-        }
-        let stores = Stores {
-            content,
-            snapshots,
-            metadata,
-            leases,
-        };
-        let registry = Arc::new(Registry::new(RegistryOptions {
-            hosts_dir: config.hosts_dir.clone(),
-            auth_files: config.auth_files.clone(),
-            connect_timeout_secs: config.connect_timeout_secs,
-        }));
-        let options = PullOptions {
-            platform: config.platform.clone(),
-            max_concurrent_downloads: config.max_concurrent_downloads,
-            limits: config.unpack,
-            caps,
-        };
-        let service = ImageService {
-            root: config.root.clone(),
-            puller: Puller::new(stores.clone(), registry, options),
-            stores,
-            runtime_handlers: config.runtime_handlers.clone(),
-        };
-        let (blobs, snapshots) = service.sweep()?;
-        if blobs + snapshots > 0 {
-            tracing::info!(
-                blobs,
-                snapshots,
-                "removed what no image references (left by an interrupted pull)"
-            );
-        }
-        service.refresh_index()?;
-        Ok(service)
+    /// Pulls an image (as policy, back-off and limits allow) and returns its record, whose id is the
+    /// `image_ref` kubelet gets.
+    pub async fn pull(&self, req: PullRequest) -> Result<Arc<ImageRecord>, ServiceError> {
+        let name = req.image.clone();
+        self.begin_pull(req)?
+            .finish()
+            .await
+            .map_err(|source| ServiceError::Ensure { image: name, source })
+            .and_then(|rec| {
+                self.refresh_index()?;
+                Ok(rec)
+            })
     }
 
-    /// Pulls an image and returns its record (whose id is the `image_ref` kubelet gets).
-    pub async fn pull(&self, req: PullRequest) -> Result<Arc<ImageRecord>, ServiceError> {
+    /// Starts a pull and returns its ticket (for progress streaming); [`Ticket::finish`] gives the result.
+    /// Call [`ImageService::pulled`] afterwards to keep the OCI layout's index current.
+    pub fn begin_pull(&self, req: PullRequest) -> Result<Ticket<'_>, ServiceError> {
         self.check_runtime_handler(&req.runtime_handler)?;
         let image = ImageRef::parse(&req.image)?;
         let pod = req.pod.unwrap_or_default();
-        tracing::info!(image = %image, pod = %pod.name, namespace = %pod.namespace, pod_uid = %pod.uid, "Pulling");
-        let started = std::time::Instant::now();
-        match self.puller.pull(&image, req.creds, now_ns()).await {
-            Ok(rec) => {
-                self.refresh_index()?;
-                let seconds = started.elapsed().as_secs_f64();
-                tracing::info!(image = %image, id = %rec.id, size = rec.size(), seconds, "Pulled");
-                Ok(rec)
-            }
-            Err(source) => {
-                let err = ServiceError::Pull {
-                    image: req.image,
-                    source: Box::new(source),
-                };
-                tracing::warn!(image = %image, reason = %err.pull_reason(), error = %err, "Failed");
-                Err(err)
-            }
-        }
+        Ok(self.ensurer.begin(
+            image,
+            req.creds,
+            Caller {
+                pod: pod.name,
+                namespace: pod.namespace,
+                uid: pod.uid,
+            },
+        ))
     }
 
-    /// The image `name` refers to (an id, a short id, a tag, a repo digest), or `None`.
+    /// Bookkeeping after a pull finished through [`ImageService::begin_pull`].
+    pub fn pulled(&self) -> Result<(), ServiceError> {
+        self.refresh_index()
+    }
+
+    /// The image `name` refers to (an id, a short id, a tag, a repo digest), or `None`. Counts as a use of
+    /// the image: kubelet asks before every container start.
     pub fn status(&self, name: &str) -> Result<Option<Arc<ImageRecord>>, ServiceError> {
-        self.lookup(name)
+        let rec = self.lookup(name)?;
+        if let Some(r) = &rec {
+            self.stores.metadata.touch(&r.id, now_ns());
+        }
+        Ok(rec)
+    }
+
+    /// Whether the image is pinned (configured patterns, e.g. the sandbox image).
+    pub fn is_pinned(&self, rec: &ImageRecord) -> bool {
+        self.pinned.is_pinned(rec)
     }
 
     /// The verbose `info` map of `ImageStatus`: `{"info": <JSON>}`.
@@ -190,6 +159,34 @@ impl ImageService {
         Ok(())
     }
 
+    /// Runs the disk-threshold garbage collection now.
+    pub async fn gc(&self, dry_run: bool) -> Result<GcOutcome, ServiceError> {
+        let out = self.collector.collect(&self.gc_policy, dry_run, now_ns()).await?;
+        if !dry_run {
+            self.metrics.gc_runs.inc();
+            self.metrics.gc_images_removed.inc_by(out.removed.len() as u64);
+            self.metrics.gc_freed_bytes.inc_by(out.freed_bytes);
+            self.refresh_index()?;
+        }
+        Ok(out)
+    }
+
+    /// Prunes by the reachability graph.
+    pub async fn prune(
+        &self,
+        options: &crate::gc::prune::PruneOptions,
+        dry_run: bool,
+    ) -> Result<PruneOutcome, ServiceError> {
+        let out = self.collector.prune(options, dry_run, now_ns()).await?;
+        if !dry_run {
+            self.metrics.gc_runs.inc();
+            self.metrics.gc_images_removed.inc_by(out.plan.images.len() as u64);
+            self.metrics.gc_freed_bytes.inc_by(out.freed_bytes);
+            self.refresh_index()?;
+        }
+        Ok(out)
+    }
+
     /// The store's usage, kept incrementally (no tree walk).
     pub fn fs_usage(&self) -> FsUsage {
         let (blob_bytes, blob_inodes) = self.stores.content.usage();
@@ -203,6 +200,17 @@ impl ImageService {
             inodes_used: blob_inodes + snap_inodes + 1,
             timestamp_ns: now_ns(),
         }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Updates the gauges read at scrape time.
+    pub fn refresh_metrics(&self) {
+        self.metrics.store_bytes.set(self.fs_usage().used_bytes as i64);
+        self.metrics.images.set(self.stores.metadata.list().len() as i64);
     }
 
     fn check_runtime_handler(&self, handler: &str) -> Result<(), ServiceError> {
@@ -225,14 +233,4 @@ pub fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
-}
-
-/// Creates `dir` (and parents) readable only by its owner: image layers can hold secrets.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

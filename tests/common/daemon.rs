@@ -26,7 +26,7 @@ pub struct DaemonOptions {
     pub auth_files: Vec<PathBuf>,
     /// `--platform`.
     pub platform: Option<String>,
-    /// Contents of a `--config` file, if any.
+    /// Contents of the `--config` file; by default one that turns pull back-off off.
     pub config: Option<String>,
     /// Extra arguments after `serve`.
     pub extra_args: Vec<String>,
@@ -94,11 +94,16 @@ impl Daemon {
         if let Some(p) = &self.opts.platform {
             cmd.arg("--platform").arg(p);
         }
-        if let Some(c) = &self.opts.config {
-            let path = self.dir.path().join("config.toml");
-            std::fs::write(&path, c).expect("write config");
-            cmd.arg("--config").arg(path);
-        }
+        // Without a config of the test's own, back-off is off: most tests retry failing pulls on purpose
+        // and are not about back-off (tests/e2e_ensure.rs is, and sets its own).
+        let config = self
+            .opts
+            .config
+            .clone()
+            .unwrap_or_else(|| "[pull]\nbackoff_initial = \"0s\"\n".into());
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        cmd.arg("--config").arg(path);
         cmd.args(&self.opts.extra_args);
         cmd.env("RUST_LOG", "imaged=debug,info")
             .env("DOCKER_CONFIG", self.dir.path());

@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod sections;
+
+pub use sections::{GcSection, PullSection};
+
 use crate::platform::Platform;
 use crate::registry::auth::default_auth_paths;
 use crate::unpack::Limits;
@@ -58,6 +62,16 @@ pub struct FileConfig {
     /// Caps on each layer (`max_layer_bytes`, `max_entries`, `max_path_bytes`).
     #[serde(default)]
     pub unpack: Option<Limits>,
+    /// Images never garbage-collected or pruned: exact references or globs (`registry.k8s.io/pause:*`).
+    pub pinned_images: Option<Vec<String>>,
+    /// Address for Prometheus metrics (`127.0.0.1:9090`); off when absent.
+    pub metrics_addr: Option<String>,
+    /// Pull behaviour: limits, back-off, policy, progress timeout.
+    #[serde(default)]
+    pub pull: PullSection,
+    /// Image garbage collection.
+    #[serde(default)]
+    pub gc: GcSection,
 }
 
 /// The `[registry]` section.
@@ -97,6 +111,14 @@ pub struct Config {
     pub connect_timeout_secs: u64,
     /// Caps on each layer.
     pub unpack: Limits,
+    /// Pinned image patterns (file and `--pinned-image`).
+    pub pinned_images: Vec<String>,
+    /// Metrics address.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Pull behaviour.
+    pub pull: PullSection,
+    /// Image garbage collection.
+    pub gc: GcSection,
 }
 
 /// Settings given on the command line; they win over the file.
@@ -112,6 +134,12 @@ pub struct Overrides {
     pub auth_files: Vec<PathBuf>,
     /// `--platform`.
     pub platform: Option<String>,
+    /// `--pinned-image` (repeatable; added to the file's).
+    pub pinned_images: Vec<String>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<String>,
+    /// `--runtime-endpoint`.
+    pub runtime_endpoint: Option<String>,
 }
 
 impl FileConfig {
@@ -165,6 +193,13 @@ impl Config {
             max_concurrent_downloads: max,
             connect_timeout_secs: file.registry.connect_timeout_secs.unwrap_or(30),
             unpack: file.unpack.unwrap_or_default(),
+            pinned_images: file.pinned_images.unwrap_or_default().into_iter().chain(o.pinned_images).collect(),
+            metrics_addr: match o.metrics_addr.or(file.metrics_addr) {
+                Some(a) => Some(a.parse().map_err(|e| ConfigError::Invalid(format!("metrics_addr {a:?}: {e}")))?),
+                None => None,
+            },
+            pull: file.pull,
+            gc: GcSection { runtime_endpoint: o.runtime_endpoint.or(file.gc.runtime_endpoint), ..file.gc },
         })
     }
 }
@@ -195,89 +230,4 @@ pub fn default_socket() -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_file_gives_embedded_defaults() {
-        let c = Config::resolve(FileConfig::parse("", Path::new("x")).unwrap(), Overrides::default()).unwrap();
-        assert_eq!(c.max_concurrent_downloads, 3);
-        assert_eq!(c.platform, Platform::host().normalized());
-        assert!(c.hosts_dir.is_none());
-        fn none(_: &str) -> Option<std::ffi::OsString> {
-            None
-        }
-        assert_eq!(default_paths(true, none).0, PathBuf::from("/var/lib/imaged"));
-        assert_eq!(default_paths(true, none).1, PathBuf::from("/run/imaged/imaged.sock"));
-    }
-
-    #[test]
-    fn normal_users_get_xdg_paths_with_home_fallbacks() {
-        fn xdg(k: &str) -> Option<std::ffi::OsString> {
-            match k {
-                "XDG_DATA_HOME" => Some("/home/u/.data".into()),
-                "XDG_RUNTIME_DIR" => Some("/run/user/1000".into()),
-                "HOME" => Some("/home/u".into()),
-                _ => None,
-            }
-        }
-        assert_eq!(
-            default_paths(false, xdg),
-            (
-                PathBuf::from("/home/u/.data/imaged"),
-                PathBuf::from("/run/user/1000/imaged/imaged.sock")
-            )
-        );
-        fn home_only(k: &str) -> Option<std::ffi::OsString> {
-            (k == "HOME").then(|| "/home/u".into())
-        }
-        assert_eq!(
-            default_paths(false, home_only),
-            (
-                PathBuf::from("/home/u/.local/share/imaged"),
-                PathBuf::from("/home/u/.local/share/imaged/imaged.sock")
-            )
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_named() {
-        let err = FileConfig::parse("rot = \"/x\"\n", Path::new("/etc/imaged/config.toml")).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("rot") && msg.contains("/etc/imaged/config.toml"), "{msg}");
-        let err = FileConfig::parse("[registry]\nhost_dir = \"/x\"\n", Path::new("c")).unwrap_err();
-        assert!(err.to_string().contains("host_dir"), "{err}");
-    }
-
-    #[test]
-    fn overrides_win_over_the_file() {
-        let file = FileConfig::parse(
-            "root = \"/a\"\nsocket = \"/a.sock\"\nplatform = \"linux/arm64\"\n[registry]\nhosts_dir = \"/h\"\nmax_concurrent_downloads = 5\n",
-            Path::new("c"),
-        )
-        .unwrap();
-        let c = Config::resolve(
-            file,
-            Overrides {
-                root: Some("/b".into()),
-                auth_files: vec!["/auth.json".into()],
-                ..Overrides::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(c.root, PathBuf::from("/b"));
-        assert_eq!(c.socket, PathBuf::from("/a.sock"));
-        assert_eq!(c.platform.to_string(), "linux/arm64/v8");
-        assert_eq!(c.hosts_dir, Some(PathBuf::from("/h")));
-        assert_eq!(c.auth_files, vec![PathBuf::from("/auth.json")]);
-        assert_eq!(c.max_concurrent_downloads, 5);
-    }
-
-    #[test]
-    fn bad_values_are_rejected() {
-        let file = FileConfig::parse("platform = \"linux\"\n", Path::new("c")).unwrap();
-        assert!(Config::resolve(file, Overrides::default()).is_err());
-        let file = FileConfig::parse("[registry]\nmax_concurrent_downloads = 0\n", Path::new("c")).unwrap();
-        assert!(Config::resolve(file, Overrides::default()).is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,92 @@
+//! The `[pull]` and `[gc]` sections of the config file.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration::ConfigDuration;
+
+/// `[pull]`: limits, back-off, policy and progress timeout (kubelet's image manager, in the server).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullSection {
+    /// Pulls running at once; 0 = unlimited, 1 = one at a time (kubelet's serialize-image-pulls). Default 0.
+    pub max_parallel_pulls: Option<usize>,
+    /// Pull starts per second (token bucket); 0 = unlimited. Default 0 (kubelet: 5).
+    pub qps: Option<f64>,
+    /// Token bucket size. Default 10.
+    pub burst: Option<u32>,
+    /// Longest a pull waits for a token before failing. Default 1m.
+    pub max_qps_wait: Option<ConfigDuration>,
+    /// First back-off after a failed pull. Default 10s.
+    pub backoff_initial: Option<ConfigDuration>,
+    /// Longest back-off. Default 5m.
+    pub backoff_max: Option<ConfigDuration>,
+    /// Cancel a pull whose bytes stop moving for this long (containerd's image_pull_progress_timeout).
+    /// Default 5m; 0 disables.
+    pub progress_timeout: Option<ConfigDuration>,
+    /// When a tag's registry is unreachable and the tag is present, serve it and log a warning.
+    pub stale_if_unavailable: Option<bool>,
+    /// Server-side pull policy: `default` and `[[pull.policy.rules]]` of `pattern` and `policy`
+    /// (`always`, `if-not-present`, `never`).
+    pub policy: Option<crate::ensure::policy::PolicyConfig>,
+}
+
+impl PullSection {
+    /// `max_qps_wait` or its default.
+    pub fn max_qps_wait(&self) -> Duration {
+        self.max_qps_wait.map_or(Duration::from_secs(60), |d| d.0)
+    }
+
+    /// `backoff_initial` or its default.
+    pub fn backoff_initial(&self) -> Duration {
+        self.backoff_initial.map_or(Duration::from_secs(10), |d| d.0)
+    }
+
+    /// `backoff_max` or its default.
+    pub fn backoff_max(&self) -> Duration {
+        self.backoff_max.map_or(Duration::from_secs(300), |d| d.0)
+    }
+
+    /// `progress_timeout` or its default; `None` when disabled.
+    pub fn progress_timeout(&self) -> Option<Duration> {
+        let d = self.progress_timeout.map_or(Duration::from_secs(300), |d| d.0);
+        (!d.is_zero()).then_some(d)
+    }
+}
+
+/// `[gc]`: kubelet's disk-threshold image GC.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcSection {
+    /// Collect when the store's filesystem is at least this full. Default 85; 100 disables.
+    pub high_threshold_percent: Option<u8>,
+    /// Collect down to this. Default 80.
+    pub low_threshold_percent: Option<u8>,
+    /// Never collect images younger than this. Default 2m.
+    pub min_age: Option<ConfigDuration>,
+    /// Collect images unused for longer than this. Default off.
+    pub max_age: Option<ConfigDuration>,
+    /// How often the background GC runs. Default 5m.
+    pub period: Option<ConfigDuration>,
+    /// CRI runtime endpoint to ask which images containers use (`unix:///run/containerd/containerd.sock`).
+    pub runtime_endpoint: Option<String>,
+}
+
+impl GcSection {
+    /// The policy these settings describe.
+    pub fn policy(&self) -> crate::gc::policy::GcPolicy {
+        let d = crate::gc::policy::GcPolicy::default();
+        crate::gc::policy::GcPolicy {
+            high_threshold_percent: self.high_threshold_percent.unwrap_or(d.high_threshold_percent),
+            low_threshold_percent: self.low_threshold_percent.unwrap_or(d.low_threshold_percent),
+            min_age: self.min_age.map_or(d.min_age, |m| m.0),
+            max_age: self.max_age.map(|m| m.0).filter(|m| !m.is_zero()),
+        }
+    }
+
+    /// `period` or its default.
+    pub fn period(&self) -> Duration {
+        self.period.map_or(Duration::from_secs(300), |d| d.0)
+    }
+}

@@ -1,0 +1,457 @@
+//! Running GC, prune and the orphan sweep against the real stores: gather the policies' inputs (images,
+//! exact sizes, filesystem usage, images in use, pins), execute their plans, measure what was freed.
+//!
+//! One operation at a time (a mutex). Pulls in flight are never harmed: their blobs and snapshots are
+//! leased, leased items are left out of every plan and never deleted, and removals recompute references
+//! at the moment they delete.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::in_use::{RuntimeEndpoint, RuntimeError};
+use super::policy::{self, GcImage, GcPolicy, PolicyError, ResourceId, Usage};
+use super::prune::{self, PruneImage, PruneOptions, PrunePlan, TagRevision};
+use crate::digest::Digest;
+use crate::error::{Classify, ErrorKind};
+use crate::metadata::ImageRecord;
+use crate::pattern::ImagePattern;
+use crate::pull::Stores;
+use crate::reference::ImageRef;
+
+/// Why a GC or prune run could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// The runtime could not say which images are in use.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The policy or the filesystem figures are invalid.
+    #[error("image garbage collection: {0}")]
+    Policy(#[from] PolicyError),
+    /// The filesystem holding the store could not be measured.
+    #[error("cannot measure the filesystem of {path}: {source}")]
+    Statvfs {
+        /// The store root.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Removing an image failed.
+    #[error("removing image {id}: {detail}")]
+    Remove {
+        /// The image.
+        id: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl Classify for GcError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            GcError::Runtime(_) => ErrorKind::Unavailable,
+            GcError::Policy(_) => ErrorKind::InvalidArgument,
+            GcError::Statvfs { .. } | GcError::Remove { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Image patterns that are never collected (the sandbox image, system images).
+#[derive(Debug, Default, Clone)]
+pub struct Pinned {
+    patterns: Vec<ImagePattern>,
+}
+
+impl Pinned {
+    /// Pins images matching any of `patterns`.
+    pub fn new(patterns: Vec<ImagePattern>) -> Pinned {
+        Pinned { patterns }
+    }
+
+    /// Whether any name of the image matches a pin (or the image was pinned when recorded).
+    pub fn is_pinned(&self, rec: &ImageRecord) -> bool {
+        rec.pinned
+            || rec
+                .repo_tags
+                .iter()
+                .chain(&rec.repo_digests)
+                .any(|n| self.patterns.iter().any(|p| p.matches(n)))
+    }
+}
+
+/// One image removed (or that would be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The image id.
+    pub id: String,
+    /// Its tags.
+    pub repo_tags: Vec<String>,
+    /// Why it was chosen.
+    pub reason: String,
+    /// Bytes released by removing it (planned, for a dry run).
+    pub freed_bytes: u64,
+}
+
+/// What a GC run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcOutcome {
+    /// Images removed, in order.
+    pub removed: Vec<Removed>,
+    /// Bytes freed (measured by what was deleted; planned for a dry run).
+    pub freed_bytes: u64,
+    /// Bytes the run aimed to free.
+    pub target_bytes: u64,
+    /// Size of the filesystem holding the store.
+    pub capacity_bytes: u64,
+    /// Used bytes of that filesystem before and after.
+    pub used_before: u64,
+    /// Used bytes after.
+    pub used_after: u64,
+    /// Why the target was not reached, if it was not (kubelet's FreeDiskSpaceFailed).
+    pub shortfall: Option<String>,
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneOutcome {
+    /// The plan (executed unless dry run).
+    pub plan: PrunePlan,
+    /// The listing `imaged prune` prints.
+    pub report: String,
+    /// Bytes freed (measured; planned for a dry run).
+    pub freed_bytes: u64,
+}
+
+/// Runs GC, prune and sweeps over the stores.
+pub struct Collector {
+    stores: Stores,
+    root: PathBuf,
+    pinned: Arc<Pinned>,
+    runtime: Option<RuntimeEndpoint>,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Collector {
+    /// A collector over `stores`, whose filesystem is the one holding `root`.
+    pub fn new(stores: Stores, root: PathBuf, pinned: Arc<Pinned>, runtime: Option<RuntimeEndpoint>) -> Collector {
+        Collector {
+            stores,
+            root,
+            pinned,
+            runtime,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Capacity and used bytes of the filesystem holding the store.
+    pub fn usage(&self) -> Result<Usage, GcError> {
+        let s = rustix::fs::statvfs(&self.root).map_err(|e| GcError::Statvfs {
+            path: self.root.clone(),
+            source: e.into(),
+        })?;
+        let capacity = s.f_blocks * s.f_frsize;
+        let available = s.f_bavail * s.f_frsize;
+        Ok(Usage {
+            capacity_bytes: capacity,
+            used_bytes: capacity.saturating_sub(available),
+        })
+    }
+
+    /// Threshold and max-age GC with `policy`, now.
+    pub async fn collect(&self, policy: &GcPolicy, dry_run: bool, now_ns: i64) -> Result<GcOutcome, GcError> {
+        let _one = self.running.lock().await;
+        let in_use = self.in_use().await?;
+        let images = self.stores.metadata.list();
+        let (gc_images, sizes) = self.inputs(&images, &in_use);
+        let usage = self.usage()?;
+        let plan = policy::plan(&gc_images, &sizes, usage, policy, now_ns)?;
+        let shortfall = plan.shortfall.as_ref().map(|s| s.why.clone());
+        if let Some(why) = &shortfall {
+            tracing::warn!(reason = "FreeDiskSpaceFailed", "{why}");
+        }
+        let by_id: HashMap<String, &Arc<ImageRecord>> = images.iter().map(|r| (r.id.to_string(), r)).collect();
+        let mut out = GcOutcome {
+            target_bytes: plan.target_bytes,
+            capacity_bytes: usage.capacity_bytes,
+            used_before: usage.used_bytes,
+            shortfall,
+            ..Default::default()
+        };
+        for v in &plan.victims {
+            let Some(rec) = by_id.get(&v.id) else { continue };
+            let freed = if dry_run {
+                v.frees_bytes
+            } else {
+                self.remove_image(rec).await?
+            };
+            out.freed_bytes += freed;
+            out.removed.push(Removed {
+                id: v.id.clone(),
+                repo_tags: rec.repo_tags.clone(),
+                reason: v.reason.as_str().to_string(),
+                freed_bytes: freed,
+            });
+            tracing::info!(image = %v.id, reason = v.reason.as_str(), freed_bytes = freed, dry_run, "image garbage-collected");
+        }
+        out.used_after = if dry_run {
+            usage.used_bytes.saturating_sub(out.freed_bytes)
+        } else {
+            self.usage()?.used_bytes
+        };
+        Ok(out)
+    }
+
+    /// OpenShift-style prune with `options`, now.
+    pub async fn prune(&self, options: &PruneOptions, dry_run: bool, now_ns: i64) -> Result<PruneOutcome, GcError> {
+        let _one = self.running.lock().await;
+        let in_use = self.in_use().await?;
+        let images = self.stores.metadata.list();
+        let prune_images: Vec<PruneImage> = images
+            .iter()
+            .map(|r| PruneImage {
+                id: r.id.to_string(),
+                created_ns: r.created.as_deref().and_then(rfc3339_ns).unwrap_or(r.first_seen_ns),
+                first_seen_ns: r.first_seen_ns,
+                pinned: self.pinned.is_pinned(r),
+                in_use: in_use.contains(&r.id),
+                tags: r.repo_tags.clone(),
+                resources: resources_of(r),
+            })
+            .collect();
+        let history: HashMap<String, Vec<TagRevision>> = self
+            .stores
+            .metadata
+            .history()
+            .into_iter()
+            .map(|(tag, revs)| {
+                let revs = revs
+                    .into_iter()
+                    .map(|r| TagRevision {
+                        image_id: r.image.to_string(),
+                        tagged_at_ns: r.since_ns,
+                    })
+                    .collect();
+                (tag, revs)
+            })
+            .collect();
+        let all = self.all_resources();
+        let plan = prune::plan(&prune_images, &history, &all, options, now_ns);
+        let report = prune::render(&plan);
+        let mut freed = plan.freed_bytes;
+        if !dry_run {
+            freed = 0;
+            let by_id: HashMap<String, &Arc<ImageRecord>> = images.iter().map(|r| (r.id.to_string(), r)).collect();
+            for p in &plan.images {
+                if let Some(rec) = by_id.get(&p.id) {
+                    self.stores.metadata.remove(&rec.id).map_err(|e| GcError::Remove {
+                        id: p.id.clone(),
+                        detail: e.to_string(),
+                    })?;
+                }
+            }
+            let stores = self.stores.clone();
+            let resources = plan.resources.clone();
+            freed = tokio::task::spawn_blocking(move || {
+                let names: Vec<Digest> = resources.iter().filter_map(|(r, _)| digest_of(r)).collect();
+                stores.discard_unreferenced(&names)
+            })
+            .await
+            .unwrap_or(freed);
+        }
+        Ok(PruneOutcome {
+            plan,
+            report,
+            freed_bytes: freed,
+        })
+    }
+
+    /// Mark and sweep: removes blobs and snapshots no image references and no lease protects, and stale
+    /// ingest files. Returns (blobs and snapshots removed, bytes freed, ingests removed).
+    pub async fn sweep(&self) -> (usize, u64, usize) {
+        let _one = self.running.lock().await;
+        let stores = self.stores.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut names = stores.content.list().unwrap_or_default();
+            names.extend(stores.snapshots.list().unwrap_or_default());
+            let before = names.len();
+            let freed = stores.discard_unreferenced(&names);
+            let after = stores.content.list().map(|v| v.len()).unwrap_or(0)
+                + stores.snapshots.list().map(|v| v.len()).unwrap_or(0);
+            (
+                before.saturating_sub(after),
+                freed,
+                stores.content.remove_stale_ingests(),
+            )
+        })
+        .await
+        .unwrap_or((0, 0, 0))
+    }
+
+    /// Removes one image and what only it referenced; returns the bytes freed.
+    async fn remove_image(&self, rec: &ImageRecord) -> Result<u64, GcError> {
+        let err = |e: String| GcError::Remove {
+            id: rec.id.to_string(),
+            detail: e,
+        };
+        if self
+            .stores
+            .metadata
+            .remove(&rec.id)
+            .map_err(|e| err(e.to_string()))?
+            .is_none()
+        {
+            return Ok(0);
+        }
+        let stores = self.stores.clone();
+        let named: Vec<Digest> = rec.blobs().chain(rec.chain_ids()).collect();
+        tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named))
+            .await
+            .map_err(|e| err(e.to_string()))
+    }
+
+    /// Ids of images the runtime's containers use (none without a runtime endpoint).
+    async fn in_use(&self) -> Result<HashSet<Digest>, GcError> {
+        let Some(rt) = &self.runtime else {
+            return Ok(HashSet::new());
+        };
+        let names = rt.images_in_use().await?;
+        Ok(names.iter().filter_map(|n| self.resolve(n)).collect())
+    }
+
+    fn resolve(&self, name: &str) -> Option<Digest> {
+        let m = &self.stores.metadata;
+        if let Ok(d) = name.parse::<Digest>().or_else(|_| Digest::from_hex(name))
+            && m.get(&d).is_some()
+        {
+            return Some(d);
+        }
+        let r = ImageRef::parse(name).ok()?;
+        let rec = match r.digest() {
+            Some(d) => m.by_repo_digest(&r.with_digest(d)),
+            None => r.tagged().and_then(|t| m.by_tag(&t)),
+        };
+        rec.map(|r| r.id)
+    }
+
+    fn inputs(
+        &self,
+        images: &[Arc<ImageRecord>],
+        in_use: &HashSet<Digest>,
+    ) -> (Vec<GcImage>, HashMap<ResourceId, u64>) {
+        let gc: Vec<GcImage> = images
+            .iter()
+            .map(|r| GcImage {
+                id: r.id.to_string(),
+                first_seen_ns: r.first_seen_ns,
+                last_used_ns: r.last_used_ns,
+                pinned: self.pinned.is_pinned(r),
+                in_use: in_use.contains(&r.id),
+                resources: resources_of(r),
+            })
+            .collect();
+        let mut sizes = HashMap::new();
+        for r in gc.iter().flat_map(|i| i.resources.iter()) {
+            if !sizes.contains_key(r) {
+                sizes.insert(r.clone(), self.size_of(r));
+            }
+        }
+        (gc, sizes)
+    }
+
+    /// Every blob and snapshot in the store that no lease protects, with its size.
+    fn all_resources(&self) -> HashMap<ResourceId, u64> {
+        let s = &self.stores;
+        let mut out = HashMap::new();
+        for d in s.content.list().unwrap_or_default() {
+            if !s.leases.is_leased(&d) {
+                let r = ResourceId::Blob(d.to_string());
+                out.insert(r.clone(), self.size_of(&r));
+            }
+        }
+        for c in s.snapshots.list().unwrap_or_default() {
+            if !s.leases.is_leased(&c) {
+                let r = ResourceId::Snapshot(c.to_string());
+                out.insert(r.clone(), self.size_of(&r));
+            }
+        }
+        out
+    }
+
+    fn size_of(&self, r: &ResourceId) -> u64 {
+        match r {
+            ResourceId::Blob(d) => d
+                .parse()
+                .ok()
+                .and_then(|d| self.stores.content.allocated(&d))
+                .unwrap_or(0),
+            ResourceId::Snapshot(c) => c
+                .parse()
+                .ok()
+                .and_then(|c| self.stores.snapshots.meta(&c))
+                .map_or(0, |m| m.bytes),
+        }
+    }
+}
+
+fn resources_of(r: &ImageRecord) -> Vec<ResourceId> {
+    r.blobs()
+        .map(|d| ResourceId::Blob(d.to_string()))
+        .chain(r.chain_ids().into_iter().map(|c| ResourceId::Snapshot(c.to_string())))
+        .collect()
+}
+
+fn digest_of(r: &ResourceId) -> Option<Digest> {
+    match r {
+        ResourceId::Blob(d) | ResourceId::Snapshot(d) => d.parse().ok(),
+    }
+}
+
+/// `2023-11-14T22:13:20Z` or with fractions and an offset, to Unix nanoseconds.
+pub fn rfc3339_ns(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
+        Some(i) => time.split_at(i),
+        None => return None,
+    };
+    let mut c = clock.split(':');
+    let (h, mi) = (c.next()?.parse::<i64>().ok()?, c.next()?.parse::<i64>().ok()?);
+    let sec_str = c.next()?;
+    let (secs, frac) = sec_str.split_once('.').unwrap_or((sec_str, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let nanos: i64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    let off_secs = match offset.chars().next()? {
+        'Z' | 'z' => 0,
+        sign => {
+            let (oh, om) = offset[1..].split_once(':')?;
+            let v = oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60;
+            if sign == '-' { -v } else { v }
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + secs - off_secs) * 1_000_000_000) + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_ns("2023-11-14T22:13:20Z"), Some(1_700_000_000 * 1_000_000_000));
+        assert_eq!(
+            rfc3339_ns("2023-11-14T23:13:20.5+01:00"),
+            Some(1_700_000_000 * 1_000_000_000 + 500_000_000)
+        );
+        assert_eq!(rfc3339_ns("yesterday"), None);
+    }
+}

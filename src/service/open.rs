@@ -1,0 +1,123 @@
+//! Opening the service: the stores (with the cleanup a start does), the registry adapter, the puller, the
+//! ensure logic and the collector, from the configuration.
+
+use std::sync::Arc;
+
+use super::{ImageService, ServiceError};
+use crate::config::Config;
+use crate::content::ContentStore;
+use crate::ensure::backoff::BackoffPolicy;
+use crate::ensure::{EnsureOptions, Ensurer};
+use crate::gc::in_use::RuntimeEndpoint;
+use crate::gc::run::{Collector, Pinned};
+use crate::lease::LeaseTable;
+use crate::metadata::MetadataStore;
+use crate::metrics::Metrics;
+use crate::pattern::ImagePattern;
+use crate::pull::{PullOptions, Puller, Stores};
+use crate::registry::{Registry, RegistryOptions};
+use crate::snapshot::SnapshotStore;
+use crate::unpack::Capabilities;
+
+impl ImageService {
+    /// Opens the store under `config.root` (creating it), cleans what a crash left behind and sets up
+    /// everything a pull needs.
+    pub fn open(config: &Config) -> Result<ImageService, ServiceError> {
+        let open_err = |detail: String| ServiceError::Open {
+            path: config.root.display().to_string(),
+            detail,
+        };
+        create_private_dir(&config.root).map_err(|e| open_err(e.to_string()))?;
+        let leases = LeaseTable::new();
+        // The metadata first: redb locks its file, so a second daemon on the same root stops here, before
+        // it touches anything.
+        let metadata = Arc::new(
+            MetadataStore::open(&config.root.join("metadata.redb"))
+                .map_err(|e| open_err(format!("{e} (is another imaged running on this root?)")))?,
+        );
+        let content = ContentStore::open(&config.root.join("content"), leases.clone())?;
+        let snapshots = SnapshotStore::open(&config.root.join("snapshots"), leases.clone())?;
+        let caps = Capabilities::probe(&config.root.join("snapshots"));
+        if !caps.overlay_whiteouts {
+            tracing::info!("cannot create overlay whiteouts here (not root?): layers keep deletions in OCI form");
+        }
+        let stores = Stores {
+            content,
+            snapshots,
+            metadata,
+            leases,
+        };
+        let registry = Arc::new(Registry::new(RegistryOptions {
+            hosts_dir: config.hosts_dir.clone(),
+            auth_files: config.auth_files.clone(),
+            connect_timeout_secs: config.connect_timeout_secs,
+        }));
+        let options = PullOptions {
+            platform: config.platform.clone(),
+            downloads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_downloads)),
+            limits: config.unpack,
+            caps,
+        };
+        let puller = Arc::new(Puller::new(stores.clone(), registry, options));
+        let metrics = Arc::new(Metrics::new());
+        let p = &config.pull;
+        let policy = match &p.policy {
+            Some(pc) => pc.build().map_err(|e| open_err(format!("pull.policy: {e}")))?,
+            None => Default::default(),
+        };
+        let ensure = EnsureOptions {
+            max_parallel_pulls: p.max_parallel_pulls.unwrap_or(0),
+            qps: p.qps.unwrap_or(0.0),
+            burst: p.burst.unwrap_or(10),
+            max_qps_wait: p.max_qps_wait(),
+            backoff: BackoffPolicy {
+                initial: p.backoff_initial(),
+                max: p.backoff_max(),
+            },
+            progress_timeout: p.progress_timeout(),
+            stale_if_unavailable: p.stale_if_unavailable.unwrap_or(false),
+            policy,
+        };
+        let ensurer = Ensurer::new(puller, ensure, metrics.clone()).map_err(|e| open_err(format!("[pull]: {e}")))?;
+        let patterns = config
+            .pinned_images
+            .iter()
+            .map(|s| ImagePattern::parse(s).map_err(|e| open_err(format!("pinned image {s:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pinned = Arc::new(Pinned::new(patterns));
+        let runtime = config.gc.runtime_endpoint.as_deref().map(RuntimeEndpoint::parse);
+        let gc_policy = config.gc.policy();
+        gc_policy.validate().map_err(|e| open_err(format!("[gc]: {e}")))?;
+        let collector = Collector::new(stores.clone(), config.root.clone(), pinned.clone(), runtime);
+        let service = ImageService {
+            root: config.root.clone(),
+            stores,
+            ensurer,
+            collector,
+            gc_policy,
+            pinned,
+            metrics,
+            runtime_handlers: config.runtime_handlers.clone(),
+        };
+        let (blobs, snapshots) = service.sweep()?;
+        if blobs + snapshots > 0 {
+            tracing::info!(
+                blobs,
+                snapshots,
+                "removed what no image references (left by an interrupted pull)"
+            );
+        }
+        service.refresh_index()?;
+        Ok(service)
+    }
+}
+
+/// Creates `dir` (and parents) readable only by its owner: image layers can hold secrets.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
