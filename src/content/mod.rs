@@ -118,6 +118,7 @@ struct Inner {
     /// Leased digests. Its lock also orders commits and deletions, so checking "exists/leased" and acting
     /// on it is atomic.
     leases: Arc<LeaseTable>,
+    index_lock: std::sync::Mutex<()>,
 }
 
 impl ContentStore {
@@ -146,6 +147,7 @@ impl ContentStore {
                 usage,
                 next_ingest: AtomicU64::new(0),
                 leases,
+                index_lock: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -275,9 +277,11 @@ impl ContentStore {
         self.inner.usage.get()
     }
 
-    /// Rewrites `index.json` to list exactly `entries`, atomically.
-    pub fn write_index(&self, entries: &[IndexEntry]) -> Result<(), ContentError> {
-        layout::write_index(&self.inner.root, entries)
+    /// Rewrites `index.json` to list exactly what `entries` returns, atomically. Writers are serialised and
+    /// `entries` runs under the same lock, so an older listing never overwrites a newer one.
+    pub fn write_index(&self, entries: impl FnOnce() -> Vec<IndexEntry>) -> Result<(), ContentError> {
+        let _one = self.inner.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+        layout::write_index(&self.inner.root, &entries())
     }
 
     fn lock(&self) -> Locked<'_> {

@@ -47,6 +47,30 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Rewrites the OCI layout's `index.json` from the metadata: one entry per tag (or, for an untagged
+    /// image, its first repo digest), so OCI tools see the images by name.
+    pub fn refresh_index(&self) -> Result<(), crate::content::ContentError> {
+        self.content.write_index(|| {
+            let mut entries = Vec::new();
+            for rec in self.metadata.list() {
+                let top = rec.index.as_ref().unwrap_or(&rec.manifest);
+                let mut names: Vec<&String> = rec.repo_tags.iter().collect();
+                if names.is_empty() {
+                    names.extend(rec.repo_digests.iter().take(1));
+                }
+                for name in names {
+                    entries.push(crate::content::IndexEntry {
+                        media_type: top.media_type.clone(),
+                        digest: top.digest,
+                        size: top.size,
+                        annotations: [("org.opencontainers.image.ref.name".to_string(), name.clone())].into(),
+                    });
+                }
+            }
+            entries
+        })
+    }
+
     /// Removes the blobs and snapshots among `digests` that no recorded image references and no other
     /// operation has leased. Returns the bytes freed.
     pub fn discard_unreferenced(&self, digests: &[Digest]) -> u64 {

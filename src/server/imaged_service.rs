@@ -68,9 +68,6 @@ impl ImagedImages for Imaged {
             };
             let message = match result {
                 Ok(rec) => {
-                    if let Err(e) = service.pulled() {
-                        tracing::warn!(error = %e, "could not refresh index.json");
-                    }
                     if let Some(p) = &progress {
                         let event = pb::PullEvent {
                             event: Some(pb::pull_event::Event::Progress(to_proto(&p.view()))),

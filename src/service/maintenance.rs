@@ -1,7 +1,6 @@
 //! Keeping the store tidy: the sweep at start and the OCI layout's `index.json`.
 
 use super::{ImageService, ServiceError};
-use crate::content::IndexEntry;
 use crate::pull::{referenced_blobs, referenced_snapshots};
 
 impl ImageService {
@@ -23,26 +22,5 @@ impl ImageService {
             }
         }
         Ok((blobs, snaps))
-    }
-
-    /// Rewrites the OCI layout's `index.json` from the metadata.
-    pub(super) fn refresh_index(&self) -> Result<(), ServiceError> {
-        let mut entries = Vec::new();
-        for rec in self.stores.metadata.list() {
-            let top = rec.index.as_ref().unwrap_or(&rec.manifest);
-            let mut names: Vec<&String> = rec.repo_tags.iter().collect();
-            if names.is_empty() {
-                names.extend(rec.repo_digests.iter().take(1));
-            }
-            for name in names {
-                entries.push(IndexEntry {
-                    media_type: top.media_type.clone(),
-                    digest: top.digest,
-                    size: top.size,
-                    annotations: [("org.opencontainers.image.ref.name".to_string(), name.clone())].into(),
-                });
-            }
-        }
-        Ok(self.stores.content.write_index(&entries)?)
     }
 }

@@ -84,14 +84,9 @@ impl ImageService {
             .finish()
             .await
             .map_err(|source| ServiceError::Ensure { image: name, source })
-            .and_then(|rec| {
-                self.refresh_index()?;
-                Ok(rec)
-            })
     }
 
     /// Starts a pull and returns its ticket (for progress streaming); [`Ticket::finish`] gives the result.
-    /// Call [`ImageService::pulled`] afterwards to keep the OCI layout's index current.
     pub fn begin_pull(&self, req: PullRequest) -> Result<Ticket<'_>, ServiceError> {
         self.check_runtime_handler(&req.runtime_handler)?;
         let image = ImageRef::parse(&req.image)?;
@@ -105,11 +100,6 @@ impl ImageService {
                 uid: pod.uid,
             },
         ))
-    }
-
-    /// Bookkeeping after a pull finished through [`ImageService::begin_pull`].
-    pub fn pulled(&self) -> Result<(), ServiceError> {
-        self.refresh_index()
     }
 
     /// The image `name` refers to (an id, a short id, a tag, a repo digest), or `None`. Counts as a use of
@@ -154,7 +144,7 @@ impl ImageService {
         let freed = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named))
             .await
             .map_err(|e| ServiceError::Task(e.to_string()))?;
-        self.refresh_index()?;
+        self.stores.refresh_index()?;
         tracing::info!(image = %name, id = %rec.id, freed_bytes = freed, "Removed");
         Ok(())
     }
@@ -166,7 +156,7 @@ impl ImageService {
             self.metrics.gc_runs.inc();
             self.metrics.gc_images_removed.inc_by(out.removed.len() as u64);
             self.metrics.gc_freed_bytes.inc_by(out.freed_bytes);
-            self.refresh_index()?;
+            self.stores.refresh_index()?;
         }
         Ok(out)
     }
@@ -182,7 +172,7 @@ impl ImageService {
             self.metrics.gc_runs.inc();
             self.metrics.gc_images_removed.inc_by(out.plan.images.len() as u64);
             self.metrics.gc_freed_bytes.inc_by(out.freed_bytes);
-            self.refresh_index()?;
+            self.stores.refresh_index()?;
         }
         Ok(out)
     }

@@ -107,7 +107,7 @@ impl ImageService {
                 "removed what no image references (left by an interrupted pull)"
             );
         }
-        service.refresh_index()?;
+        service.stores.refresh_index()?;
         Ok(service)
     }
 }

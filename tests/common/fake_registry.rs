@@ -22,6 +22,8 @@ pub struct Canned {
     pub body: Vec<u8>,
     /// Send this many body bytes, then stall (keep the connection open, send nothing) for this long.
     pub stall_after: Option<(usize, Duration)>,
+    /// Send the body in chunks of this many bytes, pausing this long between them (slow but moving).
+    pub drip: Option<(usize, Duration)>,
 }
 
 impl Canned {
@@ -32,6 +34,7 @@ impl Canned {
             headers: vec![("Content-Type".into(), content_type.into())],
             body,
             stall_after: None,
+            drip: None,
         }
     }
 
@@ -42,6 +45,7 @@ impl Canned {
             headers: Vec::new(),
             body: Vec::new(),
             stall_after: None,
+            drip: None,
         }
     }
 }
@@ -123,6 +127,17 @@ impl FakeRegistry {
                     }
                     resp.push_str("\r\n");
                     if sock.write_all(resp.as_bytes()).await.is_err() || method == "HEAD" {
+                        return;
+                    }
+                    if let Some((chunk, pause)) = canned.drip {
+                        for part in canned.body.chunks(chunk.max(1)) {
+                            if sock.write_all(part).await.is_err() {
+                                return;
+                            }
+                            let _ = sock.flush().await;
+                            tokio::time::sleep(pause).await;
+                        }
+                        let _ = sock.shutdown().await;
                         return;
                     }
                     match canned.stall_after {
