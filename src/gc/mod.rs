@@ -4,3 +4,4 @@ pub mod in_use;
 pub mod policy;
 pub mod prune;
 pub mod run;
+pub mod time;

@@ -1,0 +1,51 @@
+//! Reading the RFC 3339 times image configs carry (`created`), without a date-time crate.
+
+/// `2023-11-14T22:13:20Z` or with fractions and an offset, to Unix nanoseconds.
+pub fn rfc3339_ns(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
+        Some(i) => time.split_at(i),
+        None => return None,
+    };
+    let mut c = clock.split(':');
+    let (h, mi) = (c.next()?.parse::<i64>().ok()?, c.next()?.parse::<i64>().ok()?);
+    let sec_str = c.next()?;
+    let (secs, frac) = sec_str.split_once('.').unwrap_or((sec_str, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let nanos: i64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    let off_secs = match offset.chars().next()? {
+        'Z' | 'z' => 0,
+        sign => {
+            let (oh, om) = offset[1..].split_once(':')?;
+            let v = oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60;
+            if sign == '-' { -v } else { v }
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + secs - off_secs) * 1_000_000_000) + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_ns("2023-11-14T22:13:20Z"), Some(1_700_000_000 * 1_000_000_000));
+        assert_eq!(
+            rfc3339_ns("2023-11-14T23:13:20.5+01:00"),
+            Some(1_700_000_000 * 1_000_000_000 + 500_000_000)
+        );
+        assert_eq!(rfc3339_ns("yesterday"), None);
+    }
+}
