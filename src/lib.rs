@@ -6,14 +6,23 @@
 //!
 //! - [`server`]: the thin gRPC layer. One file per CRI RPC; it turns protobuf messages into domain calls
 //!   on [`service::ImageService`] and domain errors into gRPC statuses (in [`server::status`]).
-//! - [`service`]: the image service in domain types: pull, status, list, remove, filesystem info.
+//! - [`service`]: the image service in domain types: pull, status, list, remove, filesystem info, GC, prune.
+//! - [`ensure`]: kubelet's image manager inside the server: pull policy, back-off, coalescing, limits, the
+//!   progress watchdog, events.
+//! - [`gc`]: disk-threshold GC and graph pruning (pure policies in `gc::policy` and `gc::prune`, executed on
+//!   the stores by `gc::run`).
 //! - [`pull`]: one image pull: resolve the reference, choose the platform, fetch and verify every blob,
-//!   commit them and record the image.
+//!   apply every layer, commit them and record the image.
+//! - [`unpack`] and [`snapshot`]: applying layer tars safely into overlay-ready snapshot directories keyed by
+//!   chain id, and flattening them into a rootfs.
 //! - [`registry`]: the only module that talks to registries (through `oci-client`): hosts and mirrors
 //!   (`hosts.toml`), credentials, manifest and blob fetches.
 //! - [`metadata`]: image records (tags, digests, size, user, pins, times) in a transactional redb database.
-//! - [`content`]: the content-addressed blob store, laid out as an OCI image layout, with crash-safe commits.
-//! - [`reference`], [`digest`], [`manifest`], [`platform`]: value types and parsers.
+//! - [`content`]: the content-addressed blob store, laid out as an OCI image layout, with crash-safe commits;
+//!   [`lease`] protects what operations in flight are about to reference.
+//! - [`metrics`]: Prometheus metrics and their endpoint.
+//! - [`reference`], [`digest`], [`manifest`], [`platform`], [`pattern`], [`duration`]: value types and parsers;
+//!   [`keyed_lock`]: a lock per key.
 //! - [`config`]: the daemon's configuration and its embedded defaults.
 //! - [`cli`]: the client subcommands (`imaged pull`, `images`, ...), which speak CRI over a unix socket.
 //! - [`error`]: the error kinds every module maps into.
