@@ -260,10 +260,17 @@ impl Puller {
             pinned: false,
         };
         let id = record.id;
-        let metadata = self.stores.metadata.clone();
-        tokio::task::spawn_blocking(move || metadata.record(record))
-            .await
-            .map_err(|e| PullError::Task(e.to_string()))??;
+        let stores = self.stores.clone();
+        tokio::task::spawn_blocking(move || {
+            stores.metadata.record(record)?;
+            // index.json is derived (and rebuilt at start): failing to refresh it does not fail the pull.
+            if let Err(e) = stores.refresh_index() {
+                tracing::warn!(error = %e, "could not refresh index.json");
+            }
+            Ok::<_, PullError>(())
+        })
+        .await
+        .map_err(|e| PullError::Task(e.to_string()))??;
         self.stores.metadata.get(&id).ok_or(PullError::Vanished {
             image: image.to_string(),
             id,
