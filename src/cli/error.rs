@@ -54,6 +54,12 @@ pub enum CliError {
         /// Why.
         detail: String,
     },
+    /// A call to imaged's own service (`gc`, `prune`) reached a CRI image service that is not imaged.
+    #[error("the image service at {socket} is not imaged (no imaged.v1 service)")]
+    NotImaged {
+        /// The socket.
+        socket: PathBuf,
+    },
     /// The result could not be written to stdout.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -85,6 +91,17 @@ impl CliError {
             code: status.code(),
         }
     }
+
+    /// A failed call to imaged's own service at `socket`: `Unimplemented` means the service there is not
+    /// imaged (containerd's socket, say), anything else is [`CliError::rpc`].
+    pub fn imaged_rpc(socket: &Path, call: impl Into<String>, status: &tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unimplemented => Self::NotImaged {
+                socket: socket.to_path_buf(),
+            },
+            _ => Self::rpc(call, status),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +121,22 @@ mod tests {
             e.to_string(),
             format!("fsinfo: {} (Unavailable)", tonic::Code::Unavailable.description())
         );
+    }
+
+    #[test]
+    fn unimplemented_from_imaged_service_means_not_imaged() {
+        let socket = Path::new("/run/containerd/containerd.sock");
+        let e = CliError::imaged_rpc(
+            socket,
+            "gc",
+            &tonic::Status::unimplemented("unknown service imaged.v1.Images"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "the image service at /run/containerd/containerd.sock is not imaged (no imaged.v1 service)"
+        );
+        let e = CliError::imaged_rpc(socket, "gc", &tonic::Status::internal("disk on fire"));
+        assert_eq!(e.to_string(), "gc: disk on fire (Internal)");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The client subcommands end to end: parsed from arguments by clap, run against a fake CRI image service
-//! served by tonic on a real unix socket. The fake records the requests it was sent.
+//! served by tonic on a real unix socket. The fake records the requests it was sent. [`imaged`] adds a fake
+//! of imaged's own service, on the same socket as the real daemon does.
+
+mod imaged;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::{CliError, ClientCommand, execute};
+use crate::proto::imaged::v1::images_server::ImagesServer;
 use crate::proto::runtime::v1 as cri;
 use crate::proto::runtime::v1::image_service_server::{ImageService, ImageServiceServer};
 
@@ -141,6 +145,11 @@ fn image(id: &str, tags: &[&str], digests: &[&str], size: u64) -> cri::Image {
 }
 
 fn serve(images: Vec<cri::Image>) -> Served {
+    serve_with(images, None)
+}
+
+/// [`serve`], with imaged's own service too if `imaged` is given (else the socket is like containerd's).
+fn serve_with(images: Vec<cri::Image>, imaged: Option<ImagesServer<imaged::FakeImaged>>) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("cri.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -152,6 +161,7 @@ fn serve(images: Vec<cri::Image>) -> Served {
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service)
+            .add_optional_service(imaged)
             .serve_with_incoming(UnixListenerStream::new(listener))
             .await;
     });
