@@ -73,3 +73,68 @@ async fn pull_images_inspect_rmi_fsinfo() {
     assert!(!ok);
     assert!(err.contains("cannot connect") && err.contains("absent.sock"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_shows_bars_on_a_terminal_and_plain_lines_otherwise() {
+    let s = Setup::start().await;
+    let big = common::setup::image_of(
+        common::image::MediaStyle::Oci,
+        vec![common::image::Layer::build(
+            &[common::image::Entry::file(
+                "big",
+                common::image::random_bytes(9, 4 << 20),
+            )],
+            common::image::Compression::Gzip,
+            common::image::MediaStyle::Oci,
+        )],
+    );
+    s.push("bars", "v1", &big).await;
+    s.push("lines", "v1", &big).await;
+    let sock = s.daemon.socket.clone();
+
+    // Not a terminal: plain lines on stderr, one per layer state at least.
+    let (ok, out, err) = imaged(&["pull", &s.image("lines", "v1")], &sock);
+    assert!(ok, "{err}");
+    assert!(out.contains("Image is up to date for"), "{out}");
+    let short = &big.layers[0].digest[..19];
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(short) && (l.contains("done") || l.contains("already present"))),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no terminal control codes when not on a terminal: {err:?}"
+    );
+
+    // On a terminal (script(1) gives the command a pseudo-terminal): progress bars, drawn with control codes.
+    remove_all(&sock).await;
+    let cmd = format!(
+        "{} pull {} --socket {}",
+        env!("CARGO_BIN_EXE_imaged"),
+        s.image("bars", "v1"),
+        sock.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("run script(1)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains('\u{1b}'),
+        "bars redraw with terminal control codes: {screen:?}"
+    );
+    assert!(
+        screen.contains(&big.layers[0].digest[7..19]),
+        "a bar names its layer: {screen:?}"
+    );
+    assert!(screen.contains("Image is up to date for"), "{screen}");
+}
+
+async fn remove_all(sock: &std::path::Path) {
+    let mut c = imaged::cli::connect(sock).await.unwrap();
+    for i in common::daemon::list(&mut c).await {
+        common::daemon::remove(&mut c, &i.id).await.unwrap();
+    }
+}
