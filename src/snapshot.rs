@@ -47,7 +47,7 @@ fn err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError
 }
 
 /// What a committed snapshot records about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// Bytes allocated on disk by the snapshot's files.
     pub bytes: u64,
@@ -55,6 +55,10 @@ pub struct SnapshotMeta {
     pub inodes: u64,
     /// Whether deletions are in overlay form (true) or OCI marker files (false).
     pub overlay_whiteouts: bool,
+    /// Directories the layer only implies; they take their attributes from the layers below (see
+    /// [`SnapshotStore::inherit_implicit_dirs`]).
+    #[serde(default)]
+    pub implicit_dirs: Vec<PathBuf>,
 }
 
 /// A snapshot being built: apply the layer into [`Pending::fs`], then [`SnapshotStore::commit`].
@@ -162,6 +166,7 @@ impl SnapshotStore {
         mut pending: Pending,
         chain: &Digest,
         overlay_whiteouts: bool,
+        implicit_dirs: Vec<PathBuf>,
     ) -> Result<SnapshotMeta, SnapshotError> {
         let fs_dir = pending.fs();
         let (bytes, inodes) = measure(&fs_dir).map_err(err("measure", &fs_dir))?;
@@ -169,6 +174,7 @@ impl SnapshotStore {
             bytes,
             inodes,
             overlay_whiteouts,
+            implicit_dirs,
         };
         let meta_path = pending.dir.join("meta.json");
         let mut f = fs::File::create(&meta_path).map_err(err("create", &meta_path))?;
@@ -191,6 +197,55 @@ impl SnapshotStore {
             .and_then(|d| d.sync_all())
             .map_err(err("sync", &self.inner.root))?;
         Ok(meta)
+    }
+
+    /// Gives the implicit directories of each layer of `chains` (base first) the mode, owner and time of
+    /// the same directory in the nearest layer below that has it, as containerd's applier does when it
+    /// creates a missing parent. Layers are applied concurrently and independently, so this runs once the
+    /// whole chain exists; it is idempotent, and a chain id fixes the layers below, so every image sharing
+    /// a snapshot computes the same result.
+    pub fn inherit_implicit_dirs(&self, chains: &[Digest]) -> Result<(), SnapshotError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        for (i, chain) in chains.iter().enumerate().skip(1) {
+            let Some(meta) = self.meta(chain) else { continue };
+            for rel in &meta.implicit_dirs {
+                let below = chains[..i].iter().rev().find_map(|c| {
+                    let m = fs::symlink_metadata(self.fs_dir(c).join(rel)).ok()?;
+                    // A layer that deletes or replaces the path ends the search: nothing below shows.
+                    Some(m)
+                });
+                let Some(below) = below.filter(|m| m.is_dir()) else {
+                    continue;
+                };
+                let path = self.fs_dir(chain).join(rel);
+                let e = |op| err(op, &path);
+                fs::set_permissions(&path, fs::Permissions::from_mode(below.mode() & 0o7777)).map_err(e("chmod"))?;
+                if rustix::process::geteuid().is_root() {
+                    rustix::fs::chownat(
+                        rustix::fs::CWD,
+                        &path,
+                        Some(rustix::fs::Uid::from_raw(below.uid())),
+                        Some(rustix::fs::Gid::from_raw(below.gid())),
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|x| err("chown", &path)(x.into()))?;
+                    // chown clears set-id bits: set the mode again.
+                    fs::set_permissions(&path, fs::Permissions::from_mode(below.mode() & 0o7777))
+                        .map_err(e("chmod"))?;
+                }
+                let t = rustix::fs::Timespec {
+                    tv_sec: below.mtime(),
+                    tv_nsec: below.mtime_nsec(),
+                };
+                let times = rustix::fs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                };
+                rustix::fs::utimensat(rustix::fs::CWD, &path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|x| err("set the time of", &path)(x.into()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a snapshot unless leased; returns the bytes freed.

@@ -11,6 +11,8 @@
 //! pull without its snapshot), it is unpacked from the local file instead.
 
 use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -38,6 +40,8 @@ pub(super) struct LayerCtx<'a> {
     pub caps: Capabilities,
     pub downloads: &'a tokio::sync::Semaphore,
     pub progress: &'a super::Progress,
+    /// Set when the pull failed elsewhere or was dropped: stop, and above all commit nothing.
+    pub cancel: &'a Arc<AtomicBool>,
 }
 
 /// Makes sure both the blob and the snapshot of `layer` exist (fetching and unpacking what is missing).
@@ -74,6 +78,7 @@ pub(super) async fn ensure_layer(ctx: &LayerCtx<'_>, layer: &LayerRecord, chain:
         compression,
         limits: ctx.limits,
         caps: ctx.caps,
+        cancel: ctx.cancel.clone(),
     };
     if have_blob {
         let path = ctx.content.blob_path(&blob.digest);
@@ -103,6 +108,10 @@ pub(super) async fn ensure_layer(ctx: &LayerCtx<'_>, layer: &LayerRecord, chain:
     let mut failure = None;
     while let Some(chunk) = stream.next().await {
         match chunk {
+            Ok(_) if ctx.cancel.load(Ordering::Relaxed) => {
+                failure = Some(PullError::Interrupted);
+                break;
+            }
             Ok(b) => {
                 ctx.progress.bytes(&blob.digest, b.len() as u64);
                 if tx.send(b).await.is_err() {
@@ -139,13 +148,14 @@ struct Job {
     compression: Compression,
     limits: Limits,
     caps: Capabilities,
+    cancel: Arc<AtomicBool>,
 }
 
 impl Job {
     fn run<R: Read>(self, source: R, ingest: Option<Ingest>) -> Result<(), PullError> {
         let layer = self.blob.to_string();
         let mut tee = Tee { inner: source, ingest };
-        let diff_id = {
+        let (diff_id, stats) = {
             let decoded: Box<dyn Read + '_> = match self.compression {
                 Compression::None => Box::new(&mut tee),
                 Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut tee)),
@@ -157,13 +167,16 @@ impl Job {
                 inner: CountingReader::new(decoded, self.limits.max_layer_bytes),
                 hasher: Hasher::new(),
             };
-            unpack::apply_layer(&mut hashing, &self.pending.fs(), &layer, &self.limits, self.caps)?;
+            let stats = unpack::apply_layer(&mut hashing, &self.pending.fs(), &layer, &self.limits, self.caps)?;
             // The tar's end-of-archive padding and anything after it count for the diff id.
             io::copy(&mut hashing, &mut io::sink()).map_err(|e| self.corrupt(&layer, e))?;
-            hashing.hasher.finish()
+            (hashing.hasher.finish(), stats)
         };
         // Bytes after the compressed stream's end still count for the blob digest.
         io::copy(&mut tee, &mut io::sink()).map_err(|e| self.corrupt(&layer, e))?;
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(PullError::Interrupted); // The pull is over: leave no blob or snapshot behind.
+        }
         if let Some(ingest) = tee.ingest.take() {
             ingest.commit()?;
         }
@@ -174,8 +187,12 @@ impl Job {
                 actual: diff_id,
             });
         }
-        self.snapshots
-            .commit(self.pending, &self.chain, self.caps.overlay_whiteouts)?;
+        self.snapshots.commit(
+            self.pending,
+            &self.chain,
+            self.caps.overlay_whiteouts,
+            stats.implicit_dirs,
+        )?;
         Ok(())
     }
 

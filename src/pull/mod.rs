@@ -16,7 +16,7 @@ mod resolve;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
 pub use error::PullError;
 pub use progress::{LayerProgress, LayerState, Progress, ProgressView};
@@ -214,6 +214,10 @@ impl Puller {
             lease.add(*c);
         }
         progress.layers(layers.iter().map(|l| (l.blob.digest, l.blob.size)));
+        // On the first failure the other layers stop; all are waited for, so nothing of this pull is still
+        // being committed when its cleanup runs. Dropping the pull sets the flag too.
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let ctx = layer::LayerCtx {
             session: &session,
             content: &self.stores.content,
@@ -222,18 +226,34 @@ impl Puller {
             caps: self.options.caps,
             downloads: &self.options.downloads,
             progress,
+            cancel: &cancel,
         };
         let ctx = &ctx;
         let jobs: Vec<(LayerRecord, Digest)> = layers.iter().cloned().zip(chains.iter().copied()).collect();
-        let work = jobs
-            .into_iter()
-            .map(|(l, chain)| async move { layer::ensure_layer(ctx, &l, chain).await });
-        futures_util::stream::iter(work)
-            // Every layer may start (shared ones wait on each other); the download semaphore bounds the
-            // fetching across all pulls.
+        let work = jobs.into_iter().map(|(l, chain)| async move {
+            let r = layer::ensure_layer(ctx, &l, chain).await;
+            if r.is_err() {
+                ctx.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            r
+        });
+        let results: Vec<Result<(), PullError>> = futures_util::stream::iter(work)
             .buffer_unordered(layers.len().max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
+            .collect()
+            .await;
+        // The first real failure, not the interruptions it caused.
+        let mut errors: Vec<PullError> = results.into_iter().filter_map(Result::err).collect();
+        if !errors.is_empty() {
+            let i = errors
+                .iter()
+                .position(|e| !matches!(e, PullError::Interrupted))
+                .unwrap_or(0);
+            return Err(errors.swap_remove(i));
+        }
+        let (snapshots, chain_list) = (self.stores.snapshots.clone(), chains.clone());
+        tokio::task::spawn_blocking(move || snapshots.inherit_implicit_dirs(&chain_list))
+            .await
+            .map_err(|e| PullError::Task(e.to_string()))??;
         self.commit_small(&r.manifest.1, &r.manifest.0).await?;
         if let Some((desc, body)) = &r.index {
             self.commit_small(body, desc).await?;
@@ -302,6 +322,15 @@ impl Puller {
             .await
             .map_err(|e| PullError::Task(e.to_string()))??;
         Ok(())
+    }
+}
+
+/// Sets the flag when dropped: a dropped pull tells its layer workers to stop and commit nothing.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -34,6 +34,9 @@ pub struct ApplyStats {
     pub oci_whiteouts: u64,
     /// Device nodes skipped because the process may not create them.
     pub skipped_devices: u64,
+    /// Directories the layer implies (a parent of an entry) but never describes: they take their mode,
+    /// owner and time from the layers below once those are known (containerd's `mkparent`).
+    pub implicit_dirs: Vec<PathBuf>,
 }
 
 /// Applies the (decompressed) tar read from `tar` into `dest`, an empty directory. `layer` names the
@@ -53,6 +56,7 @@ pub fn apply_layer<R: Read>(
         stats: ApplyStats::default(),
         safe: HashSet::new(),
         dirs: Vec::new(),
+        implicit: HashSet::new(),
     };
     let mut archive = tar::Archive::new(tar);
     let entries = archive.entries().map_err(|e| a.tar_err(e))?;
@@ -66,8 +70,13 @@ pub fn apply_layer<R: Read>(
     }
     // Directory times last: creating their children changed them.
     for (path, mtime) in a.dirs.iter().rev() {
-        set_mtime(path, *mtime).map_err(|e| a.io("set the time of", path, e))?;
+        if is_dir(path) {
+            set_mtime(path, *mtime).map_err(|e| a.io("set the time of", path, e))?;
+        }
     }
+    let mut implicit: Vec<PathBuf> = a.implicit.into_iter().filter(|p| is_dir(&dest.join(p))).collect();
+    implicit.sort();
+    a.stats.implicit_dirs = implicit;
     Ok(a.stats)
 }
 
@@ -81,6 +90,8 @@ struct Applier<'a> {
     safe: HashSet<PathBuf>,
     /// Directories created, with the mtime to give them at the end.
     dirs: Vec<(PathBuf, i64)>,
+    /// Directories (relative) created only as parents, not (yet) described by an entry.
+    implicit: HashSet<PathBuf>,
 }
 
 impl Applier<'_> {
@@ -112,6 +123,7 @@ impl Applier<'_> {
                     self.stats.inodes += 1;
                 }
                 self.safe.insert(rel.clone());
+                self.implicit.remove(&rel);
             }
             EntryType::Symlink => {
                 let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
@@ -173,8 +185,12 @@ impl Applier<'_> {
                     // A file where a directory is needed: the later entry wins, as tar does.
                     fs::remove_file(&abs).map_err(|e| self.io("replace", &abs, e))?;
                     self.mkdir_implicit(&abs)?;
+                    self.implicit.insert(cur.clone());
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => self.mkdir_implicit(&abs)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.mkdir_implicit(&abs)?;
+                    self.implicit.insert(cur.clone());
+                }
                 Err(e) => return Err(self.io("inspect", &abs, e)),
             }
             self.safe.insert(cur.clone());

@@ -24,13 +24,16 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Copies the snapshot directories `layers` (base first) into `dest` as one root filesystem.
 pub fn flatten(layers: &[PathBuf], dest: &Path, caps: Capabilities) -> Result<(), UnpackError> {
     fs::create_dir_all(dest).map_err(|e| io_err("create", dest, e))?;
-    let mut dir_times = Vec::new();
+    // The topmost layer that has a directory gives its time; set last, on what is still a directory.
+    let mut dir_times: HashMap<PathBuf, i64> = HashMap::new();
     for layer in layers {
         let mut links = HashMap::new();
         copy_dir(layer, dest, caps, &mut links, &mut dir_times)?;
     }
-    for (path, mtime) in dir_times.iter().rev() {
-        set_mtime(path, *mtime).map_err(|e| io_err("set the time of", path, e))?;
+    for (path, mtime) in &dir_times {
+        if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            set_mtime(path, *mtime).map_err(|e| io_err("set the time of", path, e))?;
+        }
     }
     Ok(())
 }
@@ -69,7 +72,7 @@ fn copy_dir(
     dst: &Path,
     caps: Capabilities,
     links: &mut HashMap<(u64, u64), PathBuf>,
-    dir_times: &mut Vec<(PathBuf, i64)>,
+    dir_times: &mut HashMap<PathBuf, i64>,
 ) -> Result<(), UnpackError> {
     let mut names: Vec<(OsString, fs::Metadata)> = Vec::new();
     for entry in fs::read_dir(src).map_err(|e| io_err("read", src, e))? {
@@ -105,7 +108,7 @@ fn copy_dir(
                 fs::create_dir(&to).map_err(|e| io_err("create directory", &to, e))?;
             }
             copy_meta(&from, &to, &meta, caps)?;
-            dir_times.push((to.clone(), meta.mtime()));
+            dir_times.insert(to.clone(), meta.mtime());
             copy_dir(&from, &to, caps, links, dir_times)?;
             continue;
         }

@@ -16,9 +16,13 @@
 
 pub mod daemon;
 pub mod fake_registry;
+pub mod hostile;
 pub mod image;
 pub mod layer;
 pub mod push;
+pub mod rawtar;
 pub mod registry;
+pub mod rootfs;
 pub mod setup;
 pub mod tools;
+pub mod tree;
