@@ -188,7 +188,7 @@ impl ImageManifest {
                 what: "layer",
                 digest: l.digest,
                 media_type: l.media_type.clone(),
-                hint: "supported layers are tar, tar+gzip and tar+zstd (OCI) and Docker rootfs.diff.tar.gzip",
+                hint: "supported layers are tar, tar+gzip and tar+zstd (OCI and Docker media types)",
             })?;
         }
         if self.layers.is_empty() {
@@ -203,12 +203,18 @@ impl ImageManifest {
 
 /// The compression of a supported layer media type, or `None` if imaged cannot unpack it.
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
+    // The non-distributable OCI types are deprecated but still served for some images; their blobs are
+    // ordinary layers, and containerd accepts them, so we do too.
     match media_type {
-        "application/vnd.oci.image.layer.v1.tar" => Some(Compression::None),
-        "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            Some(Compression::Gzip)
-        }
-        "application/vnd.oci.image.layer.v1.tar+zstd" => Some(Compression::Zstd),
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Compression::Gzip),
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+        | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
         _ => None,
     }
 }
