@@ -168,15 +168,21 @@ impl SnapshotStore {
         overlay_whiteouts: bool,
         implicit_dirs: Vec<PathBuf>,
     ) -> Result<SnapshotMeta, SnapshotError> {
-        let fs_dir = pending.fs();
-        let (bytes, inodes) = measure(&fs_dir).map_err(err("measure", &fs_dir))?;
-        let meta = SnapshotMeta {
-            bytes,
-            inodes,
+        // The recorded size is everything the snapshot's directory holds, meta.json and the directories
+        // included, so that GC's "bytes freed" is what deleting it really releases. meta.json is written
+        // once to be measured and again with the figure (a small file keeps its one block).
+        let meta_path = pending.dir.join("meta.json");
+        let mut meta = SnapshotMeta {
+            bytes: 0,
+            inodes: 0,
             overlay_whiteouts,
             implicit_dirs,
         };
-        let meta_path = pending.dir.join("meta.json");
+        fs::write(&meta_path, serde_json::to_vec(&meta).unwrap_or_default()).map_err(err("write", &meta_path))?;
+        let (bytes, inodes) = measure(&pending.dir).map_err(err("measure", &pending.dir))?;
+        let own = fs::symlink_metadata(&pending.dir).map_err(err("measure", &pending.dir))?;
+        meta.bytes = bytes + own.blocks() * 512;
+        meta.inodes = inodes + 1;
         let mut f = fs::File::create(&meta_path).map_err(err("create", &meta_path))?;
         f.write_all(&serde_json::to_vec(&meta).unwrap_or_default())
             .map_err(err("write", &meta_path))?;

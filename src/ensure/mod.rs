@@ -322,7 +322,7 @@ impl PullTask {
         self.metrics.pulls_in_progress.inc();
         let started = Instant::now();
         self.progress.advance();
-        let pull = self.puller.pull(image, creds, crate::service::now_ns(), &self.progress);
+        let pull = self.puller.pull(image, creds, &self.progress);
         let result = match self.timeout {
             None => pull.await.map_err(|e| EnsureError::Pull(Arc::new(e))),
             Some(timeout) => watchdog(pull, &self.progress, timeout, image).await,

@@ -217,7 +217,9 @@ impl Collector {
                     .unwrap_or(r.first_seen_ns),
                 first_seen_ns: r.first_seen_ns,
                 pinned: self.pinned.is_pinned(r),
-                in_use: in_use.contains(&r.id),
+                // A pull in flight holds a lease on its config digest, the image id: until it has answered,
+                // its image is in use.
+                in_use: in_use.contains(&r.id) || self.stores.leases.is_leased(&r.id),
                 tags: r.repo_tags.clone(),
                 resources: resources_of(r),
             })
@@ -349,7 +351,7 @@ impl Collector {
                 first_seen_ns: r.first_seen_ns,
                 last_used_ns: r.last_used_ns,
                 pinned: self.pinned.is_pinned(r),
-                in_use: in_use.contains(&r.id),
+                in_use: in_use.contains(&r.id) || self.stores.leases.is_leased(&r.id),
                 resources: resources_of(r),
             })
             .collect();

@@ -141,7 +141,6 @@ impl Puller {
         &self,
         image: &ImageRef,
         creds: Option<Credentials>,
-        now_ns: i64,
         progress: &Progress,
     ) -> Result<Arc<ImageRecord>, PullError> {
         let mut cleanup = Cleanup {
@@ -149,7 +148,7 @@ impl Puller {
             lease: Some(self.stores.leases.lease()),
         };
         let lease = cleanup.lease.as_mut().ok_or(PullError::Interrupted)?;
-        let result = self.pull_leased(image, creds, now_ns, lease, progress).await;
+        let result = self.pull_leased(image, creds, lease, progress).await;
         if result.is_ok() {
             cleanup.lease = None; // Recorded: the lease just ends.
         }
@@ -160,7 +159,6 @@ impl Puller {
         &self,
         image: &ImageRef,
         creds: Option<Credentials>,
-        now_ns: i64,
         lease: &mut Lease,
         progress: &Progress,
     ) -> Result<Arc<ImageRecord>, PullError> {
@@ -259,6 +257,9 @@ impl Puller {
             self.commit_small(body, desc).await?;
         }
 
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
         let top_digest = r.index.as_ref().map_or(r.manifest.0.digest, |(d, _)| d.digest);
         let record = ImageRecord {
             id: config_desc.digest,
@@ -275,8 +276,9 @@ impl Puller {
             user: config.config.and_then(|c| c.user).unwrap_or_default(),
             platform: image_platform.to_string(),
             created: config.created,
-            first_seen_ns: now_ns,
-            last_used_ns: now_ns,
+            // Now, when the image appears, not when the pull began: a long pull is not an old image.
+            first_seen_ns: now,
+            last_used_ns: now,
             pinned: false,
         };
         let id = record.id;

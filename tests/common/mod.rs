@@ -16,6 +16,7 @@
 
 pub mod daemon;
 pub mod fake_registry;
+pub mod fake_runtime;
 pub mod hostile;
 pub mod image;
 pub mod layer;
@@ -24,5 +25,6 @@ pub mod rawtar;
 pub mod registry;
 pub mod rootfs;
 pub mod setup;
+pub mod tmpfs;
 pub mod tools;
 pub mod tree;
