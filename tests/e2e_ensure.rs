@@ -417,3 +417,23 @@ async fn metrics_count_a_scripted_workload() {
     assert!(value("imaged_store_bytes") > 0.0);
     assert!(text.contains("imaged_gc_freed_bytes_total"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_going_away_does_not_cancel_the_shared_pull() {
+    let images = vec![small_image(90, None)];
+    let fake = slow_registry(&images).await;
+    let (_h, d) = daemon_for(&fake, "[pull]\nbackoff_initial = \"0s\"\n").await;
+    let image = format!("{}/app0:v1", fake.addr());
+    let mut first = d.client().await;
+    let i1 = image.clone();
+    let leaving = tokio::spawn(async move { pull(&mut first, &i1, None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = d.client().await;
+    let i2 = image.clone();
+    let staying = tokio::spawn(async move { pull(&mut second, &i2, None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leaving.abort(); // The first caller hangs up mid-pull (its RPC is cancelled).
+    assert_eq!(staying.await.unwrap().unwrap(), images[0].config_digest);
+    let manifests = fake.seen().iter().filter(|r| r.contains("/manifests/v1")).count();
+    assert_eq!(manifests, 1, "one shared pull: {:?}", fake.seen());
+}
