@@ -93,10 +93,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Colours only for a person at a terminal; journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path, true)?,
-        None => FileConfig::load(std::path::Path::new(DEFAULT_CONFIG_FILE), false)?,
-    };
+    let file = config_file(args.config.as_deref())?;
     let config = Config::resolve(
         file,
         Overrides {
@@ -150,11 +147,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn fsck(args: FsckArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
+/// The config file given with `--config` (which must exist), else the default one if it exists.
+fn config_file(path: Option<&std::path::Path>) -> anyhow::Result<FileConfig> {
+    Ok(match path {
         Some(path) => FileConfig::load(path, true)?,
         None => FileConfig::load(std::path::Path::new(DEFAULT_CONFIG_FILE), false)?,
-    };
+    })
+}
+
+fn fsck(args: FsckArgs) -> anyhow::Result<()> {
+    let file = config_file(args.config.as_deref())?;
     let config = Config::resolve(
         file,
         Overrides {

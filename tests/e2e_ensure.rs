@@ -7,10 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, DaemonOptions, pull, spec};
-use common::fake_registry::{Canned, FakeRegistry};
+use common::daemon::{DaemonOptions, pull, spec};
+use common::fake_registry::{Canned, FakeRegistry, daemon_for};
 use common::image::{Compression, Entry, Layer, MediaStyle, OCI_MANIFEST, random_bytes};
-use common::registry::{RegistryOptions, write_hosts_toml};
+use common::registry::RegistryOptions;
 use common::setup::{Setup, image_of, small_image};
 use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
@@ -176,23 +176,15 @@ async fn slow_registry(images: &[common::image::BuiltImage]) -> FakeRegistry {
     fake
 }
 
-async fn daemon_for(fake: &FakeRegistry, config: &str) -> (tempfile::TempDir, Daemon) {
-    let hosts = tempfile::tempdir().unwrap();
-    write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        config: Some(config.into()),
-        ..Default::default()
-    })
-    .await;
-    (hosts, d)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_parallel_pulls_1_runs_pulls_one_at_a_time_in_order() {
     let images: Vec<_> = (0..3).map(|i| small_image(40 + i, None)).collect();
     let fake = slow_registry(&images).await;
-    let (_h, d) = daemon_for(&fake, "[pull]\nbackoff_initial = \"0s\"\nmax_parallel_pulls = 1\n").await;
+    let (_h, d) = daemon_for(
+        &fake,
+        Some("[pull]\nbackoff_initial = \"0s\"\nmax_parallel_pulls = 1\n"),
+    )
+    .await;
     let mut tasks = Vec::new();
     for i in 0..3 {
         let mut c = d.client().await;
@@ -220,7 +212,7 @@ async fn the_rate_limit_waits_for_a_token_and_refuses_only_past_its_bound() {
     let fake = slow_registry(&images).await;
     let (_h, d) = daemon_for(
         &fake,
-        "[pull]\nbackoff_initial = \"0s\"\nqps = 2.0\nburst = 1\nmax_qps_wait = \"10s\"\n",
+        Some("[pull]\nbackoff_initial = \"0s\"\nqps = 2.0\nburst = 1\nmax_qps_wait = \"10s\"\n"),
     )
     .await;
     let started = Instant::now();
@@ -240,7 +232,7 @@ async fn the_rate_limit_waits_for_a_token_and_refuses_only_past_its_bound() {
 
     let (_h2, strict) = daemon_for(
         &fake,
-        "[pull]\nbackoff_initial = \"0s\"\nqps = 0.5\nburst = 1\nmax_qps_wait = \"100ms\"\n",
+        Some("[pull]\nbackoff_initial = \"0s\"\nqps = 0.5\nburst = 1\nmax_qps_wait = \"100ms\"\n"),
     )
     .await;
     let mut c = strict.client().await;
@@ -327,7 +319,7 @@ async fn a_stalled_pull_times_out_and_a_slow_one_does_not() {
     fake.route(&format!("/v2/slow/blobs/{}", big.digest), slow);
     let (_h, d) = daemon_for(
         &fake,
-        "[pull]\nbackoff_initial = \"0s\"\nprogress_timeout = \"1500ms\"\n",
+        Some("[pull]\nbackoff_initial = \"0s\"\nprogress_timeout = \"1500ms\"\n"),
     )
     .await;
     let mut c = d.client().await;
@@ -422,7 +414,7 @@ async fn metrics_count_a_scripted_workload() {
 async fn a_caller_going_away_does_not_cancel_the_shared_pull() {
     let images = vec![small_image(90, None)];
     let fake = slow_registry(&images).await;
-    let (_h, d) = daemon_for(&fake, "[pull]\nbackoff_initial = \"0s\"\n").await;
+    let (_h, d) = daemon_for(&fake, Some("[pull]\nbackoff_initial = \"0s\"\n")).await;
     let image = format!("{}/app0:v1", fake.addr());
     let mut first = d.client().await;
     let i1 = image.clone();

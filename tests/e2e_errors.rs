@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::daemon::{Daemon, DaemonOptions, blobs, ingest_files, list, pull, status};
-use common::fake_registry::{Canned, FakeRegistry};
+use common::daemon::{Daemon, blobs, ingest_files, list, pull, status};
+use common::fake_registry::{Canned, FakeRegistry, daemon_for};
 use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, OCI_MANIFEST, sha256_digest};
-use common::registry::write_hosts_toml;
 use common::setup::{Setup, small_image};
 use tonic::Code;
 
@@ -108,18 +107,6 @@ async fn unknown_runtime_handler_is_rejected() {
     assert!(err.message().contains("kata"), "{}", err.message());
 }
 
-/// A daemon that reaches the fake registry over plain HTTP.
-async fn daemon_for(fake: &FakeRegistry) -> (tempfile::TempDir, Daemon) {
-    let hosts = tempfile::tempdir().unwrap();
-    write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        ..Default::default()
-    })
-    .await;
-    (hosts, d)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_not_matching_their_digest_fail_the_pull_and_keep_nothing() {
     let fake = FakeRegistry::start().await;
@@ -132,7 +119,7 @@ async fn bytes_not_matching_their_digest_fail_the_pull_and_keep_nothing() {
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
     fake.blob("app", &img.layers[1].digest, bad);
-    let (_hosts, d) = daemon_for(&fake).await;
+    let (_hosts, d) = daemon_for(&fake, None).await;
     let mut c = d.client().await;
     let err = pull(&mut c, &format!("{}/app:v1", fake.addr()), None)
         .await
@@ -173,7 +160,7 @@ async fn unsupported_media_types_are_refused_with_what_they_are() {
         1,
     );
     fake.manifest("win", "v1", OCI_MANIFEST, foreign.as_bytes());
-    let (_hosts, d) = daemon_for(&fake).await;
+    let (_hosts, d) = daemon_for(&fake, None).await;
     let mut c = d.client().await;
     for (repo, needle) in [
         ("chart", "not a container image"),
@@ -202,7 +189,7 @@ async fn a_manifest_over_4_mib_is_refused() {
     let body = serde_json::to_vec(&manifest).unwrap();
     assert!(body.len() > 4 << 20);
     fake.manifest("huge", "v1", OCI_MANIFEST, &body);
-    let (_hosts, d) = daemon_for(&fake).await;
+    let (_hosts, d) = daemon_for(&fake, None).await;
     let mut c = d.client().await;
     let err = pull(&mut c, &format!("{}/huge:v1", fake.addr()), None)
         .await
@@ -221,7 +208,7 @@ async fn a_manifest_over_4_mib_is_refused() {
 async fn server_errors_are_unavailable() {
     let fake = FakeRegistry::start().await;
     fake.route("/v2/app/manifests/v1", Canned::status(503));
-    let (_hosts, d) = daemon_for(&fake).await;
+    let (_hosts, d) = daemon_for(&fake, None).await;
     let mut c = d.client().await;
     let err = pull(&mut c, &format!("{}/app:v1", fake.addr()), None)
         .await

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::daemon::{Daemon, DaemonOptions, blobs, list, pull, remove, status};
 use common::fake_runtime::{FakeRuntime, container};
-use common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes, sha256_digest};
+use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle, image_over, random_bytes, random_layer};
 use common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
 use common::setup::Setup;
 use common::tmpfs::{self, MIB, Tmpfs, du};
@@ -74,41 +74,6 @@ fn config(high: u8, low: u8, min_age: &str, pinned: &[String], runtime: Option<&
         c.push_str(&format!("runtime_endpoint = \"{r}\"\n"));
     }
     c
-}
-
-/// A gzip layer holding one file of `len` pseudo-random bytes from `seed`.
-fn random_layer(seed: u64, len: usize) -> Layer {
-    let entries = [Entry::file(&format!("data/{seed}"), random_bytes(seed, len))];
-    Layer::build(&entries, Compression::Gzip, MediaStyle::Oci)
-}
-
-fn image(layers: &[&Layer]) -> BuiltImage {
-    layers
-        .iter()
-        .fold(ImageBuilder::new(MediaStyle::Oci), |b, l| b.layer((*l).clone()))
-        .build()
-}
-
-/// The blobs an image consists of: manifest, config, layers.
-fn blobs_of(img: &BuiltImage) -> BTreeSet<String> {
-    let mut out: BTreeSet<String> = img.layers.iter().map(|l| l.digest.clone()).collect();
-    out.extend([img.manifest_digest.clone(), img.config_digest.clone()]);
-    out
-}
-
-/// The snapshots an image is unpacked into: its chain ids, computed here from the diff ids (OCI image spec).
-fn snapshots_of(img: &BuiltImage) -> BTreeSet<String> {
-    let mut chain: Option<String> = None;
-    let mut out = BTreeSet::new();
-    for l in &img.layers {
-        let next = match &chain {
-            None => l.diff_id.clone(),
-            Some(prev) => sha256_digest(format!("{prev} {}", l.diff_id).as_bytes()),
-        };
-        out.insert(next.clone());
-        chain = Some(next);
-    }
-    out
 }
 
 /// The snapshot directories in the store, as `sha256:<hex>`.
@@ -171,7 +136,7 @@ async fn gc_frees_down_to_low_threshold_in_lru_order_sparing_pinned_and_in_use()
     let images: HashMap<&str, BuiltImage> = names
         .iter()
         .zip(1u64..)
-        .map(|(n, seed)| (*n, image(&[&random_layer(seed, 3584 * 1024)])))
+        .map(|(n, seed)| (*n, image_over(&[&random_layer(seed, 3584 * 1024)])))
         .collect();
     let r = |n: &str| s.image(&format!("gc/{n}"), "v1");
     for n in names {
@@ -207,7 +172,7 @@ async fn gc_frees_down_to_low_threshold_in_lru_order_sparing_pinned_and_in_use()
     // What the test itself counts for each expected victim: its blob files and snapshot directories.
     let own: Vec<u64> = ["b", "c", "a"]
         .iter()
-        .map(|n| du_of(&root, &blobs_of(&images[n]), &snapshots_of(&images[n])))
+        .map(|n| du_of(&root, &images[n].blob_set(), &images[n].chain_id_set()))
         .collect();
 
     let dry = gc(s, true).await;
@@ -252,10 +217,10 @@ async fn gc_frees_down_to_low_threshold_in_lru_order_sparing_pinned_and_in_use()
         (blobs(&root).into_iter().collect(), snapshot_dirs(&root));
     for n in names {
         let gone = ["a", "b", "c"].contains(&n);
-        for d in blobs_of(&images[n]) {
+        for d in images[n].blob_set() {
             assert_eq!(!blobs_now.contains(&d), gone, "blob {d} of {n}");
         }
-        for d in snapshots_of(&images[n]) {
+        for d in images[n].chain_id_set() {
             assert_eq!(!snaps_now.contains(&d), gone, "snapshot {d} of {n}");
         }
     }
@@ -271,21 +236,21 @@ async fn removing_an_image_frees_only_its_own_layers_not_the_shared_base() {
     let (s, root) = (&env.s, env.s.daemon.root.clone());
     let entries = [Entry::file("base/data", random_bytes(50, 50_000_000))];
     let base = Layer::build(&entries, Compression::None, MediaStyle::Oci);
-    let a = image(&[&base, &random_layer(51, 1_000_000)]);
-    let b = image(&[&base, &random_layer(52, 1_000_000)]);
+    let a = image_over(&[&base, &random_layer(51, 1_000_000)]);
+    let b = image_over(&[&base, &random_layer(52, 1_000_000)]);
     s.push("shared/a", "v1", &a).await;
     s.push("shared/b", "v1", &b).await;
     let mut c = s.daemon.client().await;
     let (ra, rb) = (s.image("shared/a", "v1"), s.image("shared/b", "v1"));
     assert_eq!(pull(&mut c, &ra, None).await.unwrap(), a.config_digest);
     assert_eq!(pull(&mut c, &rb, None).await.unwrap(), b.config_digest);
-    let shared_blobs: BTreeSet<String> = blobs_of(&a).intersection(&blobs_of(&b)).cloned().collect();
-    let shared_snaps: BTreeSet<String> = snapshots_of(&a).intersection(&snapshots_of(&b)).cloned().collect();
+    let shared_blobs: BTreeSet<String> = a.blob_set().intersection(&b.blob_set()).cloned().collect();
+    let shared_snaps: BTreeSet<String> = a.chain_id_set().intersection(&b.chain_id_set()).cloned().collect();
     assert_eq!(shared_blobs, BTreeSet::from([base.digest.clone()]));
     let only = |img: &BuiltImage| -> (BTreeSet<String>, BTreeSet<String>) {
         (
-            blobs_of(img).difference(&shared_blobs).cloned().collect(),
-            snapshots_of(img).difference(&shared_snaps).cloned().collect(),
+            img.blob_set().difference(&shared_blobs).cloned().collect(),
+            img.chain_id_set().difference(&shared_snaps).cloned().collect(),
         )
     };
     let (a_blobs, a_snaps) = only(&a);
@@ -319,7 +284,7 @@ async fn removing_an_image_frees_only_its_own_layers_not_the_shared_base() {
     let now: BTreeSet<String> = blobs(&root).into_iter().collect();
     assert!(now.contains(&base.digest), "the shared base blob stays");
     assert!(shared_snaps.is_subset(&snapshot_dirs(&root)), "the base snapshot stays");
-    assert!(blobs_of(&b).is_subset(&now) && snapshots_of(&b).is_subset(&snapshot_dirs(&root)));
+    assert!(b.blob_set().is_subset(&now) && b.chain_id_set().is_subset(&snapshot_dirs(&root)));
     assert!(a_blobs.is_disjoint(&now) && a_snaps.is_disjoint(&snapshot_dirs(&root)));
     let replan = gc(s, true).await;
     assert_eq!(replan.removed.len(), 1, "{replan:#?}");
@@ -346,7 +311,7 @@ async fn gc_never_removes_images_younger_than_min_age_and_says_why() {
     let s = &env.s;
     let mut c = s.daemon.client().await;
     for seed in 1..=3u64 {
-        let img = image(&[&random_layer(seed, 3584 * 1024)]);
+        let img = image_over(&[&random_layer(seed, 3584 * 1024)]);
         let r = s.image(&format!("young/{seed}"), "v1");
         s.push(&format!("young/{seed}"), "v1", &img).await;
         assert_eq!(pull(&mut c, &r, None).await.unwrap(), img.config_digest);
@@ -388,8 +353,8 @@ async fn gc_and_prune_during_a_stream_of_pulls_break_no_pull_and_no_image() {
         .map(|i| {
             let own = random_layer(2000 + i, 1 << 20);
             let img = match i % 3 {
-                0 => image(&[&own]),
-                k => image(&[&bases[k as usize - 1], &own]),
+                0 => image_over(&[&own]),
+                k => image_over(&[&bases[k as usize - 1], &own]),
             };
             (env.s.image(&format!("stream/{i}"), "v1"), img)
         })

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use common::daemon::{Daemon, DaemonOptions, blobs, list, pull, status};
 use common::fake_runtime::{FakeRuntime, container_by_spec};
-use common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes, sha256_digest};
+use common::image::{BuiltImage, image_over, random_bytes, random_layer, sha256_digest};
 use common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
 use common::setup::Setup;
 use imaged::proto::imaged::v1 as pb;
@@ -47,48 +47,13 @@ async fn start(top: impl FnOnce(&str) -> String, gc: &str) -> Setup {
     }
 }
 
-/// A gzip layer holding one file of `len` pseudo-random bytes from `seed`.
-fn random_layer(seed: u64, len: usize) -> Layer {
-    let entries = [Entry::file(&format!("data/{seed}"), random_bytes(seed, len))];
-    Layer::build(&entries, Compression::Gzip, MediaStyle::Oci)
-}
-
-fn image(layers: &[&Layer]) -> BuiltImage {
-    layers
-        .iter()
-        .fold(ImageBuilder::new(MediaStyle::Oci), |b, l| b.layer((*l).clone()))
-        .build()
-}
-
-/// The blobs an image consists of: manifest, config, layers.
-fn blobs_of(img: &BuiltImage) -> BTreeSet<String> {
-    let mut out: BTreeSet<String> = img.layers.iter().map(|l| l.digest.clone()).collect();
-    out.extend([img.manifest_digest.clone(), img.config_digest.clone()]);
-    out
-}
-
-/// The snapshots an image is unpacked into: its chain ids, computed from the diff ids (OCI image spec).
-fn snapshots_of(img: &BuiltImage) -> BTreeSet<String> {
-    let mut chain: Option<String> = None;
-    let mut out = BTreeSet::new();
-    for l in &img.layers {
-        let next = match &chain {
-            None => l.diff_id.clone(),
-            Some(prev) => sha256_digest(format!("{prev} {}", l.diff_id).as_bytes()),
-        };
-        out.insert(next.clone());
-        chain = Some(next);
-    }
-    out
-}
-
 /// `(kind, digest)` of everything `images` reference that `kept` do not.
 fn unique_to(images: &[&BuiltImage], kept: &[&BuiltImage]) -> BTreeSet<(String, String)> {
     let refs = |imgs: &[&BuiltImage]| -> BTreeSet<(String, String)> {
         imgs.iter()
             .flat_map(|i| {
-                let b = blobs_of(i).into_iter().map(|d| ("blob".to_string(), d));
-                b.chain(snapshots_of(i).into_iter().map(|c| ("snapshot".to_string(), c)))
+                let b = i.blob_set().into_iter().map(|d| ("blob".to_string(), d));
+                b.chain(i.chain_id_set().into_iter().map(|c| ("snapshot".to_string(), c)))
             })
             .collect()
     };
@@ -143,7 +108,7 @@ async fn prune_keeps_the_newest_tag_revisions_and_its_dry_run_lists_exactly_what
     let mut c = s.daemon.client().await;
     let base = random_layer(1, 64 * 1024);
     let revs: Vec<BuiltImage> = (0..4u64)
-        .map(|i| image(&[&base, &random_layer(10 + i, 32 * 1024)]))
+        .map(|i| image_over(&[&base, &random_layer(10 + i, 32 * 1024)]))
         .collect();
     let [a, b, cc, d] = [&revs[0], &revs[1], &revs[2], &revs[3]];
     let tag = s.image("app", "latest");
@@ -152,7 +117,7 @@ async fn prune_keeps_the_newest_tag_revisions_and_its_dry_run_lists_exactly_what
         s.push("app", "latest", img).await;
         assert_eq!(pull(&mut c, &tag, None).await.unwrap(), img.config_digest);
     }
-    let e = image(&[&base, &random_layer(20, 32 * 1024)]);
+    let e = image_over(&[&base, &random_layer(20, 32 * 1024)]);
     s.push("other", "v1", &e).await;
     let by_digest = format!("{}@{}", s.name("other"), e.manifest_digest);
     assert_eq!(
@@ -245,7 +210,7 @@ async fn prune_keeps_young_images_and_never_removes_pinned_or_in_use_ones() {
     let s = start(|addr| format!("pinned_images = [\"{addr}/prune/pause:*\"]"), &gc).await;
     let root = s.daemon.root.clone();
     let mut c = s.daemon.client().await;
-    let [p, u, x1, x2] = [1u64, 2, 3, 4].map(|seed| image(&[&random_layer(seed, 48 * 1024)]));
+    let [p, u, x1, x2] = [1u64, 2, 3, 4].map(|seed| image_over(&[&random_layer(seed, 48 * 1024)]));
     s.push("prune/pause", "3.9", &p).await;
     s.push("prune/inuse", "v1", &u).await;
     let (pause, inuse, app) = (
@@ -306,7 +271,7 @@ async fn prune_removes_an_orphan_blob_and_lists_it_in_its_dry_run() {
     let s = start(|_| String::new(), "").await;
     let root = s.daemon.root.clone();
     let mut c = s.daemon.client().await;
-    let img = image(&[&random_layer(1, 48 * 1024)]);
+    let img = image_over(&[&random_layer(1, 48 * 1024)]);
     s.push("keep", "v1", &img).await;
     pull(&mut c, &s.image("keep", "v1"), None).await.unwrap();
     let disk = on_disk(&root);

@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::daemon::{Daemon, DaemonOptions, pull};
-use common::fake_registry::{Canned, FakeRegistry};
+use common::daemon::pull;
+use common::fake_registry::{Canned, FakeRegistry, daemon_for};
 use common::image::OCI_MANIFEST;
-use common::registry::write_hosts_toml;
 use common::setup::small_image;
 use imaged::proto::runtime::v1 as cri;
 
@@ -37,17 +36,6 @@ async fn token_registry() -> (FakeRegistry, common::image::BuiltImage) {
     (fake, img)
 }
 
-async fn daemon_for(fake: &FakeRegistry) -> (tempfile::TempDir, Daemon) {
-    let hosts = tempfile::tempdir().unwrap();
-    write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        ..Default::default()
-    })
-    .await;
-    (hosts, d)
-}
-
 fn manifest_requests(fake: &FakeRegistry) -> Vec<String> {
     fake.requests()
         .into_iter()
@@ -58,7 +46,7 @@ fn manifest_requests(fake: &FakeRegistry) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_token_is_presented_as_a_bearer_token() {
     let (fake, img) = token_registry().await;
-    let (_hosts, d) = daemon_for(&fake).await;
+    let (_hosts, d) = daemon_for(&fake, None).await;
     let mut c = d.client().await;
     let auth = Some(cri::AuthConfig {
         registry_token: "given-registry-token".into(),
@@ -84,7 +72,7 @@ async fn a_registry_token_is_presented_as_a_bearer_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_token_is_exchanged_for_an_access_token() {
     let (fake, img) = token_registry().await;
-    let (_hosts, d) = daemon_for(&fake).await;
+    let (_hosts, d) = daemon_for(&fake, None).await;
     let mut c = d.client().await;
     let auth = Some(cri::AuthConfig {
         identity_token: "my-refresh-token".into(),

@@ -193,13 +193,24 @@ impl Config {
             max_concurrent_downloads: max,
             connect_timeout_secs: file.registry.connect_timeout_secs.unwrap_or(30),
             unpack: file.unpack.unwrap_or_default(),
-            pinned_images: file.pinned_images.unwrap_or_default().into_iter().chain(o.pinned_images).collect(),
+            pinned_images: file
+                .pinned_images
+                .unwrap_or_default()
+                .into_iter()
+                .chain(o.pinned_images)
+                .collect(),
             metrics_addr: match o.metrics_addr.or(file.metrics_addr) {
-                Some(a) => Some(a.parse().map_err(|e| ConfigError::Invalid(format!("metrics_addr {a:?}: {e}")))?),
+                Some(a) => Some(
+                    a.parse()
+                        .map_err(|e| ConfigError::Invalid(format!("metrics_addr {a:?}: {e}")))?,
+                ),
                 None => None,
             },
             pull: file.pull,
-            gc: GcSection { runtime_endpoint: o.runtime_endpoint.or(file.gc.runtime_endpoint), ..file.gc },
+            gc: GcSection {
+                runtime_endpoint: o.runtime_endpoint.or(file.gc.runtime_endpoint),
+                ..file.gc
+            },
         })
     }
 }

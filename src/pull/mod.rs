@@ -149,9 +149,15 @@ impl Puller {
         };
         let lease = cleanup.lease.as_mut().ok_or(PullError::Interrupted)?;
         let result = self.pull_leased(image, creds, lease, progress).await;
-        if result.is_ok() {
-            cleanup.lease = None; // Recorded: the lease just ends.
+        let lease = cleanup.lease.take();
+        if let (Err(_), Some(lease)) = (&result, lease) {
+            // Failed: discard what it committed before answering, so the caller never sees leftovers.
+            let named = lease.digests().to_vec();
+            drop(lease);
+            let stores = self.stores.clone();
+            let _ = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named)).await;
         }
+        // Recorded (or cleaned up): the lease just ends. Only a dropped pull leaves the work to Cleanup.
         result
     }
 

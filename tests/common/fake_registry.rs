@@ -205,3 +205,17 @@ impl Drop for FakeRegistry {
         self.task.abort();
     }
 }
+
+/// A daemon that reaches `fake` over plain HTTP (its hosts.toml directory is returned with it), with the
+/// given config file or the fixture's default.
+pub async fn daemon_for(fake: &FakeRegistry, config: Option<&str>) -> (tempfile::TempDir, super::daemon::Daemon) {
+    let hosts = tempfile::tempdir().expect("hosts dir");
+    super::registry::write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
+    let opts = super::daemon::DaemonOptions {
+        hosts_dir: Some(hosts.path().into()),
+        config: config.map(str::to_string),
+        ..Default::default()
+    };
+    let d = super::daemon::Daemon::start(opts).await;
+    (hosts, d)
+}

@@ -257,3 +257,42 @@ fn merge(into: &mut Value, from: Value) {
         into.extend(from);
     }
 }
+
+/// A gzip layer holding one file of `len` pseudo-random bytes from `seed` (incompressible, so its size on
+/// disk is predictable).
+pub fn random_layer(seed: u64, len: usize) -> Layer {
+    let entries = [Entry::file(&format!("data/{seed}"), random_bytes(seed, len))];
+    Layer::build(&entries, Compression::Gzip, MediaStyle::Oci)
+}
+
+/// An OCI image over `layers`.
+pub fn image_over(layers: &[&Layer]) -> BuiltImage {
+    layers
+        .iter()
+        .fold(ImageBuilder::new(MediaStyle::Oci), |b, l| b.layer((*l).clone()))
+        .build()
+}
+
+impl BuiltImage {
+    /// The blobs the image consists of: manifest, config, layers.
+    pub fn blob_set(&self) -> std::collections::BTreeSet<String> {
+        let mut out: std::collections::BTreeSet<String> = self.layers.iter().map(|l| l.digest.clone()).collect();
+        out.extend([self.manifest_digest.clone(), self.config_digest.clone()]);
+        out
+    }
+
+    /// The snapshots the image is unpacked into: its chain ids, computed from the diff ids (OCI image spec).
+    pub fn chain_id_set(&self) -> std::collections::BTreeSet<String> {
+        let mut chain: Option<String> = None;
+        let mut out = std::collections::BTreeSet::new();
+        for l in &self.layers {
+            let next = match &chain {
+                None => l.diff_id.clone(),
+                Some(prev) => sha256_digest(format!("{prev} {}", l.diff_id).as_bytes()),
+            };
+            out.insert(next.clone());
+            chain = Some(next);
+        }
+        out
+    }
+}
