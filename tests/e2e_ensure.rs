@@ -331,11 +331,12 @@ async fn a_stalled_pull_times_out_and_a_slow_one_does_not() {
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(err.message().contains("no progress"), "{}", err.message());
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(
-        common::daemon::ingest_files(&d.root),
-        0,
-        "the cancelled download is cleaned up"
-    );
+    // The cancelled download's worker notices the cut stream and drops its partial file.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::daemon::ingest_files(&d.root) > 0 {
+        assert!(Instant::now() < deadline, "the cancelled download is never cleaned up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     assert_eq!(
         pull(&mut c, &format!("{}/slow:v1", fake.addr()), None).await.unwrap(),
