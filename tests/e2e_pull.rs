@@ -343,7 +343,8 @@ async fn remove_drops_every_tag_and_only_unshared_blobs_and_is_idempotent() {
     assert!(fs_after.used_bytes.unwrap().value < fs_before.used_bytes.unwrap().value);
     assert_eq!(
         fs_after.inodes_used.unwrap().value,
-        fs_before.inodes_used.unwrap().value - 4
+        fs_before.inodes_used.unwrap().value - 7,
+        "a's 3 blobs and its own layer's snapshot (directory, fs/, meta.json, one file); the shared base stays"
     );
 
     remove(&mut c, &s.image("a", "v1"))
@@ -396,8 +397,8 @@ async fn image_fs_info_reports_the_store_and_tracks_usage() {
     );
     assert_eq!(
         full.inodes_used.unwrap().value - empty.inodes_used.unwrap().value,
-        4,
-        "manifest, config, layer blob, and the layer's one file in its snapshot"
+        7,
+        "3 blobs (manifest, config, layer) and the layer's snapshot: its directory, fs/, meta.json, one file"
     );
     assert!(full.timestamp >= empty.timestamp);
 }
