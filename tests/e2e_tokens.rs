@@ -1,4 +1,4 @@
-//! Token credentials from a CRI request, against a small token-issuing registry (the real registry here
+//! Token flows, against a small token-issuing registry (the real registry here
 //! has no token service): `registry_token` is presented as a bearer token as is; `identity_token` is
 //! exchanged at the registry's token realm with the OAuth2 refresh-token grant, as containerd does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -106,5 +106,38 @@ async fn an_identity_token_is_exchanged_for_an_access_token() {
     assert!(
         !d.log().contains("my-refresh-token"),
         "the identity token leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_the_anonymous_token_flow_is_used() {
+    let (fake, img) = token_registry().await;
+    let (_hosts, d) = daemon_for(&fake, None).await;
+    let mut c = d.client().await;
+    assert_eq!(
+        pull(&mut c, &format!("{}/app:v1", fake.addr()), None).await.unwrap(),
+        img.config_digest
+    );
+    // The challenge sent us to the realm for a pull-scoped token, asked for without credentials.
+    let asked: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /token"))
+        .collect();
+    assert!(!asked.is_empty(), "{:?}", fake.seen());
+    assert!(
+        asked[0].contains("scope=repository%3Aapp%3Apull") && asked[0].contains("service=fake-registry"),
+        "{}",
+        asked[0]
+    );
+    assert!(
+        !asked[0].to_lowercase().contains("authorization:"),
+        "an anonymous token request carries no credentials"
+    );
+    let m = manifest_requests(&fake);
+    assert!(
+        m.iter()
+            .all(|r| r.to_lowercase().contains("authorization: bearer access-from-refresh")),
+        "{m:?}"
     );
 }
