@@ -16,7 +16,7 @@ use crate::metadata::Descriptor;
 use crate::registry::Session;
 
 /// Chunks in flight between the network and the disk (reqwest chunks are 8–64 KiB).
-const CHANNEL_DEPTH: usize = 32;
+const CHANNEL_DEPTH: usize = 8;
 
 enum Chunk {
     Data(Bytes),

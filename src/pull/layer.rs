@@ -28,8 +28,11 @@ use crate::registry::Session;
 use crate::snapshot::SnapshotStore;
 use crate::unpack::{self, Capabilities, CountingReader, Limits};
 
-/// Chunks in flight between the network and the unpacking thread.
-const CHANNEL_DEPTH: usize = 64;
+/// Chunks in flight between the network and the unpacking thread. hyper hands over chunks of up to a few
+/// hundred KiB at loopback speed, so the depth bounds memory: 8 chunks keep a layer's buffer to a few MiB
+/// (at 64, four layers in flight held over 100 MB), while the unpacking thread never waits on an empty
+/// channel when the network is faster than it.
+const CHANNEL_DEPTH: usize = 8;
 
 /// Everything a layer needs besides the layer itself.
 pub(super) struct LayerCtx<'a> {
