@@ -1,0 +1,239 @@
+//! Scale mode (`--api`, issue 6 item 5): thousands of tiny distinct images in each store, then the
+//! latency of the read RPCs kubelet calls all the time and each daemon's start-up time on the populated
+//! store.
+//!
+//! Every image has one small gzip layer of its own. imaged gets all of them; containerd gets as many as
+//! it pulls within a time budget (`--api-containerd-budget`), and the report says how many.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures_util::StreamExt;
+use imaged::proto::runtime::v1 as cri;
+
+use super::common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
+use super::common::push;
+use super::daemons::Daemon;
+use super::report::{median, min_max, percentile};
+use super::text::Rng;
+
+/// What scale mode does.
+#[derive(Clone, Debug)]
+pub struct ApiOpts {
+    /// Images pushed and pulled into imaged.
+    pub images: usize,
+    /// Calls per RPC and daemon.
+    pub calls: usize,
+    /// Longest time spent filling containerd.
+    pub containerd_budget: Duration,
+    /// Restarts timed per daemon.
+    pub restarts: usize,
+}
+
+/// The repository every tiny image is pushed to, as tag `i<N>`.
+const REPO: &str = "bench/api";
+
+/// Pushes `n` tiny images to the registry at `addr` (32 at a time); returns their references.
+pub async fn push_tiny(addr: &str, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    let refs: Vec<String> = futures_util::stream::iter(0..n)
+        .map(|i| async move {
+            let layer = Layer::build(
+                &[
+                    Entry::dir("data"),
+                    Entry::file("data/id", format!("tiny image {i}\n")),
+                    Entry::file("data/blob", random_bytes(9_000_000 + i as u64, 512)),
+                ],
+                Compression::Gzip,
+                MediaStyle::Oci,
+            );
+            let image = ImageBuilder::new(MediaStyle::Oci)
+                .layer(layer)
+                .label("imaged.bench", "api")
+                .build();
+            let tag = format!("i{i:05}");
+            push::push_image(addr, REPO, &tag, &image, None).await;
+            format!("{addr}/{REPO}:{tag}")
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    eprintln!(
+        "bench-pull: api: pushed {n} images in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    refs
+}
+
+/// Pulls `refs` into `d`, `concurrency` at a time, stopping after `budget`; returns what it pulled and the
+/// time it took.
+async fn fill(d: &Daemon, refs: &[String], concurrency: usize, budget: Option<Duration>) -> Result<(Vec<String>, f64)> {
+    let start = Instant::now();
+    let client = d.client().await?;
+    let mut pulls = futures_util::stream::iter(refs.iter().cloned())
+        .map(|r| {
+            let mut c = client.clone();
+            async move {
+                let req = cri::PullImageRequest {
+                    image: spec(&r),
+                    auth: None,
+                    sandbox_config: None,
+                };
+                match c.pull_image(req).await {
+                    Ok(_) => Ok(r),
+                    Err(status) => Err(anyhow::anyhow!(
+                        "PullImage {r}: {:?}: {}",
+                        status.code(),
+                        status.message()
+                    )),
+                }
+            }
+        })
+        .buffer_unordered(concurrency);
+    let mut done = Vec::new();
+    while let Some(res) = pulls.next().await {
+        done.push(res.with_context(|| format!("{}; log tail:\n{}", d.name, d.log_tail(10)))?);
+        if done.len() % 500 == 0 {
+            eprintln!(
+                "bench-pull: api: {} has {} images ({:.0} s)",
+                d.name,
+                done.len(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        if budget.is_some_and(|b| start.elapsed() > b) {
+            eprintln!(
+                "bench-pull: api: {} stopped at {} images: time budget spent",
+                d.name,
+                done.len()
+            );
+            break;
+        }
+    }
+    Ok((done, start.elapsed().as_secs_f64()))
+}
+
+fn spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.to_owned(),
+        user_specified_image: image.to_owned(),
+        ..Default::default()
+    })
+}
+
+/// Per daemon: what scale mode measured.
+#[derive(Default)]
+struct Row {
+    pulled: Vec<String>,
+    fill_secs: f64,
+    listed: usize,
+    list_ms: Vec<f64>,
+    status_ms: Vec<f64>,
+    fsinfo_ms: Vec<f64>,
+    startup_ms: Vec<f64>,
+    rss: u64,
+}
+
+/// Runs scale mode on `daemons` (imaged first, then containerd) with `refs` pushed; returns the report.
+pub async fn run(opts: &ApiOpts, daemons: &mut [Daemon], refs: &[String]) -> Result<String> {
+    let mut rows: Vec<Row> = daemons.iter().map(|_| Row::default()).collect();
+    for (d, row) in daemons.iter().zip(&mut rows) {
+        let budget = (d.name != "imaged").then_some(opts.containerd_budget);
+        let (pulled, secs) = fill(d, refs, 8, budget).await?;
+        eprintln!(
+            "bench-pull: api: {} pulled {} images in {secs:.1} s",
+            d.name,
+            pulled.len()
+        );
+        row.pulled = pulled;
+        row.fill_secs = secs;
+    }
+    let mut clients = Vec::new();
+    for d in daemons.iter() {
+        clients.push(d.client().await?);
+    }
+    let mut rng = Rng::new(42);
+    // Warm-up, then the calls, alternating the daemons call by call.
+    for call in 0..opts.calls + 10 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let row = &mut rows[i];
+            let t = Instant::now();
+            let listed = c
+                .list_images(cri::ListImagesRequest { filter: None })
+                .await?
+                .into_inner()
+                .images
+                .len();
+            let list = t.elapsed();
+            let pick = &row.pulled[rng.below(row.pulled.len() as u64) as usize];
+            let t = Instant::now();
+            let found = c
+                .image_status(cri::ImageStatusRequest {
+                    image: spec(pick),
+                    verbose: false,
+                })
+                .await?
+                .into_inner()
+                .image
+                .is_some();
+            let status = t.elapsed();
+            anyhow::ensure!(found, "{}: ImageStatus {pick}: not found", daemons[i].name);
+            let t = Instant::now();
+            c.image_fs_info(cri::ImageFsInfoRequest {}).await?;
+            let fsinfo = t.elapsed();
+            if call >= 10 {
+                row.listed = listed;
+                row.list_ms.push(list.as_secs_f64() * 1e3);
+                row.status_ms.push(status.as_secs_f64() * 1e3);
+                row.fsinfo_ms.push(fsinfo.as_secs_f64() * 1e3);
+            }
+        }
+    }
+    for (d, row) in daemons.iter().zip(&mut rows) {
+        row.rss = d.rss()?;
+    }
+    // Idle connections would hold up a graceful shutdown.
+    drop(clients);
+    for round in 0..opts.restarts {
+        for (d, row) in daemons.iter_mut().zip(&mut rows) {
+            d.stop();
+            let t = d.start().await?;
+            eprintln!(
+                "bench-pull: api: restart {}: {} served in {:.1} ms",
+                round + 1,
+                d.name,
+                t.as_secs_f64() * 1e3
+            );
+            row.startup_ms.push(t.as_secs_f64() * 1e3);
+        }
+    }
+    Ok(table(opts, daemons, &rows))
+}
+
+fn table(opts: &ApiOpts, daemons: &[Daemon], rows: &[Row]) -> String {
+    let mut s = format!(
+        "{} calls of each RPC per daemon (after 10 warm-up calls), alternating daemons; ImageStatus by tag of a \
+         random image the daemon holds; start-up = spawn to the first ImageFsInfo answer, polled every 5 ms, {} \
+         restarts.\n\n",
+        opts.calls, opts.restarts
+    );
+    s += "| daemon | images in store (ListImages) | fill: s (images/s) | ListImages p50 / p99 ms | ImageStatus p50 / p99 ms | ImageFsInfo p50 / p99 ms | start-up median (min–max) ms | RSS after fill MB |\n";
+    s += "|---|---|---|---|---|---|---|---|\n";
+    let pp = |v: &[f64]| format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0));
+    for (d, r) in daemons.iter().zip(rows) {
+        let (lo, hi) = min_max(&r.startup_ms);
+        s += &format!(
+            "| {} | {} | {:.1} ({:.0}) | {} | {} | {} | {:.0} ({lo:.0}–{hi:.0}) | {:.1} |\n",
+            d.name,
+            r.listed,
+            r.fill_secs,
+            r.pulled.len() as f64 / r.fill_secs,
+            pp(&r.list_ms),
+            pp(&r.status_ms),
+            pp(&r.fsinfo_ms),
+            median(&r.startup_ms),
+            r.rss as f64 / 1e6
+        );
+    }
+    s
+}

@@ -1,0 +1,299 @@
+//! `bench_pull`: imaged against containerd 1.6 through CRI PullImage, side by side on this machine
+//! (issue 6; run by `hack/bench-pull`, never by CI or `cargo test`).
+//!
+//! Layout:
+//! - `bench/images.rs`: the deterministic benchmark images (`large`, `large-zstd`, `many-small`, `shared`);
+//!   `bench/text.rs`: the PRNG and the text they are made of.
+//! - `bench/daemons.rs`: imaged and containerd as child processes, their config, RSS from `/proc`.
+//! - `bench/pulls.rs`: warm-up, then A B A B timed pulls.
+//! - `bench/floor.rs`: `--floor`, the pipeline floor of `large`.
+//! - `bench/api.rs`: `--api`, the read RPCs and start-up with thousands of images.
+//! - `bench/report.rs`: statistics and the markdown tables.
+//! - `bench/common.rs`: the fixtures of `tests/common/` used here (image builder, pusher, registry).
+//!
+//! Temp dirs (stores, registry storage) go under `$TMPDIR` (default `/tmp`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+#[path = "bench/api.rs"]
+mod api;
+#[path = "bench/common.rs"]
+mod common;
+#[path = "bench/daemons.rs"]
+mod daemons;
+#[path = "bench/floor.rs"]
+mod floor;
+#[path = "bench/images.rs"]
+mod images;
+#[path = "bench/pulls.rs"]
+mod pulls;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/text.rs"]
+mod text;
+
+use common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
+use daemons::Daemon;
+use images::Scale;
+
+/// imaged vs containerd: CRI PullImage side by side (issue 6).
+#[derive(Parser, Debug)]
+struct Args {
+    /// Timed pulls per daemon and image, alternating the daemons [default: 5; 2 with --quick].
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// Smoke run: 2 pairs, images 1/8 the size (1/4 the files); `--api`: 200 images, 50 calls.
+    #[arg(long)]
+    quick: bool,
+    /// Also measure the pipeline floor of `large` (HTTP, SHA-256, gunzip, untar) in the same run.
+    #[arg(long)]
+    floor: bool,
+    /// Seconds to wait after each RemoveImage + `sync` before the timed pull. 65 lets ext4's
+    /// recently-deleted inode window (60 s for clean inode tables) pass, so that file creation is not slowed
+    /// by the removal of the previous tree (PERF-NOTES); slow: use with --only and few --pairs.
+    #[arg(long, default_value_t = 0)]
+    settle: u64,
+    /// Scale mode instead of the pull comparison: latency of ListImages, ImageStatus, ImageFsInfo and
+    /// start-up time with many images in each store.
+    #[arg(long)]
+    api: bool,
+    /// `--api`: images in imaged's store.
+    #[arg(long, default_value_t = 5000)]
+    api_images: usize,
+    /// `--api`: timed calls per RPC and daemon.
+    #[arg(long, default_value_t = 200)]
+    api_calls: usize,
+    /// `--api`: seconds spent at most pulling the images into containerd.
+    #[arg(long, default_value_t = 300)]
+    api_containerd_budget: u64,
+    /// `--api`: timed restarts per daemon.
+    #[arg(long, default_value_t = 3)]
+    api_restarts: usize,
+    /// The imaged binary [default: target/release/imaged, next to this example's directory].
+    #[arg(long)]
+    imaged: Option<PathBuf>,
+    /// Do not run containerd with the overlayfs snapshotter.
+    #[arg(long)]
+    no_overlayfs: bool,
+    /// Only these images (comma-separated: large, large-zstd, many-small, shared).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only build the images and print their table (to check sizes and compression ratios).
+    #[arg(long)]
+    images_only: bool,
+    /// Keep the temp dir (stores, logs) instead of removing it at the end.
+    #[arg(long)]
+    keep: bool,
+}
+
+// One worker thread runs the client's connection tasks, so that they close dropped connections even while
+// the main thread blocks (waiting for a daemon to exit): imaged's graceful shutdown waits for open ones.
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let imaged_bin = match &args.imaged {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .context("locate target/release")?
+            .join("imaged"),
+    };
+    if !imaged_bin.is_file() {
+        bail!("{} not found: run `cargo build --release` first", imaged_bin.display());
+    }
+    let imaged_bin = imaged_bin.canonicalize()?;
+    let work = tempfile::Builder::new().prefix("bench-pull-").tempdir()?;
+    let dirs_before = system_dirs();
+    let mut out = format!("{}\n", report::machine(work.path(), &imaged_bin));
+    let res = match args.api {
+        true => api_mode(&args, work.path(), &imaged_bin, &mut out).await,
+        false => pull_mode(&args, work.path(), &imaged_bin, &mut out).await,
+    };
+    out += &format!("\n- load average at the end: {}\n", report::loadavg());
+    let dirs_after = system_dirs();
+    if dirs_after != dirs_before {
+        out += &format!("\n**Warning**: system containerd dirs changed: {dirs_before:?} -> {dirs_after:?}\n");
+    }
+    println!("{out}");
+    if args.keep {
+        let kept = work.keep();
+        eprintln!("bench-pull: kept {}", kept.display());
+    }
+    res
+}
+
+/// Whether `/var/lib/containerd` and `/run/containerd` exist (the benchmark must not create them).
+fn system_dirs() -> [bool; 2] {
+    ["/var/lib/containerd", "/run/containerd"].map(|d| Path::new(d).exists())
+}
+
+/// Starts the registry and writes `hosts/<registry>/hosts.toml` (plain http).
+async fn registry(work: &Path) -> Result<(TestRegistry, PathBuf)> {
+    let registry = TestRegistry::start(RegistryOptions::default()).await;
+    let hosts = work.join("hosts");
+    write_hosts_toml(&hosts, &registry.host(), &registry.url());
+    Ok((registry, hosts))
+}
+
+/// Starts `d`, returning a markdown line with its start-up time and idle RSS.
+async fn start(d: &mut Daemon) -> Result<String> {
+    let t = d.start().await?;
+    eprintln!("bench-pull: {} started, pid {}", d.name, d.pid().unwrap_or(0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(format!(
+        "- {}: serving CRI after {:.0} ms, idle RSS {} MB\n",
+        d.name,
+        t.as_secs_f64() * 1e3,
+        report::mb(d.rss()?)
+    ))
+}
+
+async fn pull_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String) -> Result<()> {
+    let pairs = args.pairs.unwrap_or(if args.quick { 2 } else { 5 });
+    let scale = match args.quick {
+        true => Scale { bytes: 8, files: 4 },
+        false => Scale { bytes: 1, files: 1 },
+    };
+    let overlay = match args.no_overlayfs {
+        true => Err(anyhow::anyhow!("not tried (--no-overlayfs)")),
+        false => daemons::overlay_mounts(work),
+    };
+    *out += &match &overlay {
+        Ok(()) => "- overlayfs: mounts here (2 lowerdirs + upper); containerd runs with it as a third daemon\n".into(),
+        Err(e) => format!("- overlayfs: **skipped**: {e:#}\n"),
+    };
+
+    eprintln!("bench-pull: building images");
+    let t = Instant::now();
+    let mut images = images::build_all(scale);
+    if !args.only.is_empty() {
+        images.retain(|i| args.only.iter().any(|o| o == i.name));
+    }
+    eprintln!("bench-pull: built in {:.1} s", t.elapsed().as_secs_f64());
+    *out += &format!("\n## Images\n\n{}", report::images(&images));
+    if args.images_only {
+        return Ok(());
+    }
+
+    let (registry, hosts) = registry(work).await?;
+    let t = Instant::now();
+    for img in &images {
+        for p in img.prereq.iter().chain([&img.target]) {
+            common::push::push_image(&registry.addr(), &p.repo, &p.tag, &p.image, None).await;
+        }
+    }
+    eprintln!("bench-pull: pushed in {:.1} s", t.elapsed().as_secs_f64());
+
+    let mut daemons = vec![
+        Daemon::imaged(imaged_bin, &work.join("imaged"), &hosts)?,
+        Daemon::containerd(&work.join("containerd-native"), &hosts, "native")?,
+    ];
+    if overlay.is_ok() {
+        daemons.push(Daemon::containerd(
+            &work.join("containerd-overlayfs"),
+            &hosts,
+            "overlayfs",
+        )?);
+    }
+    *out += "\n## Daemons\n\n";
+    for d in &mut daemons {
+        *out += &start(d).await?;
+    }
+
+    // The floor first, before any pull or removal of this run: its file creation must not pay for ext4's
+    // scan of recently deleted inodes, which the daemons' pulls do pay (each follows a RemoveImage).
+    let mut floor_layers = None;
+    if let Some(large) = images.iter().find(|i| i.name == "large").filter(|_| args.floor) {
+        eprintln!("bench-pull: floor of large");
+        floor_layers = Some(floor::measure(large, &registry.url(), &work.join("floor")).await?);
+    }
+    let host = registry.host();
+    let usable = pulls::warm_up(&daemons, &host, &images).await?;
+    for (d, ok) in daemons.iter().zip(&usable) {
+        if !ok {
+            *out += &format!("- {}: **warm-up pull failed, skipped** (see its log)\n", d.name);
+        }
+    }
+    let settle = Duration::from_secs(args.settle);
+    let mut results = Vec::new();
+    for img in &images {
+        results.push(pulls::measure(&daemons, &usable, &host, &images, img, pairs, settle).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for d in &daemons {
+        *out += &format!("- {}: RSS after the run {} MB\n", d.name, report::mb(d.rss()?));
+    }
+
+    let names: Vec<String> = daemons.iter().map(|d| d.name.clone()).collect();
+    *out += &format!(
+        "\n## CRI PullImage, medians of {pairs} timed pulls per daemon (A B A B …, image removed and `sync`{} \
+         before each, after a discarded warm-up)\n\n{}",
+        match args.settle {
+            0 => String::new(),
+            n => format!(" and {n} s of settling"),
+        },
+        report::summary(&results, &names)
+    );
+    *out += &report::pulls(&results, &names);
+    let large = results.iter().find(|r| r.image.name == "large");
+    if let (Some(layers), Some(large)) = (&floor_layers, large) {
+        *out += &format!(
+            "\n## Pipeline floor of `large` (each part alone, median of 3, per layer; measured before the pulls)\n\n{}",
+            floor::report(layers, report::median(&large.secs[0]))
+        );
+    } else if args.floor {
+        *out += "\n## Pipeline floor\n\n`large` was not measured (excluded with --only)\n";
+    }
+    *out += &log_errors(&daemons);
+    Ok(())
+}
+
+async fn api_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String) -> Result<()> {
+    let opts = api::ApiOpts {
+        images: if args.quick { 200 } else { args.api_images },
+        calls: if args.quick { 50 } else { args.api_calls },
+        containerd_budget: Duration::from_secs(args.api_containerd_budget),
+        restarts: args.api_restarts,
+    };
+    let (registry, hosts) = registry(work).await?;
+    let refs = api::push_tiny(&registry.addr(), opts.images).await;
+    let mut daemons = vec![
+        Daemon::imaged(imaged_bin, &work.join("imaged"), &hosts)?,
+        Daemon::containerd(&work.join("containerd-native"), &hosts, "native")?,
+    ];
+    *out += "\n## Daemons\n\n";
+    for d in &mut daemons {
+        *out += &start(d).await?;
+    }
+    let table = api::run(&opts, &mut daemons, &refs).await?;
+    *out += &format!(
+        "\n## Scale: {} tiny images pushed (one 1-layer image each)\n\n{table}",
+        opts.images
+    );
+    *out += &log_errors(&daemons);
+    Ok(())
+}
+
+/// The error and warning lines of each daemon's log (the first few), without containerd's complaint that
+/// no CNI network is configured (expected: the benchmark runs no pods).
+fn log_errors(daemons: &[Daemon]) -> String {
+    let mut s =
+        String::from("\n## Errors and warnings in the daemons' logs (containerd's \"no CNI config\" left out)\n\n");
+    for d in daemons {
+        let errors: Vec<String> = d
+            .log_errors()
+            .into_iter()
+            .filter(|l| !l.contains("failed to load cni"))
+            .collect();
+        s += &format!("- {}: {} line(s)\n", d.name, errors.len());
+        for line in errors.iter().take(5) {
+            s += &format!("  - `{}`\n", line.chars().take(300).collect::<String>());
+        }
+    }
+    s
+}
