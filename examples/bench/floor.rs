@@ -9,15 +9,17 @@
 //!    `sync` so that nothing else is dirty,
 //! 6. then one `syncfs` of it (as imaged does per snapshot).
 //!
-//! It runs before any pull of the run, so that its file creation does not pay for ext4's scan of recently
-//! deleted inodes (PERF-NOTES), which the daemons' pulls pay after each RemoveImage unless `--settle` lets
-//! the 60 s window pass. Each part is the median of 3 runs. The serial sum adds every part of every layer; the ideal parallel
+//! It runs before any pull of the run, after a `sync` and [`SETTLE`] of waiting, so that its file creation
+//! does not pay for ext4's scan of recently deleted inodes (PERF-NOTES: on this journal-less ext4, creating
+//! files within 60 s of deleting a large tree is 3–10× slower; a previous run's cleanup is enough). The
+//! daemons' pulls do pay it after each RemoveImage, unless `--settle 65` lets the window pass. Each part is
+//! the median of 3 runs. The serial sum adds every part of every layer; the ideal parallel
 //! floor spreads that over min(cores, layers) cores, but is never below the longest single layer's chain.
 
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use flate2::read::GzDecoder;
@@ -27,6 +29,10 @@ use super::images::BenchImage;
 use super::report::{mb, median};
 
 const RUNS: usize = 3;
+
+/// How long the floor waits (after a `sync`) before measuring: ext4 skips inodes deleted in the last 60 s
+/// when their inode table block is clean.
+pub const SETTLE: Duration = Duration::from_secs(65);
 const PARTS: [&str; 6] = ["HTTP GET", "SHA-256 blob", "gunzip", "SHA-256 tar", "untar", "syncfs"];
 
 /// The floor of one layer: median seconds of each part.
@@ -49,6 +55,9 @@ impl LayerFloor {
 /// Measures every layer of `img` (a gzip image pushed to `registry_url`), writing under `dir`.
 pub async fn measure(img: &BenchImage, registry_url: &str, dir: &Path) -> Result<Vec<LayerFloor>> {
     let client = reqwest::Client::new();
+    super::pulls::sync()?;
+    eprintln!("bench-pull: floor: waiting {SETTLE:?} for recently deleted inodes to age");
+    tokio::time::sleep(SETTLE).await;
     let mut out = Vec::new();
     for (i, layer) in img.target.image.layers.iter().enumerate() {
         let blob = &layer.blob;
@@ -178,7 +187,9 @@ pub fn report(layers: &[LayerFloor], imaged_median: f64) -> String {
         "\n- serial sum: **{serial:.3} s** ({:.1} MB/s of compressed input on one core)\n\
          - ideal parallel floor: max(serial / min({cores} cores, {} layers), longest layer chain {longest:.3} s) = \
          **{floor:.3} s** ({:.1} MB/s compressed)\n\
-         - imaged median: {imaged_median:.3} s = **{:.2}× the floor** (target ≤ 1.3×)\n",
+         - imaged median: {imaged_median:.3} s = **{:.2}× the floor** (target ≤ 1.3×); unless the pulls ran \
+         with `--settle 65`, each followed a RemoveImage and paid ext4's recently-deleted inode scan, which the \
+         floor does not\n",
         comp as f64 / 1e6 / serial,
         layers.len(),
         comp as f64 / 1e6 / floor,
