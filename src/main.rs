@@ -122,6 +122,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = imaged::server::listener::bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), platform = %config.platform, "serving CRI image service");
 
+    let metrics = service.metrics().clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(imaged::server::serve(listener, service, async {
         let _ = stop_rx.await;
@@ -129,9 +130,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signal = shutdown_signal().await?;
     tracing::info!(signal, "shutting down: no new calls accepted");
     let _ = stop_tx.send(());
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(joined) => joined.context("server task")?.context("serving")?,
-        Err(_) => tracing::warn!("in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting anyway"),
+    // tonic's graceful shutdown also waits for idle connections to close, and kubelet keeps one open
+    // forever: once no pull is running there is nothing left worth waiting for.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    tokio::pin!(server);
+    loop {
+        tokio::select! {
+            joined = &mut server => {
+                joined.context("server task")?.context("serving")?;
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if metrics.pulls_in_progress.get() == 0 {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!("pulls still running after {SHUTDOWN_GRACE:?}; exiting anyway (the store is crash-safe)");
+                    break;
+                }
+            }
+        }
     }
     drop(housekeeping); // Stops the loop and persists last-use times.
     let _ = std::fs::remove_file(&config.socket);

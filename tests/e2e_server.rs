@@ -162,3 +162,22 @@ async fn shutdown_during_a_pull_leaves_a_consistent_store() {
     let mut c = d.client().await;
     assert!(common::daemon::list(&mut c).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_connection_does_not_delay_shutdown() {
+    let mut d = Daemon::start(DaemonOptions::default()).await;
+    // kubelet keeps its connection open for the daemon's whole life.
+    let mut c = d.client().await;
+    c.image_fs_info(imaged::proto::runtime::v1::ImageFsInfoRequest {})
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = d.stop().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(c);
+}
