@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{DaemonOptions, pull, spec};
 use common::fake_registry::{Canned, FakeRegistry, daemon_for};
-use common::image::{Compression, Entry, Layer, MediaStyle, OCI_MANIFEST, random_bytes};
+use common::image::OCI_MANIFEST;
 use common::registry::RegistryOptions;
-use common::setup::{Setup, image_of, small_image};
+use common::setup::{Setup, small_image};
 use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
 
@@ -51,25 +51,7 @@ async fn fifty_concurrent_pulls_share_one_registry_pull() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_images_sharing_a_base_fetch_it_once() {
     let s = Setup::start().await;
-    let base = Layer::build(
-        &[Entry::file("base", random_bytes(5, 3 << 20))],
-        Compression::Gzip,
-        MediaStyle::Oci,
-    );
-    let a = image_of(
-        MediaStyle::Oci,
-        vec![
-            base.clone(),
-            Layer::build(&[Entry::file("a", "a")], Compression::Gzip, MediaStyle::Oci),
-        ],
-    );
-    let b = image_of(
-        MediaStyle::Oci,
-        vec![
-            base.clone(),
-            Layer::build(&[Entry::file("b", "b")], Compression::Gzip, MediaStyle::Oci),
-        ],
-    );
+    let (base, a, b) = common::setup::sharing_a_base(5, 3 << 20);
     s.push("a", "v1", &a).await;
     s.push("b", "v1", &b).await;
     let (mut c1, mut c2) = (s.daemon.client().await, s.daemon.client().await);

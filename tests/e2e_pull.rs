@@ -297,25 +297,7 @@ async fn a_second_tag_adds_and_a_moved_tag_leaves_the_old_image() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_drops_every_tag_and_only_unshared_blobs_and_is_idempotent() {
     let s = Setup::start().await;
-    let base = Layer::build(
-        &[Entry::file("base", random_bytes(1, 50_000))],
-        Compression::Gzip,
-        MediaStyle::Oci,
-    );
-    let a = image_of(
-        MediaStyle::Oci,
-        vec![
-            base.clone(),
-            Layer::build(&[Entry::file("a", "a")], Compression::Gzip, MediaStyle::Oci),
-        ],
-    );
-    let b = image_of(
-        MediaStyle::Oci,
-        vec![
-            base.clone(),
-            Layer::build(&[Entry::file("b", "b")], Compression::Gzip, MediaStyle::Oci),
-        ],
-    );
+    let (base, a, b) = common::setup::sharing_a_base(1, 50_000);
     s.push("a", "v1", &a).await;
     s.push("a", "v2", &a).await;
     s.push("b", "v1", &b).await;

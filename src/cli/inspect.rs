@@ -10,19 +10,7 @@ use crate::proto::runtime::v1 as cri;
 /// Prints `image`'s status and verbose info as one JSON document, whatever the output format (as
 /// `crictl inspecti`, whose default is JSON). An absent image is an error.
 pub async fn run(common: &Common, image: &str, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
-    let mut client = super::client(common).await?;
-    let request = cri::ImageStatusRequest {
-        image: Some(cri::ImageSpec {
-            image: image.to_string(),
-            ..Default::default()
-        }),
-        verbose: true,
-    };
-    let response = client
-        .image_status(request)
-        .await
-        .map_err(|s| CliError::rpc(format!("inspect {image}"), &s))?
-        .into_inner();
+    let response = super::verbose_status(common, "inspect", image).await?;
     let document = document(&response).ok_or_else(|| CliError::ImageNotFound {
         image: image.to_string(),
     })?;

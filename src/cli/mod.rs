@@ -230,6 +230,33 @@ pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> 
     Ok(channel)
 }
 
+/// Verbose ImageStatus of `image`; `command` names the call in errors. An absent image is an error.
+async fn verbose_status(
+    common: &Common,
+    command: &str,
+    image: &str,
+) -> Result<crate::proto::runtime::v1::ImageStatusResponse, CliError> {
+    let mut client = client(common).await?;
+    let request = crate::proto::runtime::v1::ImageStatusRequest {
+        image: Some(crate::proto::runtime::v1::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        verbose: true,
+    };
+    let response = client
+        .image_status(request)
+        .await
+        .map_err(|s| CliError::rpc(format!("{command} {image}"), &s))?
+        .into_inner();
+    if response.image.is_none() {
+        return Err(CliError::ImageNotFound {
+            image: image.to_string(),
+        });
+    }
+    Ok(response)
+}
+
 /// [`connect`], with a failure turned into the error a person at a terminal needs.
 async fn client(common: &Common) -> Result<ImageServiceClient<Channel>, CliError> {
     Ok(cri_client(open(common).await?))

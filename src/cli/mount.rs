@@ -19,24 +19,7 @@ pub async fn run(common: &Common, image: &str, dir: &Path, out: &mut (dyn Write 
             detail: "the directory is not empty".into(),
         });
     }
-    let mut client = super::client(common).await?;
-    let request = cri::ImageStatusRequest {
-        image: Some(cri::ImageSpec {
-            image: image.to_string(),
-            ..Default::default()
-        }),
-        verbose: true,
-    };
-    let response = client
-        .image_status(request)
-        .await
-        .map_err(|s| CliError::rpc(format!("mount {image}"), &s))?
-        .into_inner();
-    if response.image.is_none() {
-        return Err(CliError::ImageNotFound {
-            image: image.to_string(),
-        });
-    }
+    let response = super::verbose_status(common, "mount", image).await?;
     let layers = snapshot_dirs(&response).ok_or_else(|| CliError::Mount {
         dir: dir.to_path_buf(),
         detail: "the image service did not report snapshot directories (is it imaged?)".into(),

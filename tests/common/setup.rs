@@ -91,3 +91,17 @@ pub fn image_of(style: MediaStyle, layers: Vec<Layer>) -> BuiltImage {
         .fold(ImageBuilder::new(style), |b, l| b.layer(l))
         .build()
 }
+
+/// Two OCI images over one shared gzip base layer of `base_len` pseudo-random bytes, each with a tiny
+/// layer of its own: `(base, a, b)`.
+pub fn sharing_a_base(seed: u64, base_len: usize) -> (Layer, BuiltImage, BuiltImage) {
+    let base = Layer::build(
+        &[Entry::file("base", random_bytes(seed, base_len))],
+        Compression::Gzip,
+        MediaStyle::Oci,
+    );
+    let own = |name: &str| Layer::build(&[Entry::file(name, name)], Compression::Gzip, MediaStyle::Oci);
+    let a = image_of(MediaStyle::Oci, vec![base.clone(), own("a")]);
+    let b = image_of(MediaStyle::Oci, vec![base.clone(), own("b")]);
+    (base, a, b)
+}
