@@ -1,0 +1,126 @@
+//! The entries that are not plain files or directories (device nodes, FIFOs, whiteouts, opaque markers),
+//! and the metadata every entry gets: owner, xattrs, mode, time.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, CWD, FileType, Mode, XattrFlags};
+use tar::EntryType;
+
+use super::{Applier, OPAQUE_MARKER, OPAQUE_XATTR, set_mtime};
+use crate::unpack::UnpackError;
+
+impl Applier<'_> {
+    /// Creates a device node or FIFO; returns false if it was skipped (not permitted).
+    pub(super) fn node(&mut self, header: &tar::Header, kind: EntryType, target: &Path) -> Result<bool, UnpackError> {
+        let (ft, dev) = match kind {
+            EntryType::Fifo => (FileType::Fifo, 0),
+            EntryType::Char | EntryType::Block => {
+                if !self.caps.privileged {
+                    self.stats.skipped_devices += 1;
+                    return Ok(false);
+                }
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let ft = if kind == EntryType::Char {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                (ft, rustix::fs::makedev(major, minor))
+            }
+            _ => return Ok(false),
+        };
+        rustix::fs::mknodat(CWD, target, ft, Mode::from_raw_mode(0o600), dev)
+            .map_err(|e| self.io("create node", target, e.into()))?;
+        self.stats.inodes += 1;
+        Ok(true)
+    }
+
+    pub(super) fn whiteout(&mut self, parent: &Path, hidden: &OsStr, rel: &Path) -> Result<(), UnpackError> {
+        if hidden.is_empty() || hidden == "." || hidden == ".." {
+            return Err(self.unsafe_entry(&rel.display().to_string(), "a whiteout must name an entry"));
+        }
+        if !self.caps.overlay_whiteouts {
+            return self.oci_marker(&self.dest.join(rel));
+        }
+        let target = self.dest.join(parent).join(hidden);
+        self.clear(&target, false)?;
+        rustix::fs::mknodat(
+            CWD,
+            &target,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o000),
+            rustix::fs::makedev(0, 0),
+        )
+        .map_err(|e| self.io("create whiteout", &target, e.into()))?;
+        self.stats.inodes += 1;
+        Ok(())
+    }
+
+    pub(super) fn opaque(&mut self, parent: &Path) -> Result<(), UnpackError> {
+        let dir = self.dest.join(parent);
+        if !self.caps.overlay_whiteouts {
+            return self.oci_marker(&dir.join(OPAQUE_MARKER));
+        }
+        rustix::fs::lsetxattr(&dir, OPAQUE_XATTR, b"y", XattrFlags::empty())
+            .map_err(|e| self.io("mark opaque", &dir, e.into()))
+    }
+
+    fn oci_marker(&mut self, path: &Path) -> Result<(), UnpackError> {
+        self.clear(path, false)?;
+        fs::File::create(path).map_err(|e| self.io("create", path, e))?;
+        self.stats.oci_whiteouts += 1;
+        self.stats.inodes += 1;
+        Ok(())
+    }
+
+    pub(super) fn metadata<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        header: &tar::Header,
+        target: &Path,
+        kind: EntryType,
+    ) -> Result<(), UnpackError> {
+        let symlink = kind == EntryType::Symlink;
+        if self.caps.privileged {
+            let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
+            let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+            rustix::fs::chownat(
+                CWD,
+                target,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io("chown", target, e.into()))?;
+        }
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                let Ok(key) = ext.key() else { continue };
+                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                    // Where not permitted (security.* without privilege, filesystems without user xattrs),
+                    // the attribute is skipped, as containerd does rootless.
+                    if let Err(e) = rustix::fs::lsetxattr(target, name, ext.value_bytes(), XattrFlags::empty()) {
+                        tracing::debug!(path = %target.display(), xattr = name, error = %e, "xattr not set");
+                    }
+                }
+            }
+        }
+        if !symlink {
+            // After chown, which clears set-id bits.
+            let mode = header.mode().map_err(|e| self.tar_err(e))? & 0o7777;
+            fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(|e| self.io("chmod", target, e))?;
+        }
+        let mtime = header.mtime().unwrap_or(0) as i64;
+        if kind == EntryType::Directory {
+            self.dirs.push((target.to_path_buf(), mtime));
+        } else {
+            set_mtime(target, mtime).map_err(|e| self.io("set the time of", target, e))?;
+        }
+        Ok(())
+    }
+}
