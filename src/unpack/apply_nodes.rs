@@ -10,7 +10,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, XattrFlags};
 use tar::EntryType;
 
-use super::{Applier, OPAQUE_MARKER, OPAQUE_XATTR, set_mtime};
+use super::{Applier, OPAQUE_MARKER, OPAQUE_XATTR, set_mtime, timestamps};
 use crate::unpack::UnpackError;
 
 impl Applier<'_> {
@@ -34,8 +34,9 @@ impl Applier<'_> {
             }
             _ => return Ok(false),
         };
-        rustix::fs::mknodat(CWD, target, ft, Mode::from_raw_mode(0o600), dev)
-            .map_err(|e| self.io("create node", target, e.into()))?;
+        self.create_replacing(target, "create node", || {
+            rustix::fs::mknodat(CWD, target, ft, Mode::from_raw_mode(0o600), dev).map_err(Into::into)
+        })?;
         self.stats.inodes += 1;
         Ok(true)
     }
@@ -48,15 +49,10 @@ impl Applier<'_> {
             return self.oci_marker(&self.dest.join(rel));
         }
         let target = self.dest.join(parent).join(hidden);
-        self.clear(&target, false)?;
-        rustix::fs::mknodat(
-            CWD,
-            &target,
-            FileType::CharacterDevice,
-            Mode::from_raw_mode(0o000),
-            rustix::fs::makedev(0, 0),
-        )
-        .map_err(|e| self.io("create whiteout", &target, e.into()))?;
+        self.create_replacing(&target, "create whiteout", || {
+            let (ft, mode) = (FileType::CharacterDevice, Mode::from_raw_mode(0o000));
+            rustix::fs::mknodat(CWD, &target, ft, mode, rustix::fs::makedev(0, 0)).map_err(Into::into)
+        })?;
         self.stats.inodes += 1;
         Ok(())
     }
@@ -71,11 +67,35 @@ impl Applier<'_> {
     }
 
     fn oci_marker(&mut self, path: &Path) -> Result<(), UnpackError> {
-        self.clear(path, false)?;
-        fs::File::create(path).map_err(|e| self.io("create", path, e))?;
+        self.create_replacing(path, "create", || fs::File::create_new(path))?;
         self.stats.oci_whiteouts += 1;
         self.stats.inodes += 1;
         Ok(())
+    }
+
+    /// The metadata of a regular file, set through its open descriptor (no path lookups): owner, xattrs,
+    /// mode (after chown, which clears set-id bits), then the time (after every write).
+    pub(super) fn file_metadata<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        header: &tar::Header,
+        file: &fs::File,
+        target: &Path,
+    ) -> Result<(), UnpackError> {
+        if self.caps.privileged {
+            // Always: the file may have taken a set-gid parent directory's group.
+            let (uid, gid) = owner(header);
+            rustix::fs::fchown(file, Some(uid), Some(gid)).map_err(|e| self.io("chown", target, e.into()))?;
+        }
+        for (name, value) in xattrs(entry) {
+            if let Err(e) = rustix::fs::fsetxattr(file, &name, &value, XattrFlags::empty()) {
+                tracing::debug!(path = %target.display(), xattr = name, error = %e, "xattr not set");
+            }
+        }
+        let mode = header.mode().map_err(|e| self.tar_err(e))? & 0o7777;
+        rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(|e| self.io("chmod", target, e.into()))?;
+        let mtime = header.mtime().unwrap_or(0) as i64;
+        rustix::fs::futimens(file, &timestamps(mtime)).map_err(|e| self.io("set the time of", target, e.into()))
     }
 
     pub(super) fn metadata<R: Read>(
@@ -87,27 +107,13 @@ impl Applier<'_> {
     ) -> Result<(), UnpackError> {
         let symlink = kind == EntryType::Symlink;
         if self.caps.privileged {
-            let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
-            let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
-            rustix::fs::chownat(
-                CWD,
-                target,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.io("chown", target, e.into()))?;
+            let (uid, gid) = owner(header);
+            rustix::fs::chownat(CWD, target, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.io("chown", target, e.into()))?;
         }
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts.flatten() {
-                let Ok(key) = ext.key() else { continue };
-                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                    // Where not permitted (security.* without privilege, filesystems without user xattrs),
-                    // the attribute is skipped, as containerd does rootless.
-                    if let Err(e) = rustix::fs::lsetxattr(target, name, ext.value_bytes(), XattrFlags::empty()) {
-                        tracing::debug!(path = %target.display(), xattr = name, error = %e, "xattr not set");
-                    }
-                }
+        for (name, value) in xattrs(entry) {
+            if let Err(e) = rustix::fs::lsetxattr(target, &name, &value, XattrFlags::empty()) {
+                tracing::debug!(path = %target.display(), xattr = name, error = %e, "xattr not set");
             }
         }
         if !symlink {
@@ -123,4 +129,25 @@ impl Applier<'_> {
         }
         Ok(())
     }
+}
+
+/// The entry's owner (0 where the header cannot say).
+fn owner(header: &tar::Header) -> (rustix::fs::Uid, rustix::fs::Gid) {
+    let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
+    let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+    (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid))
+}
+
+/// The entry's extended attributes (PAX `SCHILY.xattr.*`). Where setting one is not permitted (security.*
+/// without privilege, filesystems without user xattrs), it is skipped, as containerd does rootless.
+fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
+    exts.flatten()
+        .filter_map(|ext| {
+            let name = ext.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string();
+            Some((name, ext.value_bytes().to_vec()))
+        })
+        .collect()
 }
