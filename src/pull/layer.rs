@@ -2,8 +2,8 @@
 //! same bytes, it is decompressed, hashed again (diff id) and applied into a snapshot.
 //!
 //! ```text
-//! network ─chunks─▶ [blocking thread] ChannelReader ─▶ Tee(→ Ingest: blob digest, write)
-//!                                        └─▶ decoder (gzip | zstd | none) ─▶ Counting+Hashing (diff id) ─▶ untar
+//! network ─chunks─▶ [decoding thread] ChannelReader ─▶ Tee(→ Ingest: blob digest, write)
+//!                       └─▶ decoder (gzip | zstd | none) ─▶ Counting, diff id ─blocks─▶ [applying thread] untar
 //! ```
 //!
 //! The snapshot becomes visible only when the blob digest, its size and the diff id all match; otherwise
@@ -13,6 +13,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -33,6 +34,11 @@ use crate::unpack::{self, Capabilities, CountingReader, Limits};
 /// (at 64, four layers in flight held over 100 MB), while the unpacking thread never waits on an empty
 /// channel when the network is faster than it.
 const CHANNEL_DEPTH: usize = 8;
+
+/// Decoded blocks between the decoding and the applying thread of a layer, and their size: 4 × 128 KiB
+/// in flight (plus the two being worked on) per layer.
+const DECODED_DEPTH: usize = 4;
+const DECODE_BUF: usize = 128 * 1024;
 
 /// Everything a layer needs besides the layer itself.
 pub(super) struct LayerCtx<'a> {
@@ -155,32 +161,59 @@ struct Job {
 }
 
 impl Job {
+    /// Runs the layer on two threads: this one reads the source (writing and hashing the blob),
+    /// decompresses and hashes the tar (diff id); a second one applies the tar. Decompression and file
+    /// creation are the two big costs of a layer, and this way they overlap (PERF-NOTES: ~1.6× per layer),
+    /// which matters most for the last layers of a pull, when the other layers are done and a core is free.
     fn run<R: Read>(self, source: R, ingest: Option<Ingest>) -> Result<(), PullError> {
         let layer = self.blob.to_string();
-        let mut tee = Tee { inner: source, ingest };
-        let (diff_id, stats) = {
-            let decoded: Box<dyn Read + '_> = match self.compression {
-                Compression::None => Box::new(&mut tee),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut tee)),
-                Compression::Zstd => {
-                    Box::new(zstd::stream::read::Decoder::new(&mut tee).map_err(|e| self.corrupt(&layer, e))?)
+        let (full_tx, full_rx) = std_mpsc::sync_channel::<Vec<u8>>(DECODED_DEPTH);
+        let (empty_tx, empty_rx) = std_mpsc::channel::<Vec<u8>>();
+        let (decoded, applied) = std::thread::scope(|scope| {
+            let applier = std::thread::Builder::new()
+                .name("imaged-untar".into())
+                .spawn_scoped(scope, || {
+                    let mut tar = DecodedReader {
+                        rx: full_rx,
+                        recycle: empty_tx,
+                        current: Vec::new(),
+                        pos: 0,
+                    };
+                    let stats = unpack::apply_layer(&mut tar, &self.pending.fs(), &layer, &self.limits, self.caps)?;
+                    // The tar's end-of-archive padding and anything after it count for the diff id: let the
+                    // decoding side read to the end.
+                    io::copy(&mut tar, &mut io::sink()).map_err(|e| self.corrupt(&layer, e))?;
+                    Ok::<_, PullError>(stats)
+                });
+            let applier = match applier {
+                Ok(a) => a,
+                Err(e) => {
+                    let failed = Err(PullError::Task(format!("cannot start the unpacking thread: {e}")));
+                    return (Ok(Decoded::ApplierStopped), failed);
                 }
             };
-            let mut hashing = HashingReader {
-                inner: CountingReader::new(decoded, self.limits.max_layer_bytes),
-                hasher: Hasher::new(),
-            };
-            let stats = unpack::apply_layer(&mut hashing, &self.pending.fs(), &layer, &self.limits, self.caps)?;
-            // The tar's end-of-archive padding and anything after it count for the diff id.
-            io::copy(&mut hashing, &mut io::sink()).map_err(|e| self.corrupt(&layer, e))?;
-            (hashing.hasher.finish(), stats)
+            let decoded = self.decode(source, ingest, &layer, full_tx, empty_rx);
+            let applied = applier
+                .join()
+                .unwrap_or_else(|_| Err(PullError::Task("the unpacking thread panicked".into())));
+            (decoded, applied)
+        });
+        // The decoding side's failure (a corrupt stream, the size cap, a read error) is the cause of whatever
+        // the applying side then saw (a truncated tar); if the applying side stopped first, its error is it.
+        let (diff_id, ingest) = match decoded? {
+            Decoded::Done { diff_id, ingest } => (diff_id, ingest),
+            Decoded::ApplierStopped => {
+                return Err(match applied {
+                    Err(e) => e,
+                    Ok(_) => PullError::Task("the unpacking thread stopped without an error".into()),
+                });
+            }
         };
-        // Bytes after the compressed stream's end still count for the blob digest.
-        io::copy(&mut tee, &mut io::sink()).map_err(|e| self.corrupt(&layer, e))?;
+        let stats = applied?;
         if self.cancel.load(Ordering::Relaxed) {
             return Err(PullError::Interrupted); // The pull is over: leave no blob or snapshot behind.
         }
-        if let Some(ingest) = tee.ingest.take() {
+        if let Some(ingest) = ingest {
             ingest.commit()?;
         }
         if diff_id != self.diff_id {
@@ -197,6 +230,51 @@ impl Job {
             stats.implicit_dirs,
         )?;
         Ok(())
+    }
+
+    /// Reads the whole source through the ingest and the decoder, hashes the decoded bytes and hands them
+    /// to the applying thread in `DECODE_BUF` blocks (recycled, so a layer allocates a handful of buffers).
+    fn decode<R: Read>(
+        &self,
+        source: R,
+        ingest: Option<Ingest>,
+        layer: &str,
+        full: std_mpsc::SyncSender<Vec<u8>>,
+        empty: std_mpsc::Receiver<Vec<u8>>,
+    ) -> Result<Decoded, PullError> {
+        let mut tee = Tee { inner: source, ingest };
+        let diff_id = {
+            let decoder: Box<dyn Read + '_> = match self.compression {
+                Compression::None => Box::new(&mut tee),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut tee)),
+                Compression::Zstd => {
+                    Box::new(zstd::stream::read::Decoder::new(&mut tee).map_err(|e| self.corrupt(layer, e))?)
+                }
+            };
+            let mut decoded = CountingReader::new(decoder, self.limits.max_layer_bytes);
+            let mut hasher = Hasher::new();
+            loop {
+                let mut buf = empty.try_recv().unwrap_or_else(|_| vec![0u8; DECODE_BUF]);
+                buf.resize(DECODE_BUF, 0);
+                let n = read_full(&mut decoded, &mut buf).map_err(|e| self.corrupt(layer, e))?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                hasher.update(&buf);
+                if full.send(buf).is_err() {
+                    return Ok(Decoded::ApplierStopped);
+                }
+            }
+            hasher.finish()
+        };
+        drop(full); // The end of the tar for the applying side.
+        // Bytes after the compressed stream's end still count for the blob digest.
+        io::copy(&mut tee, &mut io::sink()).map_err(|e| self.corrupt(layer, e))?;
+        Ok(Decoded::Done {
+            diff_id,
+            ingest: tee.ingest,
+        })
     }
 
     fn corrupt(&self, layer: &str, e: io::Error) -> PullError {
@@ -251,15 +329,53 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Hasher,
+/// What the decoding side of a layer ended with (once per layer: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Decoded {
+    /// The whole source was read: the diff id, and the ingest to commit.
+    Done { diff_id: Digest, ingest: Option<Ingest> },
+    /// The applying side stopped reading (it failed): its error is the one to report.
+    ApplierStopped,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+/// Fills `buf` as far as the reader goes; fewer bytes only at the end.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The applying side's view of the decoded tar: the blocks the decoding side sends, the empty ones sent
+/// back for reuse. The end of the channel is the end of the tar.
+struct DecodedReader {
+    rx: std_mpsc::Receiver<Vec<u8>>,
+    recycle: std_mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for DecodedReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    let used = std::mem::replace(&mut self.current, next);
+                    let _ = self.recycle.send(used);
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }
