@@ -33,11 +33,11 @@ use crate::unpack::{self, Capabilities, CountingReader, Limits};
 /// hundred KiB at loopback speed, so the depth bounds memory: 8 chunks keep a layer's buffer to a few MiB
 /// (at 64, four layers in flight held over 100 MB), while the unpacking thread never waits on an empty
 /// channel when the network is faster than it.
-const CHANNEL_DEPTH: usize = 8;
+const CHANNEL_DEPTH: usize = 2;
 
 /// Decoded blocks between the decoding and the applying thread of a layer, and their size: 4 × 128 KiB
 /// in flight (plus the two being worked on) per layer.
-const DECODED_DEPTH: usize = 4;
+const DECODED_DEPTH: usize = 2;
 const DECODE_BUF: usize = 128 * 1024;
 
 /// Everything a layer needs besides the layer itself.
