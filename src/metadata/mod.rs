@@ -3,14 +3,15 @@
 //! Every change is one redb write transaction (fsynced on commit), so a crash leaves either the old or the
 //! new state. All records are also held in memory, indexed by id, tag and repo digest: kubelet lists and
 //! inspects images far more often than it changes them, and answering from memory keeps those RPCs in
-//! microseconds with thousands of images. Writers are serialised by the state lock, and update memory only
-//! after the transaction committed.
+//! microseconds with thousands of images. Writers are serialised by a writer lock held across the
+//! transaction; the state lock is taken only to read and, after the commit, to update memory, so readers
+//! never wait for an fsync.
 
 mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -111,6 +112,8 @@ pub struct MetadataStore {
     db: Database,
     path: PathBuf,
     state: RwLock<State>,
+    /// Held by each writer across its transaction (redb has one writer at a time anyway).
+    writer: Mutex<()>,
 }
 
 impl MetadataStore {
@@ -154,6 +157,7 @@ impl MetadataStore {
             db,
             path: path.to_path_buf(),
             state: RwLock::new(state),
+            writer: Mutex::new(()),
         })
     }
 
@@ -199,7 +203,8 @@ impl MetadataStore {
     /// other image that had it. `rec.repo_tags`/`repo_digests` are the names this pull adds.
     /// Returns the ids of images that lost the tag.
     pub fn record(&self, rec: ImageRecord) -> Result<Vec<Digest>, MetadataError> {
-        let mut state = self.write();
+        let _writer = self.writer();
+        let state = self.read();
         let mut changed: Vec<ImageRecord> = Vec::new();
         let mut untagged = Vec::new();
         for tag in &rec.repo_tags {
@@ -241,7 +246,9 @@ impl MetadataStore {
             }
         }
         changed.push(merged);
+        drop(state);
         self.commit_all(&changed, &[], &history)?;
+        let mut state = self.write();
         for c in changed {
             state.dirty.remove(&c.id);
             state.remove(&c.id);
@@ -268,18 +275,29 @@ impl MetadataStore {
 
     /// Persists the last-used times changed by [`MetadataStore::touch`].
     pub fn flush(&self) -> Result<usize, MetadataError> {
-        let mut state = self.write();
-        let dirty: Vec<ImageRecord> = state
-            .dirty
-            .iter()
-            .filter_map(|id| state.images.get(id))
-            .map(|r| ImageRecord::clone(r))
-            .collect();
+        let _writer = self.writer();
+        let dirty: Vec<ImageRecord> = {
+            let mut state = self.write();
+            let ids = std::mem::take(&mut state.dirty);
+            ids.iter()
+                .filter_map(|id| state.images.get(id))
+                .map(|r| ImageRecord::clone(r))
+                .collect()
+        };
         if dirty.is_empty() {
             return Ok(0);
         }
-        self.commit_all(&dirty, &[], &[])?;
-        state.dirty.clear();
+        if let Err(e) = self.commit_all(&dirty, &[], &[]) {
+            // Still to be written: the next flush tries again.
+            let mut state = self.write();
+            let still: Vec<Digest> = dirty
+                .iter()
+                .map(|r| r.id)
+                .filter(|id| state.images.contains_key(id))
+                .collect();
+            state.dirty.extend(still);
+            return Err(e);
+        }
         Ok(dirty.len())
     }
 
@@ -290,11 +308,12 @@ impl MetadataStore {
 
     /// Removes an image and all its names. Returns it, or `None` if it was absent.
     pub fn remove(&self, id: &Digest) -> Result<Option<Arc<ImageRecord>>, MetadataError> {
-        let mut state = self.write();
-        if !state.images.contains_key(id) {
+        let _writer = self.writer();
+        if !self.read().images.contains_key(id) {
             return Ok(None);
         }
         self.commit_all(&[], &[*id], &[])?;
+        let mut state = self.write();
         state.dirty.remove(id);
         Ok(state.remove(id))
     }
@@ -339,6 +358,10 @@ impl MetadataStore {
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
