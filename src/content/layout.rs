@@ -2,7 +2,9 @@
 //!
 //! The metadata database is the source of truth for images; `index.json` is rewritten from it after each
 //! change (and at start, so a crash between the two is repaired), which keeps the store readable by OCI
-//! tools such as `umoci` and `skopeo`.
+//! tools such as `umoci` and `skopeo`. Being derived, it is replaced atomically (rename) but not fsynced:
+//! whatever a crash leaves of it, the start compares it with the database and rewrites it. That keeps a
+//! pull from paying an fsync of a file that grows with the store, and an unchanged index is not rewritten.
 
 use std::fs;
 use std::io::Write;
@@ -55,7 +57,13 @@ pub(super) fn write_index(root: &Path, entries: &[IndexEntry]) -> Result<(), Con
     };
     // Serialising plain structs of strings and numbers cannot fail.
     let json = serde_json::to_vec_pretty(&index).unwrap_or_default();
-    write_atomic(root, "index.json", &json)
+    let target = root.join("index.json");
+    if fs::read(&target).is_ok_and(|old| old == json) {
+        return Ok(());
+    }
+    let tmp = root.join(".index.json.tmp");
+    fs::write(&tmp, &json).map_err(ContentError::io("write", &tmp))?;
+    fs::rename(&tmp, &target).map_err(ContentError::io("rename", &target))
 }
 
 /// Write to a temporary file, sync it, rename it over `name`, sync the directory.
