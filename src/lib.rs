@@ -5,7 +5,8 @@
 //! Dependencies point one way, from the wire down to the disk:
 //!
 //! - [`server`]: the thin gRPC layer. One file per CRI RPC; it turns protobuf messages into domain calls
-//!   on [`service::ImageService`] and domain errors into gRPC statuses (in [`server::status`]).
+//!   on [`service::ImageService`] and domain errors into gRPC statuses (in [`server::status`]); [`wire`]
+//!   holds the one message written by hand (a ListImages answer that can be sent pre-encoded).
 //! - [`service`]: the image service in domain types: pull, status, list, remove, filesystem info, GC, prune.
 //! - [`ensure`]: kubelet's image manager inside the server: pull policy, back-off, coalescing, limits, the
 //!   progress watchdog, events.
@@ -49,6 +50,7 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod unpack;
+pub mod wire;
 
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, clippy::all)]
@@ -66,6 +68,8 @@ pub mod proto {
         /// `runtime.v1`.
         pub mod v1 {
             tonic::include_proto!("runtime.v1");
+
+            pub use crate::wire::ListImagesResponse;
 
             impl std::fmt::Debug for AuthConfig {
                 fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,5 +1,6 @@
 //! The daemon as an operator meets it: socket and store permissions, a stale socket replaced, a live one
-//! never stolen, one daemon per store, graceful shutdown, config errors that name the key.
+//! never stolen, one daemon per store, graceful shutdown, config errors that name the key, and ListImages'
+//! cached answer following every change.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -7,7 +8,9 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Stdio;
 
-use common::daemon::{Daemon, DaemonOptions};
+use common::daemon::{Daemon, DaemonOptions, list, pull, remove, status};
+use common::setup::{Setup, small_image};
+use imaged::proto::runtime::v1 as cri;
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -180,4 +183,53 @@ async fn an_idle_client_connection_does_not_delay_shutdown() {
         started.elapsed()
     );
     drop(c);
+}
+
+/// ListImages answers from a cached encoding: every change (pull, tag moved, removal) must show at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_images_follows_every_change_of_the_store() {
+    let s = Setup::start().await;
+    let (a, b) = (small_image(11, None), small_image(12, Some("1002")));
+    s.push("app", "v1", &a).await;
+    let mut c = s.daemon.client().await;
+    let summary = |images: Vec<cri::Image>| -> Vec<(String, Vec<String>)> {
+        let mut v: Vec<_> = images.into_iter().map(|i| (i.id, i.repo_tags)).collect();
+        v.sort();
+        v
+    };
+    assert!(list(&mut c).await.is_empty());
+    assert!(list(&mut c).await.is_empty(), "the cached empty answer");
+
+    pull(&mut c, &s.image("app", "v1"), None).await.unwrap();
+    let tag = s.image("app", "v1");
+    assert_eq!(
+        summary(list(&mut c).await),
+        vec![(a.config_digest.clone(), vec![tag.clone()])]
+    );
+
+    // The tag moves to another image: both are listed, the old one untagged.
+    s.push("app", "v1", &b).await;
+    pull(&mut c, &s.image("app", "v1"), None).await.unwrap();
+    let mut expected = vec![
+        (a.config_digest.clone(), vec![]),
+        (b.config_digest.clone(), vec![tag.clone()]),
+    ];
+    expected.sort();
+    assert_eq!(summary(list(&mut c).await), expected);
+    let listed_b = list(&mut c)
+        .await
+        .into_iter()
+        .find(|i| i.id == b.config_digest)
+        .unwrap();
+    assert_eq!(listed_b.uid.map(|u| u.value), Some(1002));
+    assert_eq!(
+        Some(listed_b),
+        status(&mut c, &b.config_digest).await,
+        "ListImages and ImageStatus agree"
+    );
+
+    remove(&mut c, &a.config_digest).await.unwrap();
+    assert_eq!(summary(list(&mut c).await), vec![(b.config_digest.clone(), vec![tag])]);
+    remove(&mut c, &b.config_digest).await.unwrap();
+    assert!(list(&mut c).await.is_empty());
 }

@@ -54,7 +54,7 @@ impl ImageService for Fake {
             .into_iter()
             .filter(|i| filter.is_empty() || i.repo_tags.contains(&filter))
             .collect();
-        Ok(Response::new(cri::ListImagesResponse { images }))
+        Ok(Response::new(cri::ListImagesResponse { images, encoded: None }))
     }
 
     async fn image_status(

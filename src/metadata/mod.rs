@@ -78,6 +78,9 @@ struct State {
     history: HashMap<String, Vec<TagRevision>>,
     /// Images whose last-used time changed in memory since the last [`MetadataStore::flush`].
     dirty: std::collections::HashSet<Digest>,
+    /// Bumped whenever an image or its names change (not on last-use updates): lets readers cache what
+    /// they derive from [`MetadataStore::list`].
+    generation: u64,
 }
 
 impl State {
@@ -199,6 +202,17 @@ impl MetadataStore {
         self.read().images.values().cloned().collect()
     }
 
+    /// The current generation: it changes whenever an image is recorded, renamed or removed.
+    pub fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// Every image, ordered by id, and the generation they belong to.
+    pub fn list_with_generation(&self) -> (u64, Vec<Arc<ImageRecord>>) {
+        let s = self.read();
+        (s.generation, s.images.values().cloned().collect())
+    }
+
     /// Records a pulled image: creates it or merges the new names into it, and takes `tag` away from any
     /// other image that had it. `rec.repo_tags`/`repo_digests` are the names this pull adds.
     /// Returns the ids of images that lost the tag.
@@ -249,6 +263,7 @@ impl MetadataStore {
         drop(state);
         self.commit_all(&changed, &[], &history)?;
         let mut state = self.write();
+        state.generation += 1;
         for c in changed {
             state.dirty.remove(&c.id);
             state.remove(&c.id);
@@ -314,6 +329,7 @@ impl MetadataStore {
         }
         self.commit_all(&[], &[*id], &[])?;
         let mut state = self.write();
+        state.generation += 1;
         state.dirty.remove(id);
         Ok(state.remove(id))
     }

@@ -1,9 +1,17 @@
 //! `ListImages`: every image, or the one the filter names.
+//!
+//! The unfiltered answer is kept encoded (see [`crate::wire`]) and sent again until the metadata
+//! generation changes: kubelet asks every few seconds, images change rarely.
 
+use bytes::Bytes;
 use tonic::Status;
 
 use super::{Images, convert, status};
 use crate::proto::runtime::v1 as cri;
+
+/// The last unfiltered answer and the metadata generation it was built from.
+#[derive(Default)]
+pub(super) struct ListCache(std::sync::Mutex<Option<(u64, Bytes)>>);
 
 impl Images {
     pub(super) fn list_images(&self, req: cri::ListImagesRequest) -> Result<cri::ListImagesResponse, Status> {
@@ -11,7 +19,11 @@ impl Images {
             .filter
             .as_ref()
             .and_then(|f| f.image.as_ref())
-            .map(|s| s.image.as_str());
+            .map(|s| s.image.as_str())
+            .filter(|f| !f.is_empty());
+        if filter.is_none() {
+            return Ok(cri::ListImagesResponse::pre_encoded(self.all_images_encoded()));
+        }
         let images = self.service.list(filter).map_err(|e| status::to_status(&e, None))?;
         tracing::debug!(filter = ?filter, count = images.len(), "ListImages");
         Ok(cri::ListImagesResponse {
@@ -19,6 +31,28 @@ impl Images {
                 .iter()
                 .map(|r| convert::image(r, self.service.is_pinned(r)))
                 .collect(),
+            encoded: None,
         })
+    }
+
+    /// Every image, encoded: from the cache while the metadata generation is unchanged.
+    fn all_images_encoded(&self) -> Bytes {
+        let mut cache = self.list_cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.service.list_generation();
+        if let Some((generation, bytes)) = cache.as_ref()
+            && *generation == current
+        {
+            tracing::debug!(generation, bytes = bytes.len(), "ListImages (cached)");
+            return bytes.clone();
+        }
+        let (generation, records) = self.service.list_all();
+        let images: Vec<cri::Image> = records
+            .iter()
+            .map(|r| convert::image(r, self.service.is_pinned(r)))
+            .collect();
+        let bytes = cri::ListImagesResponse::encode_images(&images);
+        tracing::debug!(generation, count = images.len(), bytes = bytes.len(), "ListImages");
+        *cache = Some((generation, bytes.clone()));
+        bytes
     }
 }

@@ -37,9 +37,12 @@ pub async fn serve(
     let imaged = crate::proto::imaged::v1::images_server::ImagesServer::new(imaged_service::Imaged {
         service: service.clone(),
     });
-    let images = ImageServiceServer::new(Images { service })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let images = ImageServiceServer::new(Images {
+        service,
+        list_cache: Default::default(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(images)
         .add_service(imaged)
@@ -50,6 +53,7 @@ pub async fn serve(
 /// The CRI image service over the domain [`ImageService`].
 pub struct Images {
     service: Arc<ImageService>,
+    list_cache: list_images::ListCache,
 }
 
 #[tonic::async_trait]

@@ -122,6 +122,17 @@ impl ImageService {
         verbose::info(&self.stores, rec)
     }
 
+    /// Every image and the metadata generation they belong to (see [`ImageService::list_generation`]).
+    pub fn list_all(&self) -> (u64, Vec<Arc<ImageRecord>>) {
+        self.stores.metadata.list_with_generation()
+    }
+
+    /// Changes whenever the set of images, their names or pins change: what [`ImageService::list_all`]
+    /// returns is the same for the same generation.
+    pub fn list_generation(&self) -> u64 {
+        self.stores.metadata.generation()
+    }
+
     /// All images, or the one `filter` refers to.
     pub fn list(&self, filter: Option<&str>) -> Result<Vec<Arc<ImageRecord>>, ServiceError> {
         match filter.filter(|f| !f.is_empty()) {
