@@ -24,7 +24,7 @@
 //! - [`metrics`]: Prometheus metrics and their endpoint.
 //! - [`reference`], [`digest`], [`manifest`], [`platform`], [`pattern`], [`duration`]: value types and parsers;
 //!   [`keyed_lock`]: a lock per key.
-//! - [`config`]: the daemon's configuration and its embedded defaults.
+//! - [`config`]: the daemon's configuration and its embedded defaults; [`memory`]: allocator tuning.
 //! - [`cli`]: the client subcommands (`imaged pull`, `images`, ...), which speak CRI over a unix socket.
 //! - [`error`]: the error kinds every module maps into.
 
@@ -39,6 +39,7 @@ pub mod gc;
 pub mod keyed_lock;
 pub mod lease;
 pub mod manifest;
+pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod pattern;

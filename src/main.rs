@@ -74,6 +74,7 @@ struct ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    imaged::memory::tune_allocator();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
