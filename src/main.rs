@@ -125,6 +125,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = service.metrics().clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let _recovery = {
+        let s = service.clone();
+        AbortOnDrop(tokio::spawn(async move { s.recover_serving().await }))
+    };
     let server = tokio::spawn(imaged::server::serve(listener, service, async {
         let _ = stop_rx.await;
     }));
@@ -185,6 +189,7 @@ fn fsck(args: FsckArgs) -> anyhow::Result<()> {
     )?;
     // Opening does what a start does: drops partial downloads and builds, sweeps what nothing references.
     let service = ImageService::open(&config)?;
+    service.recover_offline()?;
     let report = service.fsck();
     println!(
         "checked {} images, {} blobs (content hashed), {} snapshots in {}",

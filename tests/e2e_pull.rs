@@ -408,6 +408,11 @@ async fn images_survive_a_restart_and_crash_leftovers_are_cleaned() {
     std::fs::write(s.daemon.root.join("content/blobs/sha256").join(&orphan_hex), orphan).unwrap();
     s.daemon.start_again().await;
     assert_eq!(common::daemon::ingest_files(&s.daemon.root), 0);
+    // The sweep runs in the background once the socket is served.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while blobs(&s.daemon.root) != before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         blobs(&s.daemon.root),
         before,

@@ -1,11 +1,11 @@
-//! Keeping the store tidy: the sweep at start and the OCI layout's `index.json`.
+//! Keeping the store tidy offline: the sweep `imaged fsck` starts with.
 
 use super::{ImageService, ServiceError};
 use crate::pull::{referenced_blobs, referenced_snapshots};
 
 impl ImageService {
     /// Removes blobs and snapshots that no image references (left by a crash between commit and record).
-    /// Run at start, when no pull is in flight. Returns how many of each were removed.
+    /// Run offline (`imaged fsck`), when no pull can be in flight. Returns how many of each were removed.
     pub(super) fn sweep(&self) -> Result<(usize, usize), ServiceError> {
         let images = self.stores.metadata.list();
         let (keep_blobs, keep_snaps) = (referenced_blobs(&images), referenced_snapshots(&images));
