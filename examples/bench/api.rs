@@ -153,41 +153,54 @@ pub async fn run(opts: &ApiOpts, daemons: &mut [Daemon], refs: &[String]) -> Res
         clients.push(d.client().await?);
     }
     let mut rng = Rng::new(42);
-    // Warm-up, then the calls, alternating the daemons call by call.
-    for call in 0..opts.calls + 10 {
+    // Warm-up, then the calls, in blocks of BLOCK calls per daemon, alternating the daemons block by block.
+    // During a block the other daemons are paused (SIGSTOP): a Go runtime collecting after its own
+    // 5,000-image answer would otherwise steal a core from the one being timed, and the tails would
+    // measure the neighbour.
+    const BLOCK: usize = 20;
+    let total = opts.calls + 10;
+    for block in 0..total.div_ceil(BLOCK) {
         for (i, c) in clients.iter_mut().enumerate() {
-            let row = &mut rows[i];
-            let t = Instant::now();
-            let listed = c
-                .list_images(cri::ListImagesRequest { filter: None })
-                .await?
-                .into_inner()
-                .images
-                .len();
-            let list = t.elapsed();
-            let pick = &row.pulled[rng.below(row.pulled.len() as u64) as usize];
-            let t = Instant::now();
-            let found = c
-                .image_status(cri::ImageStatusRequest {
-                    image: spec(pick),
-                    verbose: false,
-                })
-                .await?
-                .into_inner()
-                .image
-                .is_some();
-            let status = t.elapsed();
-            anyhow::ensure!(found, "{}: ImageStatus {pick}: not found", daemons[i].name);
-            let t = Instant::now();
-            c.image_fs_info(cri::ImageFsInfoRequest {}).await?;
-            let fsinfo = t.elapsed();
-            if call >= 10 {
-                row.listed = listed;
-                row.list_ms.push(list.as_secs_f64() * 1e3);
-                row.status_ms.push(status.as_secs_f64() * 1e3);
-                row.fsinfo_ms.push(fsinfo.as_secs_f64() * 1e3);
+            for (j, other) in daemons.iter().enumerate() {
+                other.pause(j != i);
+            }
+            for call in block * BLOCK..((block + 1) * BLOCK).min(total) {
+                let row = &mut rows[i];
+                let t = Instant::now();
+                let listed = c
+                    .list_images(cri::ListImagesRequest { filter: None })
+                    .await?
+                    .into_inner()
+                    .images
+                    .len();
+                let list = t.elapsed();
+                let pick = &row.pulled[rng.below(row.pulled.len() as u64) as usize];
+                let t = Instant::now();
+                let found = c
+                    .image_status(cri::ImageStatusRequest {
+                        image: spec(pick),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner()
+                    .image
+                    .is_some();
+                let status = t.elapsed();
+                anyhow::ensure!(found, "{}: ImageStatus {pick}: not found", daemons[i].name);
+                let t = Instant::now();
+                c.image_fs_info(cri::ImageFsInfoRequest {}).await?;
+                let fsinfo = t.elapsed();
+                if call >= 10 {
+                    row.listed = listed;
+                    row.list_ms.push(list.as_secs_f64() * 1e3);
+                    row.status_ms.push(status.as_secs_f64() * 1e3);
+                    row.fsinfo_ms.push(fsinfo.as_secs_f64() * 1e3);
+                }
             }
         }
+    }
+    for d in daemons.iter() {
+        d.pause(false);
     }
     for (d, row) in daemons.iter().zip(&mut rows) {
         row.rss = d.rss()?;
@@ -195,7 +208,12 @@ pub async fn run(opts: &ApiOpts, daemons: &mut [Daemon], refs: &[String]) -> Res
     // Idle connections would hold up a graceful shutdown.
     drop(clients);
     for round in 0..opts.restarts {
-        for (d, row) in daemons.iter_mut().zip(&mut rows) {
+        for i in 0..daemons.len() {
+            // The others paused here too, for the same reason.
+            for (j, other) in daemons.iter().enumerate() {
+                other.pause(j != i);
+            }
+            let (d, row) = (&mut daemons[i], &mut rows[i]);
             d.stop();
             let t = d.start().await?;
             eprintln!(
@@ -207,14 +225,18 @@ pub async fn run(opts: &ApiOpts, daemons: &mut [Daemon], refs: &[String]) -> Res
             row.startup_ms.push(t.as_secs_f64() * 1e3);
         }
     }
+    for d in daemons.iter() {
+        d.pause(false);
+    }
     Ok(table(opts, daemons, &rows))
 }
 
 fn table(opts: &ApiOpts, daemons: &[Daemon], rows: &[Row]) -> String {
     let mut s = format!(
-        "{} calls of each RPC per daemon (after 10 warm-up calls), alternating daemons; ImageStatus by tag of a \
-         random image the daemon holds; start-up = spawn to the first ImageFsInfo answer, polled every 5 ms, {} \
-         restarts.\n\n",
+        "{} calls of each RPC per daemon (after 10 warm-up calls), alternating daemons every 20 calls, the \
+         daemons not being timed paused (SIGSTOP) meanwhile; ImageStatus by tag of a random image the daemon \
+         holds; start-up = spawn to the first ImageFsInfo answer, polled every 5 ms, {} restarts (the others \
+         paused too).\n\n",
         opts.calls, opts.restarts
     );
     s += "| daemon | images in store (ListImages) | fill: s (images/s) | ListImages p50 / p99 ms | ImageStatus p50 / p99 ms | ImageFsInfo p50 / p99 ms | start-up median (min–max) ms | RSS after fill MB |\n";

@@ -141,6 +141,14 @@ impl Daemon {
         }
     }
 
+    /// Pauses (SIGSTOP) or resumes (SIGCONT) the daemon, so that it cannot disturb another one's timing.
+    pub fn pause(&self, paused: bool) {
+        let Some(child) = self.child.as_ref() else { return };
+        if let Some(pid) = Pid::from_raw(child.id() as i32) {
+            let _ = kill_process(pid, if paused { Signal::STOP } else { Signal::CONT });
+        }
+    }
+
     /// Stops the daemon: SIGTERM, then SIGKILL after 20 s. Idempotent.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
