@@ -303,48 +303,6 @@ impl Applier<'_> {
         Ok(f)
     }
 
-    fn hardlink<R: Read>(&mut self, entry: &tar::Entry<'_, R>, target: &Path, shown: &str) -> Result<(), UnpackError> {
-        let raw = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
-        let link_shown = String::from_utf8_lossy(&raw).into_owned();
-        let rel = match self.sanitize(&raw, &link_shown) {
-            Ok(r) => r,
-            Err(_) => {
-                return Err(self.unsafe_entry(
-                    shown,
-                    &format!("its hard link target {link_shown:?} is outside the layer"),
-                ));
-            }
-        };
-        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        let chain_ok = self.parents_are_real_dirs(&parent);
-        let source = self.dest.join(&rel);
-        let is_file = fs::symlink_metadata(&source)
-            .map(|m| m.file_type().is_file())
-            .unwrap_or(false);
-        if !chain_ok || !is_file {
-            let why = format!("its hard link target {link_shown:?} is not a regular file of this layer");
-            return Err(self.unsafe_entry(shown, &why));
-        }
-        if source == target {
-            return Ok(());
-        }
-        self.create_replacing(target, "hard link", || fs::hard_link(&source, target))
-    }
-
-    fn parents_are_real_dirs(&self, rel: &Path) -> bool {
-        let mut cur = PathBuf::new();
-        for c in rel.components() {
-            cur.push(c);
-            let ok = fs::symlink_metadata(self.dest.join(&cur))
-                .map(|m| m.file_type().is_dir())
-                .unwrap_or(false);
-            if !ok {
-                return false;
-            }
-        }
-        true
-    }
-
     fn tar_err(&self, e: io::Error) -> UnpackError {
         if is_too_large(&e) {
             return self.limit(

@@ -1,11 +1,11 @@
-//! The entries that are not plain files or directories (device nodes, FIFOs, whiteouts, opaque markers),
-//! and the metadata every entry gets: owner, xattrs, mode, time.
+//! The entries that are not plain files or directories (hard links, device nodes, FIFOs, whiteouts, opaque
+//! markers), and the metadata every entry gets: owner, xattrs, mode, time.
 
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, XattrFlags};
 use tar::EntryType;
@@ -71,6 +71,54 @@ impl Applier<'_> {
         self.stats.oci_whiteouts += 1;
         self.stats.inodes += 1;
         Ok(())
+    }
+
+    /// A hard link: only to a regular file this layer created, through real directories.
+    pub(super) fn hardlink<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        target: &Path,
+        shown: &str,
+    ) -> Result<(), UnpackError> {
+        let raw = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+        let link_shown = String::from_utf8_lossy(&raw).into_owned();
+        let rel = match self.sanitize(&raw, &link_shown) {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(self.unsafe_entry(
+                    shown,
+                    &format!("its hard link target {link_shown:?} is outside the layer"),
+                ));
+            }
+        };
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let chain_ok = self.parents_are_real_dirs(&parent);
+        let source = self.dest.join(&rel);
+        let is_file = fs::symlink_metadata(&source)
+            .map(|m| m.file_type().is_file())
+            .unwrap_or(false);
+        if !chain_ok || !is_file {
+            let why = format!("its hard link target {link_shown:?} is not a regular file of this layer");
+            return Err(self.unsafe_entry(shown, &why));
+        }
+        if source == target {
+            return Ok(());
+        }
+        self.create_replacing(target, "hard link", || fs::hard_link(&source, target))
+    }
+
+    fn parents_are_real_dirs(&self, rel: &Path) -> bool {
+        let mut cur = PathBuf::new();
+        for c in rel.components() {
+            cur.push(c);
+            let ok = fs::symlink_metadata(self.dest.join(&cur))
+                .map(|m| m.file_type().is_dir())
+                .unwrap_or(false);
+            if !ok {
+                return false;
+            }
+        }
+        true
     }
 
     /// The metadata of a regular file, set through its open descriptor (no path lookups): owner, xattrs,
