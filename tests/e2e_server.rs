@@ -1,6 +1,6 @@
 //! The daemon as an operator meets it: socket and store permissions, a stale socket replaced, a live one
-//! never stolen, one daemon per store, graceful shutdown, config errors that name the key, and ListImages'
-//! cached answer following every change.
+//! never stolen, one daemon per store, graceful shutdown, config errors that name the key, images kept
+//! across a restart and crash leftovers cleaned, and ListImages' cached answer following every change.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -232,4 +232,44 @@ async fn list_images_follows_every_change_of_the_store() {
     assert_eq!(summary(list(&mut c).await), vec![(b.config_digest.clone(), vec![tag])]);
     remove(&mut c, &b.config_digest).await.unwrap();
     assert!(list(&mut c).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_survive_a_restart_and_crash_leftovers_are_cleaned() {
+    let mut s = Setup::start().await;
+    let img = small_image(20, Some("nobody"));
+    s.push("keep", "v1", &img).await;
+    let mut c = s.daemon.client().await;
+    pull(&mut c, &s.image("keep", "v1"), None).await.unwrap();
+    let before = common::daemon::blobs(&s.daemon.root);
+
+    s.daemon.restart().await;
+    let mut c = s.daemon.client().await;
+    assert_eq!(status(&mut c, &s.image("keep", "v1")).await.unwrap().username, "nobody");
+
+    // A crash: the daemon dies with a partial ingest and a committed blob no image got to reference.
+    s.daemon.kill();
+    std::fs::write(s.daemon.root.join("content/ingest/partial-1"), b"half a layer").unwrap();
+    let orphan = b"committed but never recorded";
+    let orphan_hex = common::image::sha256_digest(orphan)
+        .trim_start_matches("sha256:")
+        .to_string();
+    std::fs::write(s.daemon.root.join("content/blobs/sha256").join(&orphan_hex), orphan).unwrap();
+    s.daemon.start_again().await;
+    assert_eq!(common::daemon::ingest_files(&s.daemon.root), 0);
+    // The sweep runs in the background once the socket is served.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while common::daemon::blobs(&s.daemon.root) != before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        common::daemon::blobs(&s.daemon.root),
+        before,
+        "the orphan is swept, the image's blobs kept"
+    );
+    let mut c = s.daemon.client().await;
+    assert!(status(&mut c, &s.image("keep", "v1")).await.is_some());
+    pull(&mut c, &s.image("keep", "v1"), None)
+        .await
+        .expect("pulls work after a crash");
 }
