@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Fsck(args) => fsck(args),
+        Command::Fsck(args) => fsck(args, &runtime),
         Command::Client(cmd) => Ok(runtime.block_on(imaged::cli::run(cmd))?),
     }
 }
@@ -127,7 +127,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let _recovery = {
         let s = service.clone();
-        AbortOnDrop(tokio::spawn(async move { s.recover_serving().await }))
+        AbortOnDrop(tokio::spawn(async move { s.recover().await }))
     };
     let server = tokio::spawn(imaged::server::serve(listener, service, async {
         let _ = stop_rx.await;
@@ -178,7 +178,7 @@ fn config_file(path: Option<&std::path::Path>) -> anyhow::Result<FileConfig> {
     })
 }
 
-fn fsck(args: FsckArgs) -> anyhow::Result<()> {
+fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let file = config_file(args.config.as_deref())?;
     let config = Config::resolve(
         file,
@@ -187,9 +187,10 @@ fn fsck(args: FsckArgs) -> anyhow::Result<()> {
             ..Overrides::default()
         },
     )?;
-    // Opening does what a start does: drops partial downloads and builds, sweeps what nothing references.
+    // What a start does: open (drops partial downloads and builds), then recover (sweeps what nothing
+    // references, rewrites index.json), here awaited before checking.
     let service = ImageService::open(&config)?;
-    service.recover_offline()?;
+    runtime.block_on(service.recover());
     let report = service.fsck();
     println!(
         "checked {} images, {} blobs (content hashed), {} snapshots in {}",

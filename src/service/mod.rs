@@ -6,7 +6,6 @@ mod error;
 mod fsck;
 mod housekeeping;
 mod lookup;
-mod maintenance;
 mod open;
 mod verbose;
 

@@ -21,8 +21,7 @@ use crate::unpack::Capabilities;
 
 impl ImageService {
     /// Opens the store under `config.root` (creating it), drops partial downloads and builds, and sets up
-    /// everything a pull needs. The sweep of unreferenced content follows: [`ImageService::recover_serving`]
-    /// or [`ImageService::recover_offline`].
+    /// everything a pull needs. The sweep of unreferenced content follows: [`ImageService::recover`].
     pub fn open(config: &Config) -> Result<ImageService, ServiceError> {
         let open_err = |detail: String| ServiceError::Open {
             path: config.root.display().to_string(),
@@ -103,25 +102,11 @@ impl ImageService {
         Ok(service)
     }
 
-    /// The rest of what a start does, for a store no daemon serves (`imaged fsck`): removes what no image
-    /// references (left by a crash between commit and record) and rewrites `index.json` from the metadata.
-    pub fn recover_offline(&self) -> Result<(), ServiceError> {
-        let (blobs, snapshots) = self.sweep()?;
-        if blobs + snapshots > 0 {
-            tracing::info!(
-                blobs,
-                snapshots,
-                "removed what no image references (left by an interrupted pull)"
-            );
-        }
-        self.stores.refresh_index()?;
-        Ok(())
-    }
-
-    /// The same, for a serving daemon, in the background: the sweep respects the leases of pulls that
-    /// started meanwhile. Keeping it off the path to a served socket saves a third of the start-up with
-    /// thousands of images (listing and comparing every blob and snapshot, rewriting `index.json`).
-    pub async fn recover_serving(&self) {
+    /// The rest of what a start does: removes what no image references (left by a crash between commit
+    /// and record) and rewrites `index.json` from the metadata. A serving daemon runs it in the background
+    /// (the sweep respects the leases of pulls started meanwhile), which keeps a third of the start-up with
+    /// thousands of images off the path to a served socket; `imaged fsck` awaits it before checking.
+    pub async fn recover(&self) {
         let (removed, freed, ingests) = self.collector.sweep().await;
         if removed + ingests > 0 {
             tracing::info!(
