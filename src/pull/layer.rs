@@ -54,7 +54,12 @@ pub(super) struct LayerCtx<'a> {
 }
 
 /// Makes sure both the blob and the snapshot of `layer` exist (fetching and unpacking what is missing).
-pub(super) async fn ensure_layer(ctx: &LayerCtx<'_>, layer: &LayerRecord, chain: Digest) -> Result<(), PullError> {
+pub(super) async fn ensure_layer(
+    ctx: &LayerCtx<'_>,
+    layer: &LayerRecord,
+    chain: Digest,
+    parent: Option<Digest>,
+) -> Result<(), PullError> {
     let blob = &layer.blob;
     if ctx.content.contains(&blob.digest) && ctx.snapshots.exists(&chain) {
         ctx.progress.layer_state(&blob.digest, LayerState::Present);
@@ -82,6 +87,7 @@ pub(super) async fn ensure_layer(ctx: &LayerCtx<'_>, layer: &LayerRecord, chain:
         pending: ctx.snapshots.prepare()?,
         snapshots: ctx.snapshots.clone(),
         chain,
+        parent,
         diff_id: layer.diff_id,
         blob: blob.digest,
         compression,
@@ -152,6 +158,8 @@ struct Job {
     pending: crate::snapshot::Pending,
     snapshots: SnapshotStore,
     chain: Digest,
+    /// The chain id of the layer below (`None` for the base layer).
+    parent: Option<Digest>,
     diff_id: Digest,
     blob: Digest,
     compression: Compression,
@@ -226,6 +234,7 @@ impl Job {
         self.snapshots.commit(
             self.pending,
             &self.chain,
+            self.parent.as_ref(),
             self.caps.overlay_whiteouts,
             stats.implicit_dirs,
         )?;

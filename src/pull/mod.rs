@@ -233,9 +233,15 @@ impl Puller {
             cancel: &cancel,
         };
         let ctx = &ctx;
-        let jobs: Vec<(LayerRecord, Digest)> = layers.iter().cloned().zip(chains.iter().copied()).collect();
-        let work = jobs.into_iter().map(|(l, chain)| async move {
-            let r = layer::ensure_layer(ctx, &l, chain).await;
+        let jobs: Vec<(LayerRecord, Digest, Option<Digest>)> = layers
+            .iter()
+            .cloned()
+            .zip(chains.iter().copied())
+            .enumerate()
+            .map(|(i, (l, chain))| (l, chain, i.checked_sub(1).map(|p| chains[p])))
+            .collect();
+        let work = jobs.into_iter().map(|(l, chain, parent)| async move {
+            let r = layer::ensure_layer(ctx, &l, chain, parent).await;
             if r.is_err() {
                 ctx.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             }

@@ -37,6 +37,15 @@ impl ImageService {
         );
         let content = ContentStore::open(&config.root.join("content"), leases.clone())?;
         let snapshots = SnapshotStore::open(&config.root.join("snapshots"), leases.clone())?;
+        // Stores written before snapshots recorded their parents learn them from the images' chains.
+        let chains: Vec<Vec<crate::digest::Digest>> = metadata.list().iter().map(|r| r.chain_ids()).collect();
+        let filled = snapshots.fill_parents(chains.iter().map(Vec::as_slice))?;
+        if filled > 0 {
+            tracing::info!(
+                snapshots = filled,
+                "recorded the parents of snapshots from an older store"
+            );
+        }
         let caps = Capabilities::probe(&config.root.join("snapshots"));
         if !caps.overlay_whiteouts {
             tracing::info!("cannot create overlay whiteouts here (not root?): layers keep deletions in OCI form");

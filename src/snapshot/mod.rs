@@ -4,12 +4,19 @@
 //! <root>/snapshots/<chain-id hex>/fs         the layer's changes, overlay-ready (see `unpack`)
 //! <root>/snapshots/<chain-id hex>/meta.json  bytes and inodes it takes, how deletions are represented
 //! <root>/snapshots/tmp-<n>/                  a snapshot being built, or being deleted
+//! <root>/snapshots/l/<name>                  a short link to `../<chain-id hex>/fs` (see [`link`])
 //! ```
 //!
 //! A snapshot is built in a `tmp-` directory, synced with one `syncfs` (not one fsync per file), then
 //! renamed under its chain id, and the directory synced: a chain id either names a complete snapshot or
 //! nothing. Deletion renames to `tmp-` first, so a crash mid-way never leaves half a snapshot under a chain
-//! id. Leftover `tmp-` directories are removed when the store opens. Snapshots are leased like blobs.
+//! id. Leftover `tmp-` directories and links to nothing are removed when the store opens. Snapshots are
+//! leased like blobs: by pulls in flight, and by the snapshots runtimes build on them (`snapshotter`).
+//!
+//! Each snapshot records its parent (the chain id below it), so the whole chain of an image's top layer
+//! can be mounted without the image record, after the image is gone.
+
+pub mod link;
 
 use std::fs;
 
@@ -61,6 +68,39 @@ pub struct SnapshotMeta {
     /// [`SnapshotStore::inherit_implicit_dirs`]).
     #[serde(default)]
     pub implicit_dirs: Vec<PathBuf>,
+    /// The chain id of the layer below: `""` for a base layer, absent in stores written before imaged
+    /// recorded it (filled in from the image records at start: [`SnapshotStore::fill_parents`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The name of the snapshot's link in `l/` (absent in older stores until the store opens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// When the snapshot was committed (Unix nanoseconds; 0 if unknown).
+    #[serde(default)]
+    pub created_ns: i64,
+}
+
+/// What a layer sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerParent {
+    /// Nothing: a base layer.
+    Base,
+    /// The layer with this chain id.
+    Layer(Digest),
+}
+
+impl SnapshotMeta {
+    /// The layer's parent, if known.
+    pub fn parent(&self) -> Option<LayerParent> {
+        match self.parent.as_deref()? {
+            "" => Some(LayerParent::Base),
+            d => d.parse().ok().map(LayerParent::Layer),
+        }
+    }
+}
+
+fn parent_field(parent: Option<&Digest>) -> Option<String> {
+    Some(parent.map(|d| d.to_string()).unwrap_or_default())
 }
 
 /// A snapshot being built: apply the layer into [`Pending::fs`], then [`SnapshotStore::commit`].
@@ -100,21 +140,46 @@ struct Inner {
 }
 
 impl SnapshotStore {
-    /// Opens (creating) the store under `root`, removing unfinished builds and deletions.
+    /// Opens (creating) the store under `root`, removing unfinished builds and deletions, and links that
+    /// lead nowhere; gives every snapshot its link (stores written before links existed get them here).
     pub fn open(root: &Path, leases: Arc<LeaseTable>) -> Result<SnapshotStore, SnapshotError> {
         fs::create_dir_all(root).map_err(err("create", root))?;
         mark_top_dir(root);
+        let links = root.join(link::LINK_DIR);
+        fs::create_dir_all(&links).map_err(err("create", &links))?;
         let usage = Usage::default();
+        let mut linked = std::collections::HashSet::new();
         for entry in fs::read_dir(root).map_err(err("read", root))? {
             let entry = entry.map_err(err("read", root))?;
             let path = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
+            if name == link::LINK_DIR {
+                continue;
+            }
             let meta = (Digest::from_hex(&name).is_ok()).then(|| read_meta(&path)).flatten();
             match meta {
-                Some(m) => usage.add_many(m.bytes, m.inodes),
+                Some(mut m) => {
+                    usage.add_many(m.bytes, m.inodes);
+                    let target = link::target_of(&name);
+                    match &m.link {
+                        Some(l) => link::restore(&links, l, &target).map_err(err("link", &links))?,
+                        None => {
+                            m.link = Some(link::create(&links, &target).map_err(err("link", &links))?);
+                            write_meta_atomically(&path, &m)?;
+                        }
+                    }
+                    linked.extend(m.link);
+                }
                 // tmp-*, or anything else that is not a complete snapshot.
                 None => remove_tree(&path).map_err(err("remove leftover", &path))?,
+            }
+        }
+        for entry in fs::read_dir(&links).map_err(err("read", &links))? {
+            let entry = entry.map_err(err("read", &links))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !linked.contains(&name) {
+                remove_tree(&entry.path()).map_err(err("remove stale link", &entry.path()))?;
             }
         }
         Ok(SnapshotStore {
@@ -128,6 +193,25 @@ impl SnapshotStore {
         })
     }
 
+    /// Records the parents of snapshots written before imaged recorded them, from the images' chains
+    /// (each base first). Snapshots no image names keep an unknown parent; the start's sweep removes them.
+    pub fn fill_parents<'a>(&self, chains: impl IntoIterator<Item = &'a [Digest]>) -> Result<usize, SnapshotError> {
+        let mut filled = 0;
+        for chain in chains {
+            for (i, c) in chain.iter().enumerate() {
+                let dir = self.dir(c);
+                let Some(mut meta) = read_meta(&dir) else { continue };
+                if meta.parent.is_some() {
+                    continue;
+                }
+                meta.parent = parent_field(i.checked_sub(1).map(|p| &chain[p]));
+                write_meta_atomically(&dir, &meta)?;
+                filled += 1;
+            }
+        }
+        Ok(filled)
+    }
+
     /// The directory of a snapshot (whether or not it exists).
     pub fn dir(&self, chain: &Digest) -> PathBuf {
         self.inner.root.join(chain.hex())
@@ -136,6 +220,17 @@ impl SnapshotStore {
     /// The layer directory of a snapshot, as overlayfs takes it in `lowerdir`.
     pub fn fs_dir(&self, chain: &Digest) -> PathBuf {
         self.dir(chain).join("fs")
+    }
+
+    /// The short link to the layer directory of a snapshot (see [`link`]), if it exists.
+    pub fn link_path(&self, chain: &Digest) -> Option<PathBuf> {
+        let name = self.meta(chain)?.link?;
+        Some(self.inner.root.join(link::LINK_DIR).join(name))
+    }
+
+    /// The directory of the links: a lower directory given as `<links dir>/<name>` is short.
+    pub fn links_dir(&self) -> PathBuf {
+        self.inner.root.join(link::LINK_DIR)
     }
 
     /// Whether a complete snapshot exists under `chain`.
@@ -163,11 +258,13 @@ impl SnapshotStore {
         Ok(Pending { dir, committed: false })
     }
 
-    /// Makes a built snapshot durable and visible under `chain`. An existing snapshot is success.
+    /// Makes a built snapshot durable and visible under `chain`, on top of `parent` (`None` for a base
+    /// layer). An existing snapshot is success.
     pub fn commit(
         &self,
         mut pending: Pending,
         chain: &Digest,
+        parent: Option<&Digest>,
         overlay_whiteouts: bool,
         implicit_dirs: Vec<PathBuf>,
     ) -> Result<SnapshotMeta, SnapshotError> {
@@ -175,30 +272,50 @@ impl SnapshotStore {
         // included, so that GC's "bytes freed" is what deleting it really releases. meta.json is written
         // once to be measured and again with the figure (a small file keeps its one block).
         let meta_path = pending.dir.join("meta.json");
+        // The link first: its name goes into meta.json. It dangles until the rename below; a crash in
+        // between leaves a link to nothing, removed at the next start.
+        let links = self.links_dir();
+        let link_name = link::create(&links, &link::target_of(&chain.hex())).map_err(err("link", &links))?;
+        let unlink = |name: &str| {
+            let _ = link::remove(&links, name);
+        };
         let mut meta = SnapshotMeta {
             bytes: 0,
             inodes: 0,
             overlay_whiteouts,
             implicit_dirs,
+            parent: parent_field(parent),
+            link: Some(link_name.clone()),
+            created_ns: crate::service::now_ns(),
         };
-        fs::write(&meta_path, serde_json::to_vec(&meta).unwrap_or_default()).map_err(err("write", &meta_path))?;
-        let (bytes, inodes) = measure(&pending.dir).map_err(err("measure", &pending.dir))?;
-        let own = fs::symlink_metadata(&pending.dir).map_err(err("measure", &pending.dir))?;
-        meta.bytes = bytes + own.blocks() * 512;
-        meta.inodes = inodes + 1;
-        let mut f = fs::File::create(&meta_path).map_err(err("create", &meta_path))?;
-        f.write_all(&serde_json::to_vec(&meta).unwrap_or_default())
-            .map_err(err("write", &meta_path))?;
-        // One syncfs for the whole tree instead of an fsync per file.
-        rustix::fs::syncfs(&f).map_err(|e| err("sync", &pending.dir)(e.into()))?;
-        drop(f);
+        let written = (|| {
+            fs::write(&meta_path, serde_json::to_vec(&meta).unwrap_or_default()).map_err(err("write", &meta_path))?;
+            let (bytes, inodes) = measure(&pending.dir).map_err(err("measure", &pending.dir))?;
+            let own = fs::symlink_metadata(&pending.dir).map_err(err("measure", &pending.dir))?;
+            meta.bytes = bytes + own.blocks() * 512;
+            meta.inodes = inodes + 1;
+            let mut f = fs::File::create(&meta_path).map_err(err("create", &meta_path))?;
+            f.write_all(&serde_json::to_vec(&meta).unwrap_or_default())
+                .map_err(err("write", &meta_path))?;
+            // One syncfs for the whole tree instead of an fsync per file.
+            rustix::fs::syncfs(&f).map_err(|e| err("sync", &pending.dir)(e.into()))?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            unlink(&link_name);
+            return Err(e);
+        }
         let target = self.dir(chain);
         {
             let _order = self.inner.leases.lock();
             if self.exists(chain) {
+                unlink(&link_name);
                 return Ok(self.meta(chain).unwrap_or(meta)); // Pending's drop removes our copy.
             }
-            fs::rename(&pending.dir, &target).map_err(err("rename", &target))?;
+            if let Err(e) = fs::rename(&pending.dir, &target) {
+                unlink(&link_name);
+                return Err(err("rename", &target)(e));
+            }
             pending.committed = true;
             self.inner.usage.add_many(meta.bytes, meta.inodes);
         }
@@ -270,6 +387,10 @@ impl SnapshotStore {
             let tmp = self.inner.root.join(format!("tmp-del-{}-{n}", std::process::id()));
             fs::rename(&dir, &tmp).map_err(err("rename", &dir))?;
             self.inner.usage.sub_many(meta.bytes, meta.inodes);
+            if let Some(name) = &meta.link {
+                let links = self.links_dir();
+                link::remove(&links, name).map_err(err("remove link", &links.join(name)))?;
+            }
             (meta, tmp)
         };
         remove_tree(&tmp).map_err(err("remove", &tmp))?;
@@ -301,6 +422,17 @@ fn read_meta(dir: &Path) -> Option<SnapshotMeta> {
     serde_json::from_slice(&fs::read(dir.join("meta.json")).ok()?).ok()
 }
 
+/// Replaces a committed snapshot's meta.json (write aside, fsync, rename): a crash leaves the old or the new.
+fn write_meta_atomically(dir: &Path, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
+    let tmp = dir.join("meta.json.tmp");
+    let mut f = fs::File::create(&tmp).map_err(err("create", &tmp))?;
+    f.write_all(&serde_json::to_vec(meta).unwrap_or_default())
+        .and_then(|()| f.sync_all())
+        .map_err(err("write", &tmp))?;
+    let path = dir.join("meta.json");
+    fs::rename(&tmp, &path).map_err(err("rename", &path))
+}
+
 fn remove_tree(p: &Path) -> io::Result<()> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(p),
@@ -310,8 +442,8 @@ fn remove_tree(p: &Path) -> io::Result<()> {
     }
 }
 
-/// Allocated bytes and inode count of a tree (hard links counted once).
-fn measure(dir: &Path) -> io::Result<(u64, u64)> {
+/// Allocated bytes and inode count of a tree (hard links counted once), the tree's own directory excluded.
+pub fn measure(dir: &Path) -> io::Result<(u64, u64)> {
     let mut seen = std::collections::HashSet::new();
     let (mut bytes, mut inodes) = (0u64, 0u64);
     let mut stack = vec![dir.to_path_buf()];
