@@ -13,6 +13,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// The thing asked for does not exist (a tag or manifest in the registry).
     NotFound,
+    /// The thing to create exists already (a snapshot name).
+    AlreadyExists,
     /// The registry wants credentials that were not given or were wrong.
     Unauthenticated,
     /// The registry knows who we are and refuses access.
@@ -36,6 +38,7 @@ impl fmt::Display for ErrorKind {
         let s = match self {
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::NotFound => "not found",
+            ErrorKind::AlreadyExists => "already exists",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Unavailable => "unavailable",

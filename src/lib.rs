@@ -16,6 +16,8 @@
 //!   apply every layer, commit them and record the image.
 //! - [`unpack`] and [`snapshot`]: applying layer tars safely into overlay-ready snapshot directories keyed by
 //!   chain id, and flattening them into a rootfs.
+//! - [`snapshotter`]: containerd's snapshot model (active, view, committed snapshots with parents and
+//!   labels) over those layers, for the runtimes that build containers' root filesystems on them.
 //! - [`registry`]: the only module that talks to registries (through `oci-client`): hosts and mirrors
 //!   (`hosts.toml`), credentials, manifest and blob fetches.
 //! - [`metadata`]: image records (tags, digests, size, user, pins, times) in a transactional redb database.
@@ -50,6 +52,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod snapshot;
+pub mod snapshotter;
 pub mod unpack;
 pub mod wire;
 

@@ -1,0 +1,89 @@
+//! What snapshots take on disk: per snapshot (the API's `Usage`) and in total (for `ImageFsInfo`, which
+//! counts containers' writable layers as containerd's does).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Kind, Snapshotter, SnapshotterError, Usage, error};
+
+/// How old a measurement of the active snapshots may be before the total is measured again. Active
+/// snapshots change under running containers; measuring them walks their trees, so it is done at most this
+/// often (containerd's CRI plugin refreshes its figures every 10 s as well).
+const ACTIVE_REFRESH: Duration = Duration::from_secs(10);
+
+/// The last measurement of the active snapshots.
+#[derive(Debug, Default)]
+pub(super) struct ActiveUsage {
+    last: Mutex<Option<(Instant, Usage)>>,
+}
+
+impl Snapshotter {
+    /// What snapshot `key` takes itself: measured for an active snapshot, recorded at commit for a
+    /// committed one, the layer's own figures for imaged's layers.
+    pub fn usage(&self, key: &str) -> Result<Usage, SnapshotterError> {
+        let state = self.read();
+        match state.records.get(key) {
+            Some(r) if r.kind == Kind::Active => {
+                let dir = self.record_dir(r.id).join("fs");
+                drop(state);
+                let (bytes, inodes) = crate::snapshot::measure(&dir).map_err(error::io("measure", &dir))?;
+                Ok(Usage { bytes, inodes })
+            }
+            Some(r) => Ok(Usage {
+                bytes: r.bytes,
+                inodes: r.inodes,
+            }),
+            None => {
+                let missing = || SnapshotterError::NotFound(key.to_string());
+                self.layer_info(&state, key).ok_or_else(missing)?;
+                let meta = self
+                    .layers
+                    .meta(&key.parse().map_err(|_| missing())?)
+                    .ok_or_else(missing)?;
+                Ok(Usage {
+                    bytes: meta.bytes,
+                    inodes: meta.inodes,
+                })
+            }
+        }
+    }
+
+    /// What the snapshotter's own snapshots take in total (imaged's layers are counted by the layer store):
+    /// committed ones as recorded, active ones as last measured (at most [`ACTIVE_REFRESH`] ago). Blocks
+    /// while measuring; call it off the async threads.
+    pub fn usage_total(&self) -> Usage {
+        let (mut total, active_dirs) = {
+            let state = self.read();
+            let mut total = Usage::default();
+            let mut active = Vec::new();
+            for r in state.records.values() {
+                if r.kind == Kind::Active {
+                    active.push(self.record_dir(r.id).join("fs"));
+                } else {
+                    total.bytes += r.bytes;
+                    total.inodes += r.inodes;
+                }
+            }
+            (total, active)
+        };
+        let mut last = self.active_usage.last.lock().unwrap_or_else(|p| p.into_inner());
+        let active = match *last {
+            Some((at, u)) if at.elapsed() < ACTIVE_REFRESH => u,
+            _ => {
+                let mut u = Usage::default();
+                for dir in &active_dirs {
+                    // A snapshot removed meanwhile simply counts nothing.
+                    if let Ok((bytes, inodes)) = crate::snapshot::measure(dir) {
+                        u.bytes += bytes;
+                        u.inodes += inodes;
+                    }
+                }
+                *last = Some((Instant::now(), u));
+                u
+            }
+        };
+        total.bytes += active.bytes;
+        total.inodes += active.inodes;
+        total
+    }
+}
