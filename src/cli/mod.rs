@@ -28,8 +28,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 pub use error::CliError;
 pub use pull::Creds;
@@ -217,18 +216,7 @@ fn imaged_client(channel: Channel) -> ImagesClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// A gRPC channel to the unix socket at `socket`, for any service served there.
-pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
-    let socket = socket.to_path_buf();
-    // The URI is a placeholder: tonic requires one, the connector below ignores it.
-    let channel = Endpoint::from_static("http://[::]:0")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await?;
-    Ok(channel)
-}
+pub use crate::uds::channel;
 
 /// Verbose ImageStatus of `image`; `command` names the call in errors. An absent image is an error.
 async fn verbose_status(

@@ -36,7 +36,7 @@ impl RuntimeEndpoint {
             endpoint: self.path.display().to_string(),
             detail,
         };
-        let channel = crate::cli::channel(&self.path).await.map_err(|e| err(e.to_string()))?;
+        let channel = crate::uds::channel(&self.path).await.map_err(|e| err(e.to_string()))?;
         let mut client = RuntimeServiceClient::new(channel);
         let resp = client
             .list_containers(cri::ListContainersRequest { filter: None })
