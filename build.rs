@@ -1,9 +1,15 @@
-//! Compiles the CRI protocol definitions in `proto/` into Rust.
+//! Compiles the protocol definitions in `proto/` (the CRI, imaged's own service, containerd's snapshot API)
+//! into Rust.
 //!
 //! `protox` parses the `.proto` files in pure Rust, so building imaged needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/runtime/v1/api.proto", "proto/imaged/v1/imaged.proto"];
+    let protos = [
+        "proto/runtime/v1/api.proto",
+        "proto/imaged/v1/imaged.proto",
+        "proto/containerd/types/mount.proto",
+        "proto/containerd/services/snapshots/v1/snapshots.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

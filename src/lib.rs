@@ -4,6 +4,8 @@
 //!
 //! Dependencies point one way, from the wire down to the disk:
 //!
+//! - [`bridge`]: adapters for container runtimes (containerd's snapshot API and image publishing), beside
+//!   `server` as the CRI is: they translate a foreign API onto the stores and hold no policy.
 //! - [`server`]: the thin gRPC layer. One file per CRI RPC; it turns protobuf messages into domain calls
 //!   on [`service::ImageService`] and domain errors into gRPC statuses (in [`server::status`]); [`wire`]
 //!   holds the one message written by hand (a ListImages answer that can be sent pre-encoded).
@@ -25,11 +27,12 @@
 //!   [`lease`] protects what operations in flight are about to reference.
 //! - [`metrics`]: Prometheus metrics and their endpoint.
 //! - [`reference`], [`digest`], [`manifest`], [`platform`], [`pattern`], [`duration`]: value types and parsers;
-//!   [`keyed_lock`]: a lock per key.
+//!   [`keyed_lock`]: a lock per key; [`uds`]: gRPC channels over unix sockets.
 //! - [`config`]: the daemon's configuration and its embedded defaults; [`memory`]: allocator tuning.
 //! - [`cli`]: the client subcommands (`imaged pull`, `images`, ...), which speak CRI over a unix socket.
 //! - [`error`]: the error kinds every module maps into.
 
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod content;
@@ -53,6 +56,7 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod snapshotter;
+pub mod uds;
 pub mod unpack;
 pub mod wire;
 
@@ -64,6 +68,24 @@ pub mod proto {
         /// `imaged.v1`.
         pub mod v1 {
             tonic::include_proto!("imaged.v1");
+        }
+    }
+
+    /// containerd's API, as far as imaged serves it (the snapshot service, for the proxy snapshotter).
+    pub mod containerd {
+        /// `containerd.types`.
+        pub mod types {
+            tonic::include_proto!("containerd.types");
+        }
+        /// `containerd.services.*`.
+        pub mod services {
+            /// `containerd.services.snapshots`.
+            pub mod snapshots {
+                /// `containerd.services.snapshots.v1`.
+                pub mod v1 {
+                    tonic::include_proto!("containerd.services.snapshots.v1");
+                }
+            }
         }
     }
 

@@ -37,6 +37,7 @@ pub async fn serve(
     let imaged = crate::proto::imaged::v1::images_server::ImagesServer::new(imaged_service::Imaged {
         service: service.clone(),
     });
+    let snapshots = crate::bridge::containerd::snapshots::SnapshotsService::server(service.clone());
     let images = ImageServiceServer::new(Images {
         service,
         list_cache: Default::default(),
@@ -46,6 +47,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(images)
         .add_service(imaged)
+        .add_service(snapshots)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
 }

@@ -46,6 +46,9 @@ pub enum ServiceError {
     /// The snapshot store failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The snapshotter failed to open.
+    #[error(transparent)]
+    Snapshotter(#[from] crate::snapshotter::SnapshotterError),
     /// Opening the store failed.
     #[error("cannot open the image store at {path}: {detail}")]
     Open {
@@ -69,6 +72,7 @@ impl Classify for ServiceError {
             ServiceError::Metadata(e) => e.kind(),
             ServiceError::Content(e) => e.kind(),
             ServiceError::Snapshot(e) => e.kind(),
+            ServiceError::Snapshotter(e) => e.kind(),
             ServiceError::Open { .. } | ServiceError::Task(_) => ErrorKind::Internal,
         }
     }

@@ -72,6 +72,7 @@ pub struct ImageService {
     pinned: Arc<Pinned>,
     metrics: Arc<Metrics>,
     runtime_handlers: Vec<String>,
+    snapshotter: Arc<crate::snapshotter::Snapshotter>,
 }
 
 impl ImageService {
@@ -187,19 +188,50 @@ impl ImageService {
         Ok(out)
     }
 
-    /// The store's usage, kept incrementally (no tree walk).
+    /// The store's usage, kept incrementally (no tree walk): blobs, layers, the metadata database, and
+    /// the snapshots runtimes keep through the snapshotter (containers' writable layers included, as
+    /// containerd counts them; those are measured in the background at most every 10 s).
     pub fn fs_usage(&self) -> FsUsage {
         let (blob_bytes, blob_inodes) = self.stores.content.usage();
         let (snap_bytes, snap_inodes) = self.stores.snapshots.usage();
+        let (runtime, stale) = self.snapshotter.usage_total();
+        if stale && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let s = self.snapshotter.clone();
+            rt.spawn_blocking(move || s.refresh_active_usage());
+        }
         let db = std::fs::metadata(self.stores.metadata.path())
             .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
             .unwrap_or(0);
         FsUsage {
             mountpoint: self.root.clone(),
-            used_bytes: blob_bytes + snap_bytes + db,
-            inodes_used: blob_inodes + snap_inodes + 1,
+            used_bytes: blob_bytes + snap_bytes + db + runtime.bytes,
+            inodes_used: blob_inodes + snap_inodes + 1 + runtime.inodes,
             timestamp_ns: now_ns(),
         }
+    }
+
+    /// The snapshotter runtimes build containers' root filesystems with.
+    pub fn snapshotter(&self) -> &Arc<crate::snapshotter::Snapshotter> {
+        &self.snapshotter
+    }
+
+    /// Removes the layers among `chains` that nothing references any more (no image, no lease, no
+    /// snapshot built on them): what a removed snapshotter snapshot held. Returns the bytes freed.
+    pub async fn release_layers(&self, chains: Vec<crate::digest::Digest>) -> u64 {
+        if chains.is_empty() {
+            return 0;
+        }
+        let stores = self.stores.clone();
+        let freed = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&chains))
+            .await
+            .unwrap_or(0);
+        if freed > 0 {
+            tracing::info!(
+                freed_bytes = freed,
+                "removed layers no image or container needs any more"
+            );
+        }
+        freed
     }
 
     /// The metrics.

@@ -46,6 +46,11 @@ impl ImageService {
                 "recorded the parents of snapshots from an older store"
             );
         }
+        let snapshotter = Arc::new(crate::snapshotter::Snapshotter::open(
+            &config.root.join("snapshotter"),
+            snapshots.clone(),
+            leases.clone(),
+        )?);
         let caps = Capabilities::probe(&config.root.join("snapshots"));
         if !caps.overlay_whiteouts {
             tracing::info!("cannot create overlay whiteouts here (not root?): layers keep deletions in OCI form");
@@ -107,6 +112,7 @@ impl ImageService {
             pinned,
             metrics,
             runtime_handlers: config.runtime_handlers.clone(),
+            snapshotter,
         };
         Ok(service)
     }

@@ -2,6 +2,7 @@
 //! counts containers' writable layers as containerd's does).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Kind, Snapshotter, SnapshotterError, Usage, error};
@@ -15,6 +16,7 @@ const ACTIVE_REFRESH: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub(super) struct ActiveUsage {
     last: Mutex<Option<(Instant, Usage)>>,
+    refreshing: AtomicBool,
 }
 
 impl Snapshotter {
@@ -49,41 +51,45 @@ impl Snapshotter {
     }
 
     /// What the snapshotter's own snapshots take in total (imaged's layers are counted by the layer store):
-    /// committed ones as recorded, active ones as last measured (at most [`ACTIVE_REFRESH`] ago). Blocks
-    /// while measuring; call it off the async threads.
-    pub fn usage_total(&self) -> Usage {
-        let (mut total, active_dirs) = {
-            let state = self.read();
-            let mut total = Usage::default();
-            let mut active = Vec::new();
-            for r in state.records.values() {
-                if r.kind == Kind::Active {
-                    active.push(self.record_dir(r.id).join("fs"));
-                } else {
-                    total.bytes += r.bytes;
-                    total.inodes += r.inodes;
-                }
+    /// committed ones as recorded, active ones as last measured by [`Snapshotter::refresh_active_usage`]. The
+    /// flag says the measurement is missing or older than [`ACTIVE_REFRESH`]: time to refresh it (off the
+    /// caller's path: it walks the containers' trees).
+    pub fn usage_total(&self) -> (Usage, bool) {
+        let mut total = Usage::default();
+        for r in self.read().records.values().filter(|r| r.kind != Kind::Active) {
+            total.bytes += r.bytes;
+            total.inodes += r.inodes;
+        }
+        let last = *self.active_usage.last.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = last.is_none_or(|(at, _)| at.elapsed() >= ACTIVE_REFRESH);
+        if let Some((_, active)) = last {
+            total.bytes += active.bytes;
+            total.inodes += active.inodes;
+        }
+        (total, stale)
+    }
+
+    /// Measures the active snapshots again (blocking; one measurement at a time, others return at once).
+    pub fn refresh_active_usage(&self) {
+        if self.active_usage.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let dirs: Vec<_> = self
+            .read()
+            .records
+            .values()
+            .filter(|r| r.kind == Kind::Active)
+            .map(|r| self.record_dir(r.id).join("fs"))
+            .collect();
+        let mut u = Usage::default();
+        for dir in &dirs {
+            // A snapshot removed meanwhile simply counts nothing.
+            if let Ok((bytes, inodes)) = crate::snapshot::measure(dir) {
+                u.bytes += bytes;
+                u.inodes += inodes;
             }
-            (total, active)
-        };
-        let mut last = self.active_usage.last.lock().unwrap_or_else(|p| p.into_inner());
-        let active = match *last {
-            Some((at, u)) if at.elapsed() < ACTIVE_REFRESH => u,
-            _ => {
-                let mut u = Usage::default();
-                for dir in &active_dirs {
-                    // A snapshot removed meanwhile simply counts nothing.
-                    if let Ok((bytes, inodes)) = crate::snapshot::measure(dir) {
-                        u.bytes += bytes;
-                        u.inodes += inodes;
-                    }
-                }
-                *last = Some((Instant::now(), u));
-                u
-            }
-        };
-        total.bytes += active.bytes;
-        total.inodes += active.inodes;
-        total
+        }
+        *self.active_usage.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), u));
+        self.active_usage.refreshing.store(false, Ordering::Release);
     }
 }

@@ -1,0 +1,8 @@
+//! Bridges to container runtimes: adapters that let a runtime run the images imaged pulled, without a
+//! second copy of any layer. Each bridge translates one foreign API onto imaged's stores and holds no policy
+//! of its own, as [`crate::server`] does for the CRI.
+//!
+//! - [`containerd`]: containerd's snapshot API served on imaged's socket (a proxy snapshotter), and the
+//!   publisher that records imaged's images in containerd's namespace.
+
+pub mod containerd;
