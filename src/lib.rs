@@ -30,7 +30,7 @@
 //!   [`keyed_lock`]: a lock per key; [`uds`]: gRPC channels over unix sockets.
 //! - [`config`]: the daemon's configuration and its embedded defaults; [`memory`]: allocator tuning.
 //! - [`cli`]: the client subcommands (`imaged pull`, `images`, ...), which speak CRI over a unix socket.
-//! - [`error`]: the error kinds every module maps into.
+//! - [`error`]: the error kinds every module maps into; [`events`]: what the service announces to bridges.
 
 pub mod bridge;
 pub mod cli;
@@ -40,6 +40,7 @@ pub mod digest;
 pub mod duration;
 pub mod ensure;
 pub mod error;
+pub mod events;
 pub mod gc;
 pub mod keyed_lock;
 pub mod lease;

@@ -71,6 +71,10 @@ struct ServeArgs {
     /// (e.g. unix:///run/containerd/containerd.sock)
     #[arg(long)]
     runtime_endpoint: Option<String>,
+    /// Publish images into the containerd at this socket (e.g. /run/containerd/containerd.sock), whose CRI
+    /// plugin then runs them through imaged's snapshotter
+    #[arg(long)]
+    containerd_address: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +110,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             pinned_images: args.pinned_images,
             metrics_addr: args.metrics_addr,
             runtime_endpoint: args.runtime_endpoint,
+            containerd_address: args.containerd_address,
         },
     )?;
     let service = Arc::new(ImageService::open(&config)?);
@@ -129,6 +134,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let s = service.clone();
         AbortOnDrop(tokio::spawn(async move { s.recover().await }))
     };
+    let _bridges = service.start_bridges().map(AbortOnDrop);
     let server = tokio::spawn(imaged::server::serve(listener, service, async {
         let _ = stop_rx.await;
     }));

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 mod sections;
 
-pub use sections::{GcSection, PullSection};
+pub use sections::{ContainerdConfig, ContainerdSection, GcSection, PullSection};
 
 use crate::platform::Platform;
 use crate::registry::auth::default_auth_paths;
@@ -72,6 +72,9 @@ pub struct FileConfig {
     /// Image garbage collection.
     #[serde(default)]
     pub gc: GcSection,
+    /// Publishing images into containerd.
+    #[serde(default)]
+    pub containerd: ContainerdSection,
 }
 
 /// The `[registry]` section.
@@ -119,6 +122,8 @@ pub struct Config {
     pub pull: PullSection,
     /// Image garbage collection.
     pub gc: GcSection,
+    /// Publishing into containerd, when on.
+    pub containerd: Option<ContainerdConfig>,
 }
 
 /// Settings given on the command line; they win over the file.
@@ -140,6 +145,8 @@ pub struct Overrides {
     pub metrics_addr: Option<String>,
     /// `--runtime-endpoint`.
     pub runtime_endpoint: Option<String>,
+    /// `--containerd-address`.
+    pub containerd_address: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -179,6 +186,14 @@ impl Config {
                 "registry.max_concurrent_downloads must be at least 1".into(),
             ));
         }
+        let containerd = file.containerd.resolve(o.containerd_address);
+        if let Some(c) = &containerd
+            && (c.namespace.is_empty() || c.snapshotter.is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "containerd.namespace and containerd.snapshotter must not be empty".into(),
+            ));
+        }
         Ok(Config {
             root: o.root.or(file.root).unwrap_or(root),
             socket: o.socket.or(file.socket).unwrap_or(socket),
@@ -207,10 +222,15 @@ impl Config {
                 None => None,
             },
             pull: file.pull,
+            // With containerd set up, its containers are the ones whose images are in use.
             gc: GcSection {
-                runtime_endpoint: o.runtime_endpoint.or(file.gc.runtime_endpoint),
+                runtime_endpoint: o
+                    .runtime_endpoint
+                    .or(file.gc.runtime_endpoint)
+                    .or_else(|| containerd.as_ref().map(|c| format!("unix://{}", c.address.display()))),
                 ..file.gc
             },
+            containerd,
         })
     }
 }

@@ -90,3 +90,43 @@ impl GcSection {
         self.period.map_or(Duration::from_secs(300), |d| d.0)
     }
 }
+
+/// `[containerd]`: publish imaged's images into containerd, whose CRI plugin runs them through imaged's
+/// proxy snapshotter. Off unless `address` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerdSection {
+    /// containerd's gRPC socket (`/run/containerd/containerd.sock`). Unset: nothing is published.
+    pub address: Option<std::path::PathBuf>,
+    /// The namespace to publish into. Default `k8s.io` (containerd's CRI plugin).
+    pub namespace: Option<String>,
+    /// The name containerd loaded imaged's snapshotter under (`[proxy_plugins.<name>]`). Default `imaged`.
+    pub snapshotter: Option<String>,
+}
+
+/// The resolved `[containerd]` section, present when publishing is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerdConfig {
+    /// containerd's gRPC socket.
+    pub address: std::path::PathBuf,
+    /// The namespace images are published in.
+    pub namespace: String,
+    /// The proxy snapshotter's name in containerd's config.
+    pub snapshotter: String,
+}
+
+impl ContainerdSection {
+    /// The resolved section with `address` (from the file or `--containerd-address`), if any.
+    pub fn resolve(&self, address: Option<std::path::PathBuf>) -> Option<ContainerdConfig> {
+        let address = address.or_else(|| self.address.clone())?;
+        let address = match address.to_str().and_then(|s| s.strip_prefix("unix://")) {
+            Some(p) => std::path::PathBuf::from(p),
+            None => address,
+        };
+        Some(ContainerdConfig {
+            address,
+            namespace: self.namespace.clone().unwrap_or_else(|| "k8s.io".into()),
+            snapshotter: self.snapshotter.clone().unwrap_or_else(|| "imaged".into()),
+        })
+    }
+}

@@ -84,3 +84,36 @@ fn bad_values_are_rejected() {
     let file = FileConfig::parse("[registry]\nmax_concurrent_downloads = 0\n", Path::new("c")).unwrap();
     assert!(Config::resolve(file, Overrides::default()).is_err());
 }
+
+#[test]
+fn containerd_publishing_is_off_by_default_and_its_socket_becomes_the_runtime_endpoint() {
+    let c = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+    assert!(c.containerd.is_none());
+    assert!(c.gc.runtime_endpoint.is_none());
+    let file = FileConfig::parse(
+        "[containerd]\naddress = \"/run/containerd/containerd.sock\"\n",
+        Path::new("x"),
+    )
+    .unwrap();
+    let c = Config::resolve(file, Overrides::default()).unwrap();
+    let ctr = c.containerd.unwrap();
+    assert_eq!(ctr.address, PathBuf::from("/run/containerd/containerd.sock"));
+    assert_eq!((ctr.namespace.as_str(), ctr.snapshotter.as_str()), ("k8s.io", "imaged"));
+    assert_eq!(
+        c.gc.runtime_endpoint.as_deref(),
+        Some("unix:///run/containerd/containerd.sock")
+    );
+    let o = Overrides {
+        containerd_address: Some("unix:///x.sock".into()),
+        runtime_endpoint: Some("/other.sock".into()),
+        ..Overrides::default()
+    };
+    let c = Config::resolve(FileConfig::default(), o).unwrap();
+    assert_eq!(c.containerd.unwrap().address, PathBuf::from("/x.sock"));
+    assert_eq!(
+        c.gc.runtime_endpoint.as_deref(),
+        Some("/other.sock"),
+        "an explicit endpoint wins"
+    );
+    assert!(FileConfig::parse("[containerd]\nadress = \"/x\"\n", Path::new("x")).is_err());
+}

@@ -89,6 +89,7 @@ pub struct Ensurer {
     slots: PullSlots,
     rate: Arc<RateLimiter>,
     metrics: Arc<Metrics>,
+    events: Arc<dyn crate::events::ImageEvents>,
 }
 
 /// A request on its way: [`Ticket::progress`] while waiting, [`Ticket::finish`] for the result.
@@ -110,7 +111,13 @@ enum TicketState {
 
 impl Ensurer {
     /// The ensure logic with `options`, pulling through `puller`.
-    pub fn new(puller: Arc<Puller>, options: EnsureOptions, metrics: Arc<Metrics>) -> Result<Ensurer, EnsureError> {
+    /// Successful answers are announced to `events` (bridges) before they are returned.
+    pub fn new(
+        puller: Arc<Puller>,
+        options: EnsureOptions,
+        metrics: Arc<Metrics>,
+        events: Arc<dyn crate::events::ImageEvents>,
+    ) -> Result<Ensurer, EnsureError> {
         let bucket = limits::TokenBucket::new(options.qps, options.burst, options.max_qps_wait)?;
         Ok(Ensurer {
             puller,
@@ -120,6 +127,7 @@ impl Ensurer {
             options,
             inflight: Mutex::new(HashMap::new()),
             metrics,
+            events,
         })
     }
 
@@ -260,7 +268,12 @@ impl Ticket<'_> {
     /// Waits for the result.
     pub async fn finish(self) -> Result<Arc<ImageRecord>, EnsureError> {
         let (flight, present, started) = match self.state {
-            TicketState::Done(r) => return r,
+            TicketState::Done(r) => {
+                if let Ok(rec) = &r {
+                    self.ensurer.events.recorded(rec).await;
+                }
+                return r;
+            }
             TicketState::Waiting {
                 flight,
                 present,
@@ -289,6 +302,11 @@ impl Ticket<'_> {
             (r, _) => r,
         };
         self.ensurer.record_outcome(c, &name, &result);
+        if let Ok(rec) = &result {
+            // The runtimes see the image before the caller hears of it (kubelet's next call creates a
+            // container from it).
+            self.ensurer.events.recorded(rec).await;
+        }
         match &result {
             Ok(rec) => {
                 self.ensurer.metrics.pull_result("success");

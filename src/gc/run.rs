@@ -64,17 +64,26 @@ pub struct Collector {
     pinned: Arc<Pinned>,
     runtime: Option<RuntimeEndpoint>,
     running: tokio::sync::Mutex<()>,
+    events: Arc<dyn crate::events::ImageEvents>,
 }
 
 impl Collector {
-    /// A collector over `stores`, whose filesystem is the one holding `root`.
-    pub fn new(stores: Stores, root: PathBuf, pinned: Arc<Pinned>, runtime: Option<RuntimeEndpoint>) -> Collector {
+    /// A collector over `stores`, whose filesystem is the one holding `root`; removals are announced to
+    /// `events`.
+    pub fn new(
+        stores: Stores,
+        root: PathBuf,
+        pinned: Arc<Pinned>,
+        runtime: Option<RuntimeEndpoint>,
+        events: Arc<dyn crate::events::ImageEvents>,
+    ) -> Collector {
         Collector {
             stores,
             root,
             pinned,
             runtime,
             running: tokio::sync::Mutex::new(()),
+            events,
         }
     }
 
@@ -184,10 +193,13 @@ impl Collector {
             let by_id: HashMap<String, &Arc<ImageRecord>> = images.iter().map(|r| (r.id.to_string(), r)).collect();
             for p in &plan.images {
                 if let Some(rec) = by_id.get(&p.id) {
-                    self.stores.metadata.remove(&rec.id).map_err(|e| GcError::Remove {
+                    let removed = self.stores.metadata.remove(&rec.id).map_err(|e| GcError::Remove {
                         id: p.id.clone(),
                         detail: e.to_string(),
                     })?;
+                    if let Some(rec) = removed {
+                        self.events.removed(&rec).await;
+                    }
                 }
             }
             let stores = self.stores.clone();
@@ -234,14 +246,9 @@ impl Collector {
             id: rec.id.to_string(),
             detail: e,
         };
-        if self
-            .stores
-            .metadata
-            .remove(&rec.id)
-            .map_err(|e| err(e.to_string()))?
-            .is_none()
-        {
-            return Ok(0);
+        match self.stores.metadata.remove(&rec.id).map_err(|e| err(e.to_string()))? {
+            Some(removed) => self.events.removed(&removed).await,
+            None => return Ok(0),
         }
         let stores = self.stores.clone();
         let named: Vec<Digest> = rec.blobs().chain(rec.chain_ids()).collect();

@@ -73,6 +73,8 @@ pub struct ImageService {
     metrics: Arc<Metrics>,
     runtime_handlers: Vec<String>,
     snapshotter: Arc<crate::snapshotter::Snapshotter>,
+    events: Arc<dyn crate::events::ImageEvents>,
+    containerd: Option<Arc<crate::bridge::containerd::ContainerdBridge>>,
 }
 
 impl ImageService {
@@ -147,9 +149,10 @@ impl ImageService {
         let Some(rec) = self.lookup(name)? else {
             return Ok(());
         };
-        if self.stores.metadata.remove(&rec.id)?.is_none() {
+        let Some(removed) = self.stores.metadata.remove(&rec.id)? else {
             return Ok(());
-        }
+        };
+        self.events.removed(&removed).await;
         let stores = self.stores.clone();
         let named: Vec<_> = rec.blobs().chain(rec.chain_ids()).collect();
         let freed = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named))
@@ -208,6 +211,17 @@ impl ImageService {
             inodes_used: blob_inodes + snap_inodes + 1 + runtime.inodes,
             timestamp_ns: now_ns(),
         }
+    }
+
+    /// Starts the bridges' background work (the containerd reconciler), if any; it stops when the handle is
+    /// aborted.
+    pub fn start_bridges(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.containerd.as_ref().map(|b| b.start())
+    }
+
+    /// The containerd bridge, when `[containerd] address` is set.
+    pub fn containerd(&self) -> Option<&Arc<crate::bridge::containerd::ContainerdBridge>> {
+        self.containerd.as_ref()
     }
 
     /// The snapshotter runtimes build containers' root filesystems with.

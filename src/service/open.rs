@@ -92,7 +92,16 @@ impl ImageService {
             stale_if_unavailable: p.stale_if_unavailable.unwrap_or(false),
             policy,
         };
-        let ensurer = Ensurer::new(puller, ensure, metrics.clone()).map_err(|e| open_err(format!("[pull]: {e}")))?;
+        let containerd = config
+            .containerd
+            .clone()
+            .map(|c| crate::bridge::containerd::ContainerdBridge::new(c, stores.clone()));
+        let events: Arc<dyn crate::events::ImageEvents> = match &containerd {
+            Some(b) => b.clone(),
+            None => Arc::new(crate::events::NoEvents),
+        };
+        let ensurer = Ensurer::new(puller, ensure, metrics.clone(), events.clone())
+            .map_err(|e| open_err(format!("[pull]: {e}")))?;
         let patterns = config
             .pinned_images
             .iter()
@@ -102,7 +111,13 @@ impl ImageService {
         let runtime = config.gc.runtime_endpoint.as_deref().map(RuntimeEndpoint::parse);
         let gc_policy = config.gc.policy();
         gc_policy.validate().map_err(|e| open_err(format!("[gc]: {e}")))?;
-        let collector = Collector::new(stores.clone(), config.root.clone(), pinned.clone(), runtime);
+        let collector = Collector::new(
+            stores.clone(),
+            config.root.clone(),
+            pinned.clone(),
+            runtime,
+            events.clone(),
+        );
         let service = ImageService {
             root: config.root.clone(),
             stores,
@@ -113,6 +128,8 @@ impl ImageService {
             metrics,
             runtime_handlers: config.runtime_handlers.clone(),
             snapshotter,
+            events,
+            containerd,
         };
         Ok(service)
     }
