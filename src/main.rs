@@ -26,6 +26,8 @@ enum Command {
     Serve(ServeArgs),
     /// Check the store offline (daemon stopped): blobs match their digests, images are complete, no leftovers.
     Fsck(FsckArgs),
+    /// Print the lines containerd's config.toml needs to run imaged's images (proxy snapshotter, CRI).
+    ContainerdConfig(ContainerdConfigArgs),
     #[command(flatten)]
     Client(imaged::cli::ClientCommand),
 }
@@ -38,6 +40,20 @@ struct FsckArgs {
     /// Store directory [default: as `imaged serve`]
     #[arg(long)]
     root: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ContainerdConfigArgs {
+    /// TOML config file [default: /etc/imaged/config.toml if it exists]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// imaged's socket [default: as `imaged serve`]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// containerd's version, for its config format (1.6, 1.7, 2.0, ...) [default: `containerd --version`,
+    /// else 1.x]
+    #[arg(long, value_name = "VERSION")]
+    containerd_version: Option<String>,
 }
 
 #[derive(Args)]
@@ -87,6 +103,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Fsck(args) => fsck(args, &runtime),
+        Command::ContainerdConfig(args) => containerd_config(args),
         Command::Client(cmd) => Ok(runtime.block_on(imaged::cli::run(cmd))?),
     }
 }
@@ -214,6 +231,33 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
     } else {
         anyhow::bail!("{} problems found", report.problems.len())
     }
+}
+
+fn containerd_config(args: ContainerdConfigArgs) -> anyhow::Result<()> {
+    use imaged::bridge::containerd::snippet::{Format, render};
+    let file = config_file(args.config.as_deref())?;
+    let config = Config::resolve(
+        file,
+        Overrides {
+            socket: args.socket,
+            ..Overrides::default()
+        },
+    )?;
+    let format = match &args.containerd_version {
+        Some(v) => {
+            Format::for_version(v).with_context(|| format!("--containerd-version {v:?}: expected 1.x or 2.x"))?
+        }
+        None => Format::detect().unwrap_or(Format::V2),
+    };
+    let snapshotter = config.containerd.as_ref().map_or("imaged", |c| c.snapshotter.as_str());
+    print!("{}", render(format, &config.socket, snapshotter));
+    if config.containerd.is_none() {
+        eprintln!(
+            "note: imaged does not publish images into containerd yet: set [containerd] address in its config \
+             (or --containerd-address) so that containerd's CRI plugin finds the images imaged pulls"
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {

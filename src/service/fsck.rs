@@ -75,12 +75,19 @@ impl ImageService {
                 .filter(|d| !keep_blobs.contains(d))
                 .map(|d| format!("blob {d} is unreferenced")),
         );
+        // A layer whose image is gone stays while a runtime's snapshot sits on it (the snapshotter leases it).
         r.problems.extend(
             snapshots
                 .iter()
-                .filter(|c| !keep_snaps.contains(c))
+                .filter(|c| !keep_snaps.contains(c) && !s.leases.is_leased(c))
                 .map(|c| format!("snapshot {c} is unreferenced")),
         );
+        for c in &snapshots {
+            if !s.snapshots.link_path(c).is_some_and(|l| l.is_dir()) {
+                r.problems.push(format!("snapshot {c} has no link in snapshots/l/"));
+            }
+        }
+        r.problems.extend(self.snapshotter.check());
         let leftovers = |dir: std::path::PathBuf, what: &str, r: &mut FsckReport| {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {

@@ -92,4 +92,24 @@ impl Snapshotter {
         *self.active_usage.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), u));
         self.active_usage.refreshing.store(false, Ordering::Release);
     }
+
+    /// Consistency problems, one line each: records whose directory is missing or whose parents cannot
+    /// be resolved (for `imaged fsck`).
+    pub fn check(&self) -> Vec<String> {
+        let state = self.read();
+        let mut problems = Vec::new();
+        for (name, r) in &state.records {
+            let dir = self.record_dir(r.id);
+            if !dir.join("fs").is_dir() {
+                problems.push(format!(
+                    "snapshotter: snapshot {name:?} has no directory {}",
+                    dir.display()
+                ));
+            }
+            if let Err(e) = self.lowers(&state, &r.parent) {
+                problems.push(format!("snapshotter: snapshot {name:?}: parent chain broken: {e}"));
+            }
+        }
+        problems
+    }
 }

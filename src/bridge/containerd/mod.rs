@@ -14,6 +14,7 @@
 mod client;
 pub mod publish;
 pub mod snapshots;
+pub mod snippet;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
