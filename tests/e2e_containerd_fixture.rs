@@ -12,7 +12,8 @@ use std::path::Path;
 
 use common::busybox::{busybox_image, busybox_layer, changes_layers, is_static_elf, pause_image, push_pause};
 use common::containerd::inside::{comparable, parse_probe};
-use common::containerd::pods::{ContainerSpec, LogLine, parse_cri_log};
+use common::containerd::logs::{LogLine, parse_cri_log};
+use common::containerd::pods::ContainerSpec;
 use common::containerd::{Containerd, ContainerdOptions};
 use common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
 use common::push::push_image;
@@ -241,13 +242,15 @@ async fn containers_outlive_containerd_killed_and_restarted() {
         running,
         "survived a restart"
     );
-    let (code, out) = ctd
-        .run_to_exit(
-            &pod,
-            &ContainerSpec::new("after", &app_id).command(&["/bin/cat", "/etc/marker"]),
-        )
-        .await;
-    assert_eq!((code, out.as_str()), (0, MARKER));
+    let ready = cri::PodSandboxState::SandboxReady as i32;
+    assert_eq!(ctd.pod_status(&pod.id).await.state, ready);
+    let after = ContainerSpec::new("after", &app_id).command(&["/bin/cat", "/etc/marker"]);
+    let after = ctd.run_container(&pod, &after).await;
+    assert_eq!(ctd.wait_exit(&after).await, 0);
+    assert_eq!(ctd.output(&after).await, MARKER);
+    ctd.remove_container(&after, 0).await;
+    let left: Vec<String> = ctd.list_containers().await.into_iter().map(|c| c.id).collect();
+    assert_eq!(left, std::slice::from_ref(&sleeper));
 
     ctd.remove_all_pods().await;
     assert!(ctd.list_containers().await.is_empty());

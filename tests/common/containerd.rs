@@ -5,7 +5,8 @@
 //! the sandbox id, so instances in parallel test processes never collide there.
 //!
 //! - This file: options, `config.toml`, start / stop / kill / restart on the same root, the log, clients.
-//! - [`pods`]: CRI helpers: host-network pod sandboxes, containers from an image ref, exit, output, exec.
+//! - [`pods`]: CRI helpers: host-network pod sandboxes, containers from an image ref, exit, exec, listing.
+//! - [`logs`]: a container's output, from its CRI log file.
 //! - [`inside`]: a container's root filesystem read from inside it, compared with `umoci unpack`'s.
 //! - [`teardown`]: what `Drop` does (containers, shims, mounts, cgroups, sockets, dirs) and [`Traces`],
 //!   which checks afterwards that nothing was left behind.
@@ -14,6 +15,7 @@
 //! use the host network), no AppArmor or SELinux, the streaming server on a free port.
 
 pub mod inside;
+pub mod logs;
 pub mod pods;
 pub mod teardown;
 
@@ -55,6 +57,10 @@ pub struct ContainerdOptions {
     pub sandbox_image: String,
     /// The CRI plugin's registry `config_path`: a directory of `<host>/hosts.toml` files.
     pub hosts_dir: Option<PathBuf>,
+    /// containerd's log level (`[debug] level`): `info` unless set; `debug` shows every snapshotter call.
+    pub log_level: String,
+    /// TOML appended to `config.toml` as is (whole tables, e.g. `[plugins."io.containerd.gc.v1.scheduler"]`).
+    pub extra_config: String,
 }
 
 impl ContainerdOptions {
@@ -65,6 +71,8 @@ impl ContainerdOptions {
             proxy_snapshotters: Vec::new(),
             sandbox_image: sandbox_image.into(),
             hosts_dir: None,
+            log_level: "info".into(),
+            extra_config: String::new(),
         }
     }
 
@@ -83,6 +91,19 @@ impl ContainerdOptions {
     /// Sets the registry hosts directory (e.g. one made by `registry::write_hosts_toml`).
     pub fn hosts_dir(mut self, dir: &Path) -> Self {
         self.hosts_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Sets containerd's log level, e.g. `debug`.
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.into();
+        self
+    }
+
+    /// Appends `toml` (whole tables) to the generated `config.toml`.
+    pub fn extra_config(mut self, toml: &str) -> Self {
+        self.extra_config.push_str(toml);
+        self.extra_config.push('\n');
         self
     }
 }
@@ -300,7 +321,7 @@ disabled_plugins = [
 
 [debug]
   address = ""
-  level = "info"
+  level = "{level}"
 
 [metrics]
   address = ""
@@ -332,6 +353,7 @@ disabled_plugins = [
 "#,
             sandbox = o.sandbox_image,
             snapshotter = o.snapshotter,
+            level = o.log_level,
         );
         if let Some(hosts) = &o.hosts_dir {
             toml.push_str(&format!(
@@ -344,6 +366,10 @@ disabled_plugins = [
                 "\n[proxy_plugins.{name}]\n  type = \"snapshot\"\n  address = \"{}\"\n",
                 address.display()
             ));
+        }
+        if !o.extra_config.is_empty() {
+            toml.push('\n');
+            toml.push_str(&o.extra_config);
         }
         toml
     }
