@@ -243,3 +243,98 @@ fn unknown_fields_are_skipped() {
     assert_eq!(req.image.unwrap().image, "x");
     assert_eq!(req.sandbox_config.unwrap().hostname, "host");
 }
+
+#[test]
+fn create_container_request_wire_format() {
+    // The fields the containerd tests send: an image by id with the name the user typed, a command, a
+    // read-only bind mount, a log path and the sandbox's id and config.
+    use imaged::proto::runtime::v1::{ContainerConfig, CreateContainerRequest, Mount};
+    let req = CreateContainerRequest {
+        pod_sandbox_id: "p".into(),
+        config: Some(ContainerConfig {
+            image: Some(ImageSpec {
+                image: "sha".into(),
+                user_specified_image: "a".into(),
+                ..Default::default()
+            }),
+            command: vec!["sh".into()],
+            args: vec!["x".into()],
+            mounts: vec![Mount {
+                container_path: "/c".into(),
+                readonly: true,
+                ..Default::default()
+            }],
+            log_path: "l".into(),
+            ..Default::default()
+        }),
+        sandbox_config: Some(PodSandboxConfig {
+            hostname: "h".into(),
+            ..Default::default()
+        }),
+    };
+    #[rustfmt::skip]
+    let wire: &[u8] = &[
+        0x0a, 0x01, b'p',                     // field 1 (pod_sandbox_id), LEN, 1 byte
+        0x12, 0x1d,                           // field 2 (config: ContainerConfig), LEN, 29 bytes
+            0x12, 0x09,                       //   field 2 (image: ImageSpec), LEN, 9 bytes
+                0x0a, 0x03, b's', b'h', b'a', //     field 1 (image), LEN, 3 bytes
+                0x92, 0x01, 0x01, b'a',       //     field 18 (user_specified_image), LEN, 1 byte
+            0x1a, 0x02, b's', b'h',           //   field 3 (command), LEN, 2 bytes
+            0x22, 0x01, b'x',                 //   field 4 (args), LEN, 1 byte
+            0x3a, 0x06,                       //   field 7 (mounts: Mount), LEN, 6 bytes
+                0x0a, 0x02, b'/', b'c',       //     field 1 (container_path), LEN, 2 bytes
+                0x18, 0x01,                   //     field 3 (readonly), VARINT 1
+            0x5a, 0x01, b'l',                 //   field 11 (log_path), LEN, 1 byte
+        0x1a, 0x03,                           // field 3 (sandbox_config: PodSandboxConfig), LEN, 3 bytes
+            0x12, 0x01, b'h',                 //   field 2 (hostname), LEN, 1 byte
+    ];
+    assert_wire(&req, wire);
+}
+
+#[test]
+fn exec_sync_and_container_status_wire_format() {
+    use imaged::proto::runtime::v1::{ContainerState, ContainerStatus, ExecSyncRequest, ExecSyncResponse};
+    let req = ExecSyncRequest {
+        container_id: "c".into(),
+        cmd: vec!["ls".into()],
+        timeout: 60,
+    };
+    #[rustfmt::skip]
+    let wire: &[u8] = &[
+        0x0a, 0x01, b'c',       // field 1 (container_id), LEN, 1 byte
+        0x12, 0x02, b'l', b's', // field 2 (cmd), LEN, 2 bytes
+        0x18, 0x3c,             // field 3 (timeout), VARINT 60
+    ];
+    assert_wire(&req, wire);
+    let resp = ExecSyncResponse {
+        stdout: b"o".to_vec(),
+        stderr: b"e".to_vec(),
+        exit_code: 7,
+    };
+    #[rustfmt::skip]
+    let wire: &[u8] = &[
+        0x0a, 0x01, b'o', // field 1 (stdout), LEN, 1 byte
+        0x12, 0x01, b'e', // field 2 (stderr), LEN, 1 byte
+        0x18, 0x07,       // field 3 (exit_code), VARINT 7
+    ];
+    assert_wire(&resp, wire);
+    let status = ContainerStatus {
+        id: "c".into(),
+        state: ContainerState::ContainerExited as i32,
+        exit_code: 3,
+        image_ref: "r".into(),
+        log_path: "/l".into(),
+        image_id: "i".into(),
+        ..Default::default()
+    };
+    #[rustfmt::skip]
+    let wire: &[u8] = &[
+        0x0a, 0x01, b'c',             // field 1 (id), LEN, 1 byte
+        0x18, 0x02,                   // field 3 (state), VARINT 2 (CONTAINER_EXITED)
+        0x38, 0x03,                   // field 7 (exit_code), VARINT 3
+        0x4a, 0x01, b'r',             // field 9 (image_ref), LEN, 1 byte
+        0x7a, 0x02, b'/', b'l',       // field 15 (log_path), LEN, 2 bytes
+        0x8a, 0x01, 0x01, b'i',       // field 17 (image_id), LEN (tag 138), 1 byte
+    ];
+    assert_wire(&status, wire);
+}

@@ -1,5 +1,5 @@
 //! A fake container runtime: CRI `runtime.v1.RuntimeService` serving only `ListContainers`, the one RPC imaged
-//! calls to learn which images containers use.
+//! calls to learn which images containers use (every other RPC answers `Unimplemented`).
 //!
 //! This is the one fake edge of the GC and prune tests, named as such: a real runtime (containerd, CRI-O) would
 //! need runc, pod sandboxes and a kubelet-like client to have containers at all. Everything else in those tests
@@ -35,6 +35,90 @@ impl RuntimeService for Service {
         let containers = self.0.containers.lock().unwrap().clone();
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
+
+    // imaged calls only ListContainers; the rest of the runtime is not faked.
+
+    async fn version(&self, _req: Request<cri::VersionRequest>) -> Result<Response<cri::VersionResponse>, Status> {
+        Err(unimplemented("version"))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _req: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        Err(unimplemented("run_pod_sandbox"))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        _req: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        Err(unimplemented("stop_pod_sandbox"))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        Err(unimplemented("remove_pod_sandbox"))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        _req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        Err(unimplemented("pod_sandbox_status"))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _req: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        Err(unimplemented("list_pod_sandbox"))
+    }
+
+    async fn create_container(
+        &self,
+        _req: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        Err(unimplemented("create_container"))
+    }
+
+    async fn start_container(
+        &self,
+        _req: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        Err(unimplemented("start_container"))
+    }
+
+    async fn stop_container(
+        &self,
+        _req: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        Err(unimplemented("stop_container"))
+    }
+
+    async fn remove_container(
+        &self,
+        _req: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        Err(unimplemented("remove_container"))
+    }
+
+    async fn container_status(
+        &self,
+        _req: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        Err(unimplemented("container_status"))
+    }
+
+    async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        Err(unimplemented("exec_sync"))
+    }
+}
+
+fn unimplemented(rpc: &str) -> Status {
+    Status::unimplemented(format!("the fake runtime serves ListContainers only, not {rpc}"))
 }
 
 /// A fake runtime serving on `<temp dir>/runtime.sock` until dropped.

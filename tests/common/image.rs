@@ -63,6 +63,7 @@ pub struct ImageBuilder {
     platform: Platform,
     user: Option<String>,
     env: Vec<String>,
+    entrypoint: Vec<String>,
     cmd: Vec<String>,
     labels: BTreeMap<String, String>,
     created: String,
@@ -101,6 +102,7 @@ impl ImageBuilder {
             },
             user: None,
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            entrypoint: Vec::new(),
             cmd: Vec::new(),
             labels: BTreeMap::new(),
             created: CREATED.into(),
@@ -133,6 +135,13 @@ impl ImageBuilder {
     /// Appends a `KEY=value` to `config.Env`.
     pub fn env(mut self, kv: &str) -> Self {
         self.env.push(kv.into());
+        self
+    }
+
+    /// Sets `config.Entrypoint` (left out of the config when empty, so images built without it keep their
+    /// digests).
+    pub fn entrypoint(mut self, entrypoint: &[&str]) -> Self {
+        self.entrypoint = entrypoint.iter().map(|s| s.to_string()).collect();
         self
     }
 
@@ -170,6 +179,9 @@ impl ImageBuilder {
         let mut inner = json!({ "Env": self.env, "Cmd": self.cmd, "Labels": self.labels });
         if let Some(user) = &self.user {
             inner["User"] = json!(user);
+        }
+        if !self.entrypoint.is_empty() {
+            inner["Entrypoint"] = json!(self.entrypoint);
         }
         let history: Vec<Value> = (0..self.layers.len())
             .map(|i| json!({ "created": self.created, "created_by": format!("imaged test fixture layer {i}") }))

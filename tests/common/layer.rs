@@ -187,8 +187,14 @@ impl Entry {
 }
 
 /// Builds an uncompressed tar of `entries`, in order, with GNU headers and fixed metadata.
+///
+/// A hard link's header carries the mode and owner of the file it links to (when that file is an earlier
+/// entry), as tar writers fill it from the file's `stat`: extractors differ on what they do with a link
+/// header's metadata (containerd's applies it to the shared inode, umoci's ignores it), so only realistic
+/// headers make them agree.
 pub fn build_tar(entries: &[Entry]) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
+    let mut files: std::collections::HashMap<&str, (u32, u64, u64)> = std::collections::HashMap::new();
     for entry in entries {
         let mut h = tar::Header::new_gnu();
         h.set_mtime(MTIME);
@@ -209,6 +215,7 @@ pub fn build_tar(entries: &[Entry]) -> Vec<u8> {
                 h.set_uid(*uid);
                 h.set_gid(*gid);
                 h.set_size(data.len() as u64);
+                files.insert(clean(path), (*mode, *uid, *gid));
                 tar.append_data(&mut h, clean(path), data.as_slice())
             }
             Entry::Dir { path, mode, uid, gid } => {
@@ -225,6 +232,11 @@ pub fn build_tar(entries: &[Entry]) -> Vec<u8> {
             }
             Entry::Hardlink { path, target } => {
                 h.set_entry_type(tar::EntryType::Link);
+                if let Some((mode, uid, gid)) = files.get(clean(target)) {
+                    h.set_mode(*mode);
+                    h.set_uid(*uid);
+                    h.set_gid(*gid);
+                }
                 tar.append_link(&mut h, clean(path), clean(target))
             }
             Entry::Whiteout { path } => {

@@ -7,6 +7,9 @@
 //!   [`layer`]'s items so `use common::image::*` is enough to build images.
 //! - [`push`]: pushes blobs, images and indexes to a registry over the distribution API.
 //! - [`tools`]: independent checks with `skopeo` and `umoci`.
+//! - [`busybox`]: images that run: a static busybox layer, the pause image, an image of every layer change.
+//! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
+//!   read a container's root filesystem from inside.
 //!
 //! The tools these need are installed by `hack/install-test-deps`; a missing one fails the test with a
 //! message saying so, it is never skipped.
@@ -14,6 +17,8 @@
 // Test code: panicking is the failure report, and not every test binary uses every helper.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
 
+pub mod busybox;
+pub mod containerd;
 pub mod daemon;
 pub mod fake_registry;
 pub mod fake_runtime;

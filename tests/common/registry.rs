@@ -50,6 +50,8 @@ pub struct LoggedRequest {
     pub path: String,
     /// The response status code.
     pub status: u16,
+    /// The client's User-Agent, e.g. `containerd/1.6.20~ds1` or `imaged/0.1.0` (empty if it sent none).
+    pub user_agent: String,
 }
 
 /// A running `docker-registry` process on `127.0.0.1:<port>`, killed on drop.
@@ -306,5 +308,13 @@ fn parse_access_line(line: &str) -> Option<LoggedRequest> {
     let path = parts.next()?.to_owned();
     parts.next().filter(|proto| proto.starts_with("HTTP/"))?;
     let status = rest.trim_start().split(' ').next()?.parse().ok()?;
-    Some(LoggedRequest { method, path, status })
+    // The last quoted field (the referer before it is quoted too).
+    let agent = rest.trim_end().strip_suffix('"')?;
+    let user_agent = agent[agent.rfind('"')? + 1..].to_owned();
+    Some(LoggedRequest {
+        method,
+        path,
+        status,
+        user_agent,
+    })
 }

@@ -1,0 +1,402 @@
+//! A real containerd (Debian's 1.6, with runc) for tests that run pods: each [`Containerd`] is a child
+//! process with its own root, state, gRPC socket, runc root, cgroup parent, CNI dirs and `config.toml` in
+//! a temp dir. It never touches `/var/lib/containerd`; the one shared place is `/run/containerd/s/`, where
+//! containerd 1.6's runc shim always puts its socket, named by a hash of this instance's socket path and
+//! the sandbox id, so instances in parallel test processes never collide there.
+//!
+//! - This file: options, `config.toml`, start / stop / kill / restart on the same root, the log, clients.
+//! - [`pods`]: CRI helpers: host-network pod sandboxes, containers from an image ref, exit, exec, listing.
+//! - [`logs`]: a container's output, from its CRI log file.
+//! - [`inside`]: a container's root filesystem read from inside it, compared with `umoci unpack`'s.
+//! - [`teardown`]: what `Drop` does (containers, shims, mounts, cgroups, sockets, dirs) and [`Traces`],
+//!   which checks afterwards that nothing was left behind.
+//!
+//! The CRI plugin is set up for this machine: `restrict_oom_score_adj` (no CAP_SYS_RESOURCE), no CNI (pods
+//! use the host network), no AppArmor or SELinux, the streaming server on a free port.
+
+pub mod inside;
+pub mod logs;
+pub mod pods;
+pub mod teardown;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use imaged::proto::runtime::v1 as cri;
+use imaged::proto::runtime::v1::image_service_client::ImageServiceClient;
+use imaged::proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use rustix::process::{Pid, Signal, kill_process};
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use teardown::Traces;
+
+use super::registry::require_tool;
+
+/// The containerd namespace of the CRI plugin.
+pub const NAMESPACE: &str = "k8s.io";
+
+/// How long containerd may take to serve CRI after it is spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long [`Containerd::stop`] waits after SIGTERM before it sends SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How a test containerd is configured.
+#[derive(Clone, Debug)]
+pub struct ContainerdOptions {
+    /// The CRI plugin's snapshotter (`[plugins."io.containerd.grpc.v1.cri".containerd] snapshotter`).
+    pub snapshotter: String,
+    /// Proxy snapshotter plugins: `[proxy_plugins.NAME] type = "snapshot" address = PATH`.
+    pub proxy_snapshotters: Vec<(String, PathBuf)>,
+    /// The pod sandbox (pause) image the CRI plugin runs for every pod.
+    pub sandbox_image: String,
+    /// The CRI plugin's registry `config_path`: a directory of `<host>/hosts.toml` files.
+    pub hosts_dir: Option<PathBuf>,
+    /// containerd's log level (`[debug] level`): `info` unless set; `debug` shows every snapshotter call.
+    pub log_level: String,
+    /// TOML appended to `config.toml` as is (whole tables, e.g. `[plugins."io.containerd.gc.v1.scheduler"]`).
+    pub extra_config: String,
+}
+
+impl ContainerdOptions {
+    /// containerd's own `overlayfs` snapshotter, no proxy plugins, no registry hosts, `sandbox_image`.
+    pub fn new(sandbox_image: &str) -> Self {
+        ContainerdOptions {
+            snapshotter: "overlayfs".into(),
+            proxy_snapshotters: Vec::new(),
+            sandbox_image: sandbox_image.into(),
+            hosts_dir: None,
+            log_level: "info".into(),
+            extra_config: String::new(),
+        }
+    }
+
+    /// Sets the CRI plugin's snapshotter, e.g. `imaged` (with [`ContainerdOptions::proxy_snapshotter`]).
+    pub fn snapshotter(mut self, name: &str) -> Self {
+        self.snapshotter = name.into();
+        self
+    }
+
+    /// Adds a proxy snapshotter plugin `name` served on the unix socket `address`.
+    pub fn proxy_snapshotter(mut self, name: &str, address: &Path) -> Self {
+        self.proxy_snapshotters.push((name.into(), address.to_path_buf()));
+        self
+    }
+
+    /// Sets the registry hosts directory (e.g. one made by `registry::write_hosts_toml`).
+    pub fn hosts_dir(mut self, dir: &Path) -> Self {
+        self.hosts_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Sets containerd's log level, e.g. `debug`.
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.into();
+        self
+    }
+
+    /// Appends `toml` (whole tables) to the generated `config.toml`.
+    pub fn extra_config(mut self, toml: &str) -> Self {
+        self.extra_config.push_str(toml);
+        self.extra_config.push('\n');
+        self
+    }
+}
+
+/// A containerd serving CRI and its native API on [`Containerd::socket`]; everything it made is removed
+/// on drop (see [`teardown`]).
+pub struct Containerd {
+    opts: ContainerdOptions,
+    child: Option<Child>,
+    /// Sandbox ids created through [`Containerd::run_pod`], for the shim sockets they imply.
+    sandboxes: Arc<Mutex<Vec<String>>>,
+    // Dropped last, after `Drop::drop` has unmounted everything under it.
+    dir: TempDir,
+}
+
+impl Containerd {
+    /// Writes the config and starts containerd; returns once its CRI plugin answers `Version`. Panics,
+    /// with the log, if it exits or does not answer within 60 s.
+    pub async fn start(opts: ContainerdOptions) -> Containerd {
+        for tool in ["containerd", "containerd-shim-runc-v2", "runc"] {
+            require_tool(tool);
+        }
+        assert!(rustix::process::geteuid().is_root(), "containerd tests run as root");
+        let dir = tempfile::Builder::new()
+            .prefix("imaged-ctd-")
+            .tempdir()
+            .expect("containerd temp dir");
+        let mut ctd = Containerd {
+            opts,
+            child: None,
+            sandboxes: Arc::default(),
+            dir,
+        };
+        for d in ["root", "state", "runc", "pods", "cni/bin", "cni/conf", "opt"] {
+            fs::create_dir_all(ctd.dir.path().join(d)).expect("create containerd dirs");
+        }
+        fs::write(ctd.config_path(), ctd.config_toml()).expect("write containerd config.toml");
+        ctd.start_again().await;
+        ctd
+    }
+
+    /// Starts containerd again on the same root, state and config (after [`Containerd::stop`] or
+    /// [`Containerd::kill`]); returns once CRI answers.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "containerd is already running");
+        let _ = fs::remove_file(self.socket());
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open containerd log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd; run hack/install-test-deps");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                panic!("containerd exited with {status} at start; log:\n{}", self.log());
+            }
+            if let Ok(mut c) = self.runtime().await
+                && c.version(cri::VersionRequest::default()).await.is_ok()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < READY_TIMEOUT,
+                "containerd did not serve CRI within {READY_TIMEOUT:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops containerd (SIGTERM, then SIGKILL after 20 s) and waits for it. Its shims and containers keep
+    /// running, as they do when a node's containerd restarts. Idempotent.
+    pub fn stop(&mut self) {
+        self.signal_and_wait(Signal::TERM);
+    }
+
+    /// Kills containerd with SIGKILL (a crash) and waits for it; shims and containers keep running.
+    pub fn kill(&mut self) {
+        self.signal_and_wait(Signal::KILL);
+    }
+
+    /// [`Containerd::stop`], then [`Containerd::start_again`].
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.start_again().await;
+    }
+
+    fn signal_and_wait(&mut self, signal: Signal) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Some(pid) = Pid::from_raw(child.id() as i32) {
+            let _ = kill_process(pid, signal);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The process id while containerd runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The gRPC socket: CRI (`runtime.v1`) and containerd's own services (content, images, leases,
+    /// snapshots, …; namespace [`NAMESPACE`]) are both served there.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// The temp dir holding everything of this instance.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// containerd's `root` (metadata, content, its own snapshotters' data).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// containerd's `state` (shim bundles, CRI sandbox state).
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &ContainerdOptions {
+        &self.opts
+    }
+
+    /// Everything containerd wrote to stdout and stderr so far (all starts).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The log lines at level error or fatal.
+    pub fn log_errors(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("level=error") || l.contains("level=fatal"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A gRPC channel to [`Containerd::socket`], for any service served there.
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        unix_channel(&self.socket()).await
+    }
+
+    /// A CRI runtime service client.
+    pub async fn runtime(&self) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RuntimeServiceClient::new(self.channel().await?))
+    }
+
+    /// A CRI image service client (containerd's own image service, not imaged's).
+    pub async fn images(&self) -> Result<ImageServiceClient<Channel>, tonic::transport::Error> {
+        Ok(ImageServiceClient::new(self.channel().await?))
+    }
+
+    /// What to check after this instance is dropped; see [`Traces::remaining`].
+    pub fn traces(&self) -> Traces {
+        Traces::new(self.dir.path(), &self.socket(), self.sandboxes.clone())
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("containerd.log")
+    }
+
+    /// The cgroup parent of this instance's pods (created by runc under every cgroup hierarchy).
+    pub fn cgroup_parent(&self) -> String {
+        cgroup_parent_of(self.dir.path())
+    }
+
+    /// `config.toml` (version 2): everything under the temp dir, see the module doc.
+    fn config_toml(&self) -> String {
+        let d = self.dir.path().display();
+        let socket = self.socket();
+        let socket = socket.display();
+        let o = &self.opts;
+        let mut toml = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+# Snapshotters that cannot run here (no btrfs, zfs, devmapper pool or aufs module); they would only log errors.
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+]
+
+[grpc]
+  address = "{socket}"
+
+[ttrpc]
+  address = "{socket}.ttrpc"
+
+[debug]
+  address = ""
+  level = "{level}"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  # Port 0: instances must not fight over the default streaming port (a bind failure is fatal).
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  disable_apparmor = true
+  # No CAP_SYS_RESOURCE here: never ask for an oom_score_adj below containerd's own.
+  restrict_oom_score_adj = true
+  sandbox_image = "{sandbox}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "{snapshotter}"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        # runc's state (default /run/containerd/runc) stays in this instance.
+        Root = "{d}/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni/bin"
+    conf_dir = "{d}/cni/conf"
+"#,
+            sandbox = o.sandbox_image,
+            snapshotter = o.snapshotter,
+            level = o.log_level,
+        );
+        if let Some(hosts) = &o.hosts_dir {
+            toml.push_str(&format!(
+                "  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = \"{}\"\n",
+                hosts.display()
+            ));
+        }
+        for (name, address) in &o.proxy_snapshotters {
+            toml.push_str(&format!(
+                "\n[proxy_plugins.{name}]\n  type = \"snapshot\"\n  address = \"{}\"\n",
+                address.display()
+            ));
+        }
+        if !o.extra_config.is_empty() {
+            toml.push('\n');
+            toml.push_str(&o.extra_config);
+        }
+        toml
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let child = self.child.take();
+        let sandboxes = self.sandboxes.lock().map(|s| s.clone()).unwrap_or_default();
+        teardown::teardown(self.dir.path(), &self.socket(), child, &sandboxes);
+    }
+}
+
+/// `/imaged-test-<temp dir name>`: unique per instance, so pods of parallel instances never share one.
+fn cgroup_parent_of(dir: &Path) -> String {
+    let name = dir.file_name().expect("temp dir name").to_string_lossy();
+    format!("/imaged-test-{name}")
+}
+
+/// A gRPC channel to the unix socket at `socket`.
+pub async fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_path_buf();
+    // The URI is a placeholder: tonic requires one, the connector ignores it.
+    Endpoint::from_static("http://[::]:0")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+        }))
+        .await
+}
