@@ -197,6 +197,9 @@ impl ContainerdBridge {
                 (i.name, (id, target))
             })
             .collect();
+        // The images containerd's CRI plugin knows (None: no CRI plugin). It forgets images it could not
+        // check at its own start (imaged was down), until an image event makes it look again.
+        let cri_ids = self.cri_image_ids(&conn).await?;
         let mut done = Reconciled::default();
         let records = self.stores.metadata.list();
         let mut expected = BTreeSet::new();
@@ -204,14 +207,15 @@ impl ContainerdBridge {
             let want = (rec.id.to_string(), publish::target(rec).digest.to_string());
             let names = publish::names(rec);
             let complete = names.iter().all(|n| ours.get(n) == Some(&want));
+            let cri_knows = cri_ids.as_ref().is_none_or(|ids| ids.contains(&want.0));
             expected.extend(names);
-            if !complete {
+            if !complete || !cri_knows {
                 let _one = self.locks.lock(&rec.id).await;
                 // Removed meanwhile: nothing to publish.
                 if self.stores.metadata.get(&rec.id).is_none() {
                     continue;
                 }
-                self.publish_and_wait(&conn, rec).await?;
+                self.publish_and_wait(&conn, rec, !cri_knows).await?;
                 done.published += 1;
             }
         }
@@ -257,11 +261,11 @@ impl ContainerdBridge {
         if known && self.still_there(&conn, rec).await? {
             return Ok(());
         }
-        self.publish_and_wait(&conn, rec).await
+        self.publish_and_wait(&conn, rec, false).await
     }
 
-    async fn publish_and_wait(&self, conn: &Conn, rec: &ImageRecord) -> Result<(), BridgeError> {
-        publish::publish(conn, &self.stores, &self.config.snapshotter, rec)
+    async fn publish_and_wait(&self, conn: &Conn, rec: &ImageRecord, touch: bool) -> Result<(), BridgeError> {
+        publish::publish(conn, &self.stores, &self.config.snapshotter, rec, touch)
             .await
             .map_err(|e| self.failed(e))?;
         self.published
@@ -311,6 +315,19 @@ impl ContainerdBridge {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// The ids of the images containerd's CRI plugin lists, or `None` without a CRI plugin.
+    async fn cri_image_ids(&self, conn: &Conn) -> Result<Option<std::collections::HashSet<String>>, BridgeError> {
+        match conn
+            .cri_images()
+            .list_images(conn.req(cri::ListImagesRequest { filter: None }, None))
+            .await
+        {
+            Ok(r) => Ok(Some(r.into_inner().images.into_iter().map(|i| i.id).collect())),
+            Err(s) if s.code() == Code::Unimplemented => Ok(None),
+            Err(s) => Err(self.failed(BridgeError::rpc(conn.address(), "list CRI images", &s))),
         }
     }
 

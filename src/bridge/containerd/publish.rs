@@ -47,10 +47,18 @@ pub fn target(rec: &ImageRecord) -> &Descriptor {
     rec.index.as_ref().unwrap_or(&rec.manifest)
 }
 
-/// Publishes `rec` (idempotent: what exists is checked and completed).
-pub async fn publish(conn: &Conn, stores: &Stores, snapshotter: &str, rec: &ImageRecord) -> Result<(), BridgeError> {
+/// Publishes `rec` (idempotent: what exists is checked and completed). With `touch`, records that are
+/// already right are written again: containerd's CRI plugin only (re)loads an image on an image event, and
+/// drops the images it could not check at its start (imaged was down then).
+pub async fn publish(
+    conn: &Conn,
+    stores: &Stores,
+    snapshotter: &str,
+    rec: &ImageRecord,
+    touch: bool,
+) -> Result<(), BridgeError> {
     let lease = create_lease(conn, rec).await?;
-    let result = publish_leased(conn, stores, snapshotter, rec, &lease).await;
+    let result = publish_leased(conn, stores, snapshotter, rec, &lease, touch).await;
     // Whatever happened, the lease has done its job (or expires by itself if containerd cannot be told).
     let mut leases = conn.leases();
     let req = conn.req(
@@ -72,6 +80,7 @@ async fn publish_leased(
     snapshotter: &str,
     rec: &ImageRecord,
     lease: &str,
+    touch: bool,
 ) -> Result<(), BridgeError> {
     let chains = rec.chain_ids();
     let top = chains
@@ -101,7 +110,7 @@ async fn publish_leased(
     // The id last: it is the name the caller waits for (containerd handles image events in order).
     let id = names.pop().unwrap_or_default();
     for name in names.iter().chain([&id]) {
-        put_image(conn, name, target, rec.id, lease).await?;
+        put_image(conn, name, target, rec.id, lease, touch).await?;
     }
     Ok(())
 }
@@ -234,7 +243,14 @@ async fn claim_layers(conn: &Conn, snapshotter: &str, chains: &[Digest], lease: 
 }
 
 /// Creates or updates the image record `name` → `target`.
-async fn put_image(conn: &Conn, name: &str, target: &Descriptor, id: Digest, lease: &str) -> Result<(), BridgeError> {
+async fn put_image(
+    conn: &Conn,
+    name: &str,
+    target: &Descriptor,
+    id: Digest,
+    lease: &str,
+    touch: bool,
+) -> Result<(), BridgeError> {
     let mut images = conn.images();
     let image = ctd::Image {
         name: name.to_string(),
@@ -268,6 +284,7 @@ async fn put_image(conn: &Conn, name: &str, target: &Descriptor, id: Digest, lea
         .into_inner()
         .image;
     if let Some(c) = current
+        && !touch
         && c.target == image.target
         && c.labels.get(PUBLISHED_LABEL) == image.labels.get(PUBLISHED_LABEL)
         && c.labels.get(CRI_LABEL.0).map(String::as_str) == Some(CRI_LABEL.1)
