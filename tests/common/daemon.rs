@@ -30,6 +30,9 @@ pub struct DaemonOptions {
     pub config: Option<String>,
     /// Extra arguments after `serve`.
     pub extra_args: Vec<String>,
+    /// The socket path, instead of one in the daemon's temp dir (a runtime configured before imaged starts
+    /// needs to know it).
+    pub socket: Option<PathBuf>,
 }
 
 /// A running `imaged serve`, stopped (SIGTERM) on drop.
@@ -53,7 +56,10 @@ impl Daemon {
             .tempdir()
             .expect("temp dir");
         let root = dir.path().join("root");
-        let socket = dir.path().join("run").join("imaged.sock");
+        let socket = opts
+            .socket
+            .clone()
+            .unwrap_or_else(|| dir.path().join("run").join("imaged.sock"));
         let log_path = dir.path().join("imaged.log");
         let mut d = Daemon {
             child: None,
@@ -66,6 +72,11 @@ impl Daemon {
         d.spawn();
         d.wait_ready().await;
         d
+    }
+
+    /// The options the next (re)start uses, e.g. to point `--containerd-address` elsewhere.
+    pub fn options_mut(&mut self) -> &mut DaemonOptions {
+        &mut self.opts
     }
 
     /// The temp dir holding root, socket and log.

@@ -10,6 +10,7 @@
 //! - [`busybox`]: images that run: a static busybox layer, the pause image, an image of every layer change.
 //! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
 //!   read a container's root filesystem from inside.
+//! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
 //!
 //! The tools these need are installed by `hack/install-test-deps`; a missing one fails the test with a
 //! message saying so, it is never skipped.
@@ -17,6 +18,7 @@
 // Test code: panicking is the failure report, and not every test binary uses every helper.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
 
+pub mod bridge;
 pub mod busybox;
 pub mod containerd;
 pub mod daemon;

@@ -1,0 +1,129 @@
+//! imaged and a real containerd wired together as on a node: containerd loads imaged as its proxy
+//! snapshotter and its CRI plugin uses it; imaged publishes its images into containerd (`--containerd-address`).
+//! Both pull from one test registry, which serves the pause image containerd's `sandbox_image` names.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use imaged::proto::runtime::v1 as cri;
+use tempfile::TempDir;
+
+use super::busybox::push_pause;
+use super::containerd::{Containerd, ContainerdOptions};
+use super::daemon::{Daemon, DaemonOptions};
+use super::registry::{LoggedRequest, RegistryOptions, TestRegistry};
+
+/// The name containerd's config gives imaged's proxy snapshotter.
+pub const SNAPSHOTTER: &str = "imaged";
+
+/// A registry, a containerd and an imaged serving it.
+pub struct Node {
+    /// The test registry (pause image pushed).
+    pub registry: TestRegistry,
+    /// The hosts dir both use to reach the registry over plain http.
+    pub hosts: TempDir,
+    /// containerd's `sandbox_image`.
+    pub pause: String,
+    /// containerd, its CRI plugin on imaged's snapshotter.
+    pub ctd: Containerd,
+    /// imaged, publishing into `ctd`.
+    pub imaged: Daemon,
+    /// Holds imaged's socket (known before imaged starts, for containerd's config).
+    pub sockets: TempDir,
+}
+
+impl Node {
+    /// Starts the three, with imaged's config `config` (TOML; the default turns back-off off).
+    pub async fn start(config: Option<&str>) -> Node {
+        let registry = TestRegistry::start(RegistryOptions::default()).await;
+        let hosts = TempDir::new().expect("hosts dir");
+        registry.write_hosts_toml(hosts.path());
+        let pause = push_pause(&registry).await;
+        let sockets = tempfile::Builder::new()
+            .prefix("imaged-sock-")
+            .tempdir()
+            .expect("socket dir");
+        let socket = sockets.path().join("imaged.sock");
+        let ctd = Containerd::start(
+            ContainerdOptions::new(&pause)
+                .snapshotter(SNAPSHOTTER)
+                .proxy_snapshotter(SNAPSHOTTER, &socket)
+                .hosts_dir(hosts.path()),
+        )
+        .await;
+        let imaged = Daemon::start(DaemonOptions {
+            hosts_dir: Some(hosts.path().to_path_buf()),
+            socket: Some(socket),
+            config: config.map(str::to_string),
+            extra_args: vec!["--containerd-address".into(), ctd.socket().display().to_string()],
+            ..Default::default()
+        })
+        .await;
+        Node {
+            registry,
+            hosts,
+            pause,
+            ctd,
+            imaged,
+            sockets,
+        }
+    }
+
+    /// imaged's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.imaged.socket.clone()
+    }
+
+    /// PullImage of `repo:tag` from the test registry through imaged; returns the image ref (the id).
+    pub async fn pull(&self, repo: &str, tag: &str) -> String {
+        let image = self.registry.image_ref(repo, tag);
+        let mut c = self.imaged.client().await;
+        match super::daemon::pull(&mut c, &image, None).await {
+            Ok(id) => id,
+            Err(e) => panic!("imaged PullImage {image}: {e}; imaged log:\n{}", self.imaged.log()),
+        }
+    }
+
+    /// containerd's CRI ImageStatus of `name`.
+    pub async fn ctd_status(&self, name: &str) -> Option<cri::Image> {
+        let mut c = self.ctd.images().await.expect("connect to containerd");
+        super::daemon::status(&mut c, name).await
+    }
+
+    /// Waits (up to `timeout`) until containerd's CRI ImageStatus of `name` is `present` or not.
+    pub async fn wait_ctd_status(&self, name: &str, present: bool, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.ctd_status(name).await.is_some() != present {
+            assert!(
+                Instant::now() < deadline,
+                "containerd's CRI still says {name} is {}present after {timeout:?}; imaged log:\n{}",
+                if present { "not " } else { "" },
+                self.imaged.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Layer and config blob fetches containerd made from the registry (its User-Agent names it).
+    pub fn containerd_blob_fetches(&self, repo: &str) -> Vec<LoggedRequest> {
+        self.registry
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(&format!("/v2/{repo}/blobs/")) && r.user_agent.contains("containerd"))
+            .collect()
+    }
+
+    /// The chain-id directories in imaged's layer store.
+    pub fn layer_dirs(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.imaged.root.join("snapshots"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.len() == 64)
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
