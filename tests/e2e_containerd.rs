@@ -309,7 +309,67 @@ async fn an_image_of_128_layers_runs_and_fs_info_counts_writable_layers() {
     }
 }
 
-/// busybox + `/etc/marker` with `marker` (another image than [`app`]'s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_what_containerds_containers_use_and_a_failed_publication_shows_nothing() {
+    // Every image unused for a second is collected, unless a container uses it; containerd's socket is the
+    // runtime endpoint GC asks because [containerd] address is set.
+    let config = "[pull]\nbackoff_initial = \"0s\"\n[gc]\nmin_age = \"0s\"\nmax_age = \"1s\"\nperiod = \"1h\"\n";
+    let node = Node::start(Some(config)).await;
+    push(&node, "used", &app_image("used\n")).await;
+    push(&node, "unused", &app_image("unused\n")).await;
+    let used = node.pull("used", "v1").await;
+    let unused = node.pull("unused", "v1").await;
+    let pod = node.ctd.run_pod("gc").await;
+    // An exited container counts as using its image, as for kubelet.
+    assert_eq!(
+        node.ctd.run_to_exit(&pod, &ContainerSpec::new("used", &used)).await.0,
+        0
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut gc = imaged::proto::imaged::v1::images_client::ImagesClient::new(
+        imaged::uds::channel(&node.socket()).await.unwrap(),
+    );
+    let out = gc
+        .garbage_collect(imaged::proto::imaged::v1::GarbageCollectRequest { dry_run: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let removed: Vec<String> = out.removed.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(removed, [unused.clone()], "{out:?}");
+    assert!(
+        node.ctd_status(&unused).await.is_none(),
+        "GC's removal reaches containerd"
+    );
+    assert!(node.ctd_status(&used).await.is_some());
+
+    // A publication that fails half-way (containerd has no snapshotter of that name) leaves no image
+    // record in containerd: records are written last.
+    drop(gc);
+    let bad = "[pull]\nbackoff_initial = \"0s\"\n[containerd]\nsnapshotter = \"not-imaged\"\n";
+    let node2 = Node::start(Some(bad)).await;
+    push(&node2, "app", &app_image(MARKER)).await;
+    let id = node2.pull("app", "v1").await;
+    assert!(
+        node2
+            .imaged
+            .log()
+            .contains("could not publish the image into containerd")
+    );
+    assert!(node2.ctd_status(&id).await.is_none());
+    let listed = node2
+        .ctd
+        .images()
+        .await
+        .unwrap()
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(listed.iter().all(|i| i.id != id), "half-published: {listed:?}");
+}
+
+/// busybox + `/etc/marker` with `marker` (another image than [`app_image`]'s).
 fn app_with_file(marker: &str) -> BuiltImage {
     app_image(marker)
 }

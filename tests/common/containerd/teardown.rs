@@ -49,7 +49,9 @@ pub(super) fn teardown(dir: &Path, socket: &Path, child: Option<Child>, sandboxe
     shims.extend(processes_naming(socket));
     shims.sort_unstable();
     shims.dedup();
-    for pid in shims.iter().copied().filter(|&p| is_our_shim(p, socket)) {
+    // Only shims: other processes may name the socket too (imaged's --containerd-address).
+    shims.retain(|&p| is_our_shim(p, socket));
+    for &pid in &shims {
         if let Some(p) = Pid::from_raw(pid as i32) {
             let _ = kill_process(p, Signal::KILL);
         }
