@@ -335,7 +335,7 @@ async fn gc_keeps_what_containerds_containers_use_and_a_failed_publication_shows
         .unwrap()
         .into_inner();
     let removed: Vec<String> = out.removed.iter().map(|r| r.id.clone()).collect();
-    assert_eq!(removed, [unused.clone()], "{out:?}");
+    assert_eq!(removed, std::slice::from_ref(&unused), "{out:?}");
     assert!(
         node.ctd_status(&unused).await.is_none(),
         "GC's removal reaches containerd"
