@@ -7,11 +7,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, DaemonOptions, blobs, pull, remove, status};
 use common::image::BuiltImage;
 use common::setup::{Setup, small_image};
+use imaged::proto::imaged::v1 as pb;
+use imaged::proto::imaged::v1::images_client::ImagesClient;
 
 /// The snapshot directories in the store, as `sha256:<hex>`.
 fn snapshots(root: &Path) -> BTreeSet<String> {
@@ -123,5 +125,63 @@ async fn pulls_of_one_tag_racing_removals_through_another_all_succeed() {
     assert_eq!(pull(&mut c, &b, None).await.unwrap(), img.config_digest);
     assert!(status(&mut c, &b).await.is_some());
     assert_complete(&s.daemon, &img, "after the last pull");
+    assert_fsck_clean(&mut s.daemon);
+}
+
+/// GC that removes every image unused for 200 ms, and runs only when asked.
+const MAX_AGE_GC: &str = "[pull]\nbackoff_initial = \"0s\"\n[gc]\nhigh_threshold_percent = 100\nmin_age = \"0s\"\n\
+                          max_age = \"200ms\"\nperiod = \"1h\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_racing_pulls_of_its_planned_victims_removes_none_of_them() {
+    let mut s = Setup::start_with(
+        common::registry::RegistryOptions::default(),
+        DaemonOptions {
+            config: Some(MAX_AGE_GC.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let images: Vec<(String, BuiltImage)> = (0..3u64)
+        .map(|i| (s.image(&format!("victim{i}"), "v1"), small_image(160 + i, None)))
+        .collect();
+    for (i, (_, img)) in images.iter().enumerate() {
+        s.push(&format!("victim{i}"), "v1", img).await;
+    }
+    let socket = s.daemon.socket.clone();
+    let mut gc = ImagesClient::new(imaged::cli::channel(&socket).await.unwrap());
+    let mut clients = Vec::new();
+    for _ in &images {
+        clients.push(imaged::cli::connect(&socket).await.unwrap());
+    }
+    let mut removed_total = 0;
+    let mut last_pull = Instant::now();
+    for round in 0..100 {
+        // Every image was last used more than 200 ms ago: a GC that plans now makes them all victims.
+        tokio::time::sleep(Duration::from_millis(250).saturating_sub(last_pull.elapsed())).await;
+        let collect = gc.garbage_collect(pb::GarbageCollectRequest { dry_run: false });
+        let pulls = futures_util::future::join_all(
+            clients
+                .iter_mut()
+                .zip(&images)
+                .map(|(c, (name, _))| pull(c, name, None)),
+        );
+        let (collected, pulled) = tokio::join!(collect, pulls);
+        last_pull = Instant::now();
+        removed_total += collected.expect("GarbageCollect").into_inner().removed.len();
+        for (r, (name, img)) in pulled.into_iter().zip(&images) {
+            assert_eq!(r.unwrap(), img.config_digest, "round {round}: pull {name}");
+        }
+        // Each pull answered success before or after GC planned: either way its image stays.
+        let mut c = s.daemon.client().await;
+        for (name, img) in &images {
+            assert!(
+                status(&mut c, name).await.is_some(),
+                "round {round}: {name} was removed after its pull succeeded"
+            );
+            assert_complete(&s.daemon, img, &format!("round {round}, {name}"));
+        }
+    }
+    println!("GC removed {removed_total} images in 100 rounds (each re-pulled at once)");
     assert_fsck_clean(&mut s.daemon);
 }
