@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, pull, remove, status};
 use common::fault_proxy::Fault;
+use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
 use common::proxied::{Proxied, free_port, metric};
 use common::setup::small_image;
 
@@ -109,4 +110,91 @@ async fn a_failed_pull_whose_caller_left_is_not_the_next_answer() {
         "the new request reached the registry: {:?}",
         p.proxy.requests()
     );
+}
+
+/// The same layer as gzip (`:latest`) and zstd (`:zstd`): one image id, one snapshot, two blobs.
+fn two_compressions() -> (common::image::BuiltImage, common::image::BuiltImage) {
+    let entries = [Entry::file("data", random_bytes(136, 96 * 1024))];
+    let build = |c| {
+        ImageBuilder::new(MediaStyle::Oci)
+            .layer(Layer::build(&entries, c, MediaStyle::Oci))
+            .build()
+    };
+    (build(Compression::Gzip), build(Compression::Zstd))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_of_a_blob_whose_layer_is_unpacked_count_as_progress() {
+    let port = free_port();
+    let p = Proxied::start(&format!(
+        "metrics_addr = \"127.0.0.1:{port}\"\n[pull]\nbackoff_initial = \"0s\"\nprogress_timeout = \"1500ms\"\n"
+    ))
+    .await;
+    let (gzip, zstd) = two_compressions();
+    p.push("same", "latest", &gzip).await;
+    p.push("same", "zstd", &zstd).await;
+    let mut c = p.daemon.client().await;
+    pull(&mut c, &p.image("same", "zstd"), None).await.unwrap();
+    let before = metric(port, "imaged_pulled_bytes_total").await.unwrap();
+
+    // Now the gzip blob, slowly: 8 chunks 400 ms apart, never idle for the 1.5 s timeout.
+    let chunk = gzip.layers[0].blob.len() / 8 + 1;
+    p.proxy.set_for(
+        &gzip.layers[0].digest,
+        Fault::Drip {
+            chunk,
+            pause: Duration::from_millis(400),
+        },
+    );
+    assert_eq!(
+        pull(&mut c, &p.image("same", "latest"), None).await.unwrap(),
+        gzip.config_digest
+    );
+    let after = metric(port, "imaged_pulled_bytes_total").await.unwrap();
+    assert!(
+        after - before >= gzip.layers[0].size() as f64,
+        "the gzip blob's {} bytes are counted: {before} -> {after}",
+        gzip.layers[0].size()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_downloads_1_fetches_one_blob_at_a_time() {
+    let p = Proxied::start(&format!("[registry]\nmax_concurrent_downloads = 1\n{NO_BACKOFF}")).await;
+    let layers: Vec<Layer> = (0..5)
+        .map(|i| {
+            let entries = [Entry::file(&format!("l{i}"), random_bytes(140 + i, 24 * 1024))];
+            Layer::build(&entries, Compression::Gzip, MediaStyle::Oci)
+        })
+        .collect();
+    let img = layers
+        .into_iter()
+        .fold(ImageBuilder::new(MediaStyle::Oci), |b, l| b.layer(l))
+        .build();
+    p.push("five", "v1", &img).await;
+    p.proxy.set_for(
+        "/blobs/",
+        Fault::Drip {
+            chunk: 8 * 1024,
+            pause: Duration::from_millis(40),
+        },
+    );
+    let mut c = p.daemon.client().await;
+    assert_eq!(
+        pull(&mut c, &p.image("five", "v1"), None).await.unwrap(),
+        img.config_digest
+    );
+    let mut gets: Vec<_> = p.proxy.requests().into_iter().filter(|r| r.is_blob_get()).collect();
+    gets.sort_by_key(|r| r.started);
+    assert_eq!(gets.len(), 6, "config and five layers: {gets:?}");
+    for pair in gets.windows(2) {
+        let ended = pair[0].finished.expect("every blob was sent whole");
+        assert!(
+            pair[1].started >= ended,
+            "{} started {:?} before {} ended",
+            pair[1].path,
+            ended - pair[1].started,
+            pair[0].path
+        );
+    }
 }
