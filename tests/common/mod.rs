@@ -11,6 +11,9 @@
 //! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
 //!   read a container's root filesystem from inside.
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
+//! - [`fault_proxy`]: a proxy in front of the real registry that refuses, answers 500, never answers,
+//!   stalls or drips on demand, and logs every request (when it started and ended); [`proxied`]: a
+//!   registry, that proxy and a daemon pulling through it.
 //!
 //! The tools these need are installed by `hack/install-test-deps`; a missing one fails the test with a
 //! message saying so, it is never skipped.
@@ -24,9 +27,11 @@ pub mod containerd;
 pub mod daemon;
 pub mod fake_registry;
 pub mod fake_runtime;
+pub mod fault_proxy;
 pub mod hostile;
 pub mod image;
 pub mod layer;
+pub mod proxied;
 pub mod push;
 pub mod rawtar;
 pub mod registry;
