@@ -16,11 +16,15 @@
 //! Each snapshot records its parent (the chain id below it), so the whole chain of an image's top layer
 //! can be mounted without the image record, after the image is gone.
 
+mod disk;
+mod implicit;
 pub mod link;
+
+pub use disk::measure;
+use disk::{mark_top_dir, read_meta, remove_tree, write_meta_atomically};
 
 use std::fs;
 
-use rustix::fs::{IFlags, Mode, OFlags};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -325,55 +329,6 @@ impl SnapshotStore {
         Ok(meta)
     }
 
-    /// Gives the implicit directories of each layer of `chains` (base first) the mode, owner and time of
-    /// the same directory in the nearest layer below that has it, as containerd's applier does when it
-    /// creates a missing parent. Layers are applied concurrently and independently, so this runs once the
-    /// whole chain exists; it is idempotent, and a chain id fixes the layers below, so every image sharing
-    /// a snapshot computes the same result.
-    pub fn inherit_implicit_dirs(&self, chains: &[Digest]) -> Result<(), SnapshotError> {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        for (i, chain) in chains.iter().enumerate().skip(1) {
-            let Some(meta) = self.meta(chain) else { continue };
-            for rel in &meta.implicit_dirs {
-                let below = chains[..i].iter().rev().find_map(|c| {
-                    let m = fs::symlink_metadata(self.fs_dir(c).join(rel)).ok()?;
-                    // A layer that deletes or replaces the path ends the search: nothing below shows.
-                    Some(m)
-                });
-                let Some(below) = below.filter(|m| m.is_dir()) else {
-                    continue;
-                };
-                let path = self.fs_dir(chain).join(rel);
-                let e = |op| err(op, &path);
-                fs::set_permissions(&path, fs::Permissions::from_mode(below.mode() & 0o7777)).map_err(e("chmod"))?;
-                if rustix::process::geteuid().is_root() {
-                    rustix::fs::chownat(
-                        rustix::fs::CWD,
-                        &path,
-                        Some(rustix::fs::Uid::from_raw(below.uid())),
-                        Some(rustix::fs::Gid::from_raw(below.gid())),
-                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|x| err("chown", &path)(x.into()))?;
-                    // chown clears set-id bits: set the mode again.
-                    fs::set_permissions(&path, fs::Permissions::from_mode(below.mode() & 0o7777))
-                        .map_err(e("chmod"))?;
-                }
-                let t = rustix::fs::Timespec {
-                    tv_sec: below.mtime(),
-                    tv_nsec: below.mtime_nsec(),
-                };
-                let times = rustix::fs::Timestamps {
-                    last_access: t,
-                    last_modification: t,
-                };
-                rustix::fs::utimensat(rustix::fs::CWD, &path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|x| err("set the time of", &path)(x.into()))?;
-            }
-        }
-        Ok(())
-    }
-
     /// Deletes a snapshot unless leased or referenced by a recorded image; returns the bytes freed.
     pub fn delete(&self, chain: &Digest) -> Result<u64, SnapshotError> {
         let dir = self.dir(chain);
@@ -418,153 +373,5 @@ impl SnapshotStore {
     }
 }
 
-fn read_meta(dir: &Path) -> Option<SnapshotMeta> {
-    serde_json::from_slice(&fs::read(dir.join("meta.json")).ok()?).ok()
-}
-
-/// Replaces a committed snapshot's meta.json (write aside, fsync, rename): a crash leaves the old or the new.
-fn write_meta_atomically(dir: &Path, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
-    let tmp = dir.join("meta.json.tmp");
-    let mut f = fs::File::create(&tmp).map_err(err("create", &tmp))?;
-    f.write_all(&serde_json::to_vec(meta).unwrap_or_default())
-        .and_then(|()| f.sync_all())
-        .map_err(err("write", &tmp))?;
-    let path = dir.join("meta.json");
-    fs::rename(&tmp, &path).map_err(err("rename", &path))
-}
-
-fn remove_tree(p: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
-        Ok(_) => fs::remove_file(p),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Allocated bytes and inode count of a tree (hard links counted once), the tree's own directory excluded.
-pub fn measure(dir: &Path) -> io::Result<(u64, u64)> {
-    let mut seen = std::collections::HashSet::new();
-    let (mut bytes, mut inodes) = (0u64, 0u64);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d)? {
-            let entry = entry?;
-            let m = fs::symlink_metadata(entry.path())?;
-            if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-                continue;
-            }
-            bytes += m.blocks() * 512;
-            inodes += 1;
-            if m.is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    Ok((bytes, inodes))
-}
-
-/// Asks ext2/3/4's Orlov allocator to treat `root` as the top of independent trees (`chattr +T`): each
-/// snapshot directory is then placed in a block group of its own choosing, with free inodes, instead of next
-/// to its siblings. Without it, a new snapshot lands in the groups the last deleted one freed, and on ext4
-/// without a journal every inode allocation there scans past the inodes deleted in the last minute
-/// (`recently_deleted`), quadratic in the number of files just removed. Best effort: other filesystems
-/// ignore or refuse the flag, which changes nothing but placement.
-fn mark_top_dir(root: &Path) {
-    let set = || -> rustix::io::Result<()> {
-        let dir = rustix::fs::open(
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let flags = rustix::fs::ioctl_getflags(&dir)?;
-        if !flags.contains(IFlags::TOPDIR) {
-            rustix::fs::ioctl_setflags(&dir, flags | IFlags::TOPDIR)?;
-        }
-        Ok(())
-    };
-    if let Err(e) = set() {
-        tracing::debug!(dir = %root.display(), error = %e, "top-directory flag not set (not ext2/3/4?)");
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// On ext2/3/4 (where this machine's and CI's temp dirs live) the store root carries the Orlov
-    /// top-directory flag; elsewhere opening must still work.
-    #[test]
-    fn store_root_is_a_top_directory_on_ext4() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("snapshots");
-        SnapshotStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
-        let fs = rustix::fs::statfs(&root).unwrap();
-        const EXT_SUPER_MAGIC: i64 = 0xEF53;
-        if fs.f_type as i64 == EXT_SUPER_MAGIC {
-            let dir = rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-            assert!(rustix::fs::ioctl_getflags(&dir).unwrap().contains(IFlags::TOPDIR));
-        }
-    }
-
-    fn commit(store: &SnapshotStore, n: u8, parent: Option<&Digest>) -> Digest {
-        let chain = Digest::of(&[n]);
-        let p = store.prepare().unwrap();
-        fs::write(p.fs().join("f"), [n]).unwrap();
-        store.commit(p, &chain, parent, true, Vec::new()).unwrap();
-        chain
-    }
-
-    #[test]
-    fn layers_get_links_and_parents_which_survive_reopening_and_go_with_the_layer() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("snapshots");
-        let leases = Arc::new(LeaseTable::default());
-        let store = SnapshotStore::open(&root, leases.clone()).unwrap();
-        let a = commit(&store, 1, None);
-        let b = commit(&store, 2, Some(&a));
-        assert_eq!(store.meta(&a).unwrap().parent(), Some(LayerParent::Base));
-        assert_eq!(store.meta(&b).unwrap().parent(), Some(LayerParent::Layer(a)));
-        let link = store.link_path(&b).unwrap();
-        assert!(link.file_name().unwrap().len() <= 10);
-        assert_eq!(fs::read(link.join("f")).unwrap(), [2]);
-
-        // A link lost, a stray link, a link to a removed layer: repaired at open.
-        fs::remove_file(store.link_path(&a).unwrap()).unwrap();
-        std::os::unix::fs::symlink("../nowhere/fs", root.join("l/strayabcde")).unwrap();
-        drop(store);
-        let store = SnapshotStore::open(&root, leases.clone()).unwrap();
-        assert_eq!(fs::read(store.link_path(&a).unwrap().join("f")).unwrap(), [1]);
-        assert!(!root.join("l/strayabcde").exists());
-        assert!(store.delete(&b).unwrap() > 0);
-        assert!(
-            !link.exists() && fs::symlink_metadata(&link).is_err(),
-            "the link goes with the layer"
-        );
-        assert_eq!(fs::read_dir(root.join("l")).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn parents_of_an_older_store_come_from_the_image_chains() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("snapshots");
-        let store = SnapshotStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
-        let a = commit(&store, 1, None);
-        let b = commit(&store, 2, Some(&a));
-        // As written before parents and links were recorded.
-        for c in [&a, &b] {
-            let mut m = store.meta(c).unwrap();
-            m.parent = None;
-            m.link = None;
-            write_meta_atomically(&store.dir(c), &m).unwrap();
-        }
-        drop(store);
-        let store = SnapshotStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
-        assert!(store.link_path(&b).is_some(), "links are made at open");
-        assert_eq!(store.meta(&b).unwrap().parent(), None);
-        assert_eq!(store.fill_parents([[a, b].as_slice()]).unwrap(), 2);
-        assert_eq!(store.meta(&b).unwrap().parent(), Some(LayerParent::Layer(a)));
-        assert_eq!(store.meta(&a).unwrap().parent(), Some(LayerParent::Base));
-        assert_eq!(store.fill_parents([[a, b].as_slice()]).unwrap(), 0);
-    }
-}
+mod tests;

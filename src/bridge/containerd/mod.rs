@@ -12,12 +12,12 @@
 //! races it.
 
 mod client;
+mod error;
 pub mod publish;
 pub mod snapshots;
 pub mod snippet;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,10 +26,10 @@ use futures_util::future::BoxFuture;
 use tonic::Code;
 
 pub use client::Conn;
+pub use error::BridgeError;
 
 use crate::config::ContainerdConfig;
 use crate::digest::Digest;
-use crate::error::{Classify, ErrorKind};
 use crate::keyed_lock::KeyedLocks;
 use crate::metadata::ImageRecord;
 use crate::proto::runtime::v1 as cri;
@@ -44,51 +44,6 @@ const RECONCILE_PERIOD: Duration = Duration::from_secs(60);
 /// Retry delays while containerd cannot be reached.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// A call to containerd that failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("containerd at {address}: cannot {op}: {detail}")]
-pub struct BridgeError {
-    address: PathBuf,
-    op: String,
-    detail: String,
-    unavailable: bool,
-}
-
-impl BridgeError {
-    fn unavailable(address: &Path, op: &str, detail: &str) -> BridgeError {
-        BridgeError {
-            address: address.to_path_buf(),
-            op: op.to_string(),
-            detail: detail.to_string(),
-            unavailable: true,
-        }
-    }
-
-    fn other(address: &Path, op: &str, detail: &str) -> BridgeError {
-        BridgeError {
-            unavailable: false,
-            ..BridgeError::unavailable(address, op, detail)
-        }
-    }
-
-    fn rpc(address: &Path, op: &str, s: &tonic::Status) -> BridgeError {
-        BridgeError {
-            unavailable: matches!(s.code(), Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded),
-            ..BridgeError::other(address, op, &format!("{} ({:?})", s.message(), s.code()))
-        }
-    }
-}
-
-impl Classify for BridgeError {
-    fn kind(&self) -> ErrorKind {
-        if self.unavailable {
-            ErrorKind::Unavailable
-        } else {
-            ErrorKind::Internal
-        }
-    }
-}
 
 /// What a reconciliation changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
