@@ -232,6 +232,17 @@ pub fn runtime(names: &[&str], runs: &[Vec<Phases>], target: f64) -> String {
         if r <= target { "met" } else { "**missed**" },
         median(&totals[0]) / median(&totals[1]),
     );
+    let cpu: Vec<Vec<f64>> = runs.iter().map(|r| r.iter().map(|p| p.cpu).collect()).collect();
+    // /proc counts CPU time in 10 ms ticks: smaller amounts do not compare.
+    if median(&cpu[1]) >= 0.1 {
+        s += &format!(
+            "\nDaemons' CPU time, {} / {}, pair by pair: {} (on a machine with no idle core, the time ratio \
+             tends to this)\n",
+            names[0],
+            names[1],
+            ratio_cell(&cpu[0], &cpu[1])
+        );
+    }
     s += "\nRuns in order, total s (pull + create + start + first line):\n";
     for (d, name) in names.iter().enumerate() {
         let list: Vec<String> = runs[d]

@@ -113,7 +113,6 @@ pub struct Side {
 /// Everything `--runtime` runs on; dropping it tears the containerds down (containers, shims, mounts).
 pub struct Bench {
     /// The registry (serving while this lives).
-    #[allow(dead_code)]
     registry: TestRegistry,
     /// imaged, publishing into `sides[0]`'s containerd.
     pub imaged: Daemon,
@@ -209,10 +208,13 @@ impl Bench {
         pull_image(&self.sides[i].pull_socket, &self.image).await
     }
 
-    /// Removes every container of both sides (the pod sandboxes stay).
+    /// Removes every container of both sides (the pod sandboxes stay). Each has printed its line and is
+    /// exiting: it is waited for first, as containerd 1.6 may refuse RemoveContainer ("still running")
+    /// after StopContainer of a container whose exit it has not handled yet.
     pub async fn remove_containers(&self) {
         for s in &self.sides {
             for c in s.ctd.list_containers().await {
+                s.ctd.wait_exit(&c.id).await;
                 s.ctd.remove_container(&c.id, 0).await;
             }
         }
@@ -254,11 +256,13 @@ impl Bench {
         sync()
     }
 
-    /// Copies both containerds' logs into `dir` (their own dirs go with the teardown).
+    /// Copies both containerds' logs and the registry's access log into `dir` (their own dirs go with the
+    /// teardown): with `--keep`, the timelines of the runs can be read afterwards.
     pub fn save_logs(&self, dir: &Path) {
         for (s, file) in self.sides.iter().zip(["containerd-a.log", "containerd-b.log"]) {
             let _ = std::fs::write(dir.join(file), s.ctd.log());
         }
+        let _ = std::fs::write(dir.join("registry.log"), self.registry.log());
     }
 
     /// containerd's error lines of each side (but the complaint that no CNI network is configured), and
