@@ -16,6 +16,11 @@
 //! both sides too, containerd's garbage collection runs on both, the bench waits until every store is
 //! back to its file count from before the first pull (so no deletion is still going on), and `sync` runs.
 //!
+//! To see where a run's time goes: `--keep` keeps imaged's log (each pull's seconds) and saves both
+//! containerds' logs and the registry's access log (each blob's transfer time) in the work dir;
+//! `--containerd-log-level debug` adds containerd's snapshotter calls, content writes and "diff applied"
+//! per layer (it slows containerd's pulls).
+//!
 //! This file sets the sides up and cleans them; `runtime_runs.rs` times the runs.
 
 use std::path::{Path, PathBuf};
