@@ -8,8 +8,11 @@
 //! - `bench/pulls.rs`: warm-up, then A B A B timed pulls.
 //! - `bench/floor.rs`: `--floor`, the pipeline floor of `large`.
 //! - `bench/api.rs`: `--api`, the read RPCs and start-up with thousands of images.
+//! - `bench/runtime.rs`: `--runtime`, PullImage to a container's first output line, imaged+containerd vs
+//!   containerd on overlayfs (issue 10), and CreateContainer + StartContainer of a present image.
 //! - `bench/report.rs`: statistics and the markdown tables.
-//! - `bench/common.rs`: the fixtures of `tests/common/` used here (image builder, pusher, registry).
+//! - `bench/common.rs`: the fixtures of `tests/common/` used here (image builder, pusher, registry, busybox
+//!   and pause images, the containerd fixture that runs pods).
 //!
 //! Temp dirs (stores, registry storage) go under `$TMPDIR` (default `/tmp`).
 
@@ -33,6 +36,8 @@ mod images;
 mod pulls;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/runtime.rs"]
+mod runtime;
 #[path = "bench/text.rs"]
 mod text;
 
@@ -73,6 +78,17 @@ struct Args {
     /// `--api`: timed restarts per daemon.
     #[arg(long, default_value_t = 3)]
     api_restarts: usize,
+    /// Runtime mode instead of the pull comparison: from PullImage to a container's first output line of
+    /// `large` (+ busybox), imaged+containerd vs containerd on overlayfs, then CreateContainer +
+    /// StartContainer of a present image (issue 10).
+    #[arg(long)]
+    runtime: bool,
+    /// `--runtime`: pairs of CreateContainer + StartContainer of a present image [default: 20; 5 with --quick].
+    #[arg(long)]
+    start_pairs: Option<usize>,
+    /// `--runtime`: containerd's log level (`debug` logs every snapshotter call; it slows both sides).
+    #[arg(long, default_value = "info")]
+    containerd_log_level: String,
     /// The imaged binary [default: target/release/imaged, next to this example's directory].
     #[arg(long)]
     imaged: Option<PathBuf>,
@@ -110,10 +126,15 @@ async fn main() -> Result<()> {
     let work = tempfile::Builder::new().prefix("bench-pull-").tempdir()?;
     let dirs_before = system_dirs();
     let mut out = format!("{}\n", report::machine(work.path(), &imaged_bin));
-    let res = match args.api {
-        true => api_mode(&args, work.path(), &imaged_bin, &mut out).await,
-        false => pull_mode(&args, work.path(), &imaged_bin, &mut out).await,
+    let res = match (args.api, args.runtime) {
+        (true, true) => Err(anyhow::anyhow!("--api and --runtime are separate runs")),
+        (true, false) => api_mode(&args, work.path(), &imaged_bin, &mut out).await,
+        (false, true) => runtime_mode(&args, work.path(), &imaged_bin, &mut out).await,
+        (false, false) => pull_mode(&args, work.path(), &imaged_bin, &mut out).await,
     };
+    if args.runtime {
+        forget_shim_dirs(dirs_before);
+    }
     out += &format!("\n- load average at the end: {}\n", report::loadavg());
     let dirs_after = system_dirs();
     if dirs_after != dirs_before {
@@ -130,6 +151,16 @@ async fn main() -> Result<()> {
 /// Whether `/var/lib/containerd` and `/run/containerd` exist (the benchmark must not create them).
 fn system_dirs() -> [bool; 2] {
     ["/var/lib/containerd", "/run/containerd"].map(|d| Path::new(d).exists())
+}
+
+/// containerd 1.6's shims always put their sockets in `/run/containerd/s/` (whatever the state dir), so
+/// `--runtime` creates it if it is missing: removes it (and `/run/containerd`) again if it was missing and
+/// nothing else is in it.
+fn forget_shim_dirs(before: [bool; 2]) {
+    if !before[1] {
+        let _ = std::fs::remove_dir("/run/containerd/s");
+        let _ = std::fs::remove_dir("/run/containerd");
+    }
 }
 
 /// Starts the registry and writes `hosts/<registry>/hosts.toml` (plain http).
@@ -250,6 +281,67 @@ async fn pull_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String
         *out += "\n## Pipeline floor\n\n`large` was not measured (excluded with --only)\n";
     }
     *out += &log_errors(&daemons);
+    Ok(())
+}
+
+async fn runtime_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String) -> Result<()> {
+    let opts = runtime::RuntimeOpts {
+        pairs: args.pairs.unwrap_or(if args.quick { 2 } else { 5 }),
+        start_pairs: args.start_pairs.unwrap_or(if args.quick { 5 } else { 20 }),
+        scale: match args.quick {
+            true => Scale { bytes: 8, files: 4 },
+            false => Scale { bytes: 1, files: 1 },
+        },
+        log_level: args.containerd_log_level.clone(),
+        settle: Duration::from_secs(args.settle),
+    };
+    eprintln!("bench-pull: building the image");
+    let run = runtime::build_image(opts.scale);
+    let layers = &run.layers;
+    *out += &format!(
+        "\n## Image\n\n`large`'s {} gzip layers and a busybox layer on top, cmd `echo ready`: {} MB compressed, \
+         {} MB uncompressed, {} files\n",
+        layers.len() - 1,
+        report::mb(layers.iter().map(|l| l.layer.size()).sum()),
+        report::mb(layers.iter().map(|l| l.tar_bytes).sum()),
+        layers.iter().map(|l| l.files).sum::<u64>(),
+    );
+    let (registry, hosts) = registry(work).await?;
+    *out += "\n## Daemons\n\n";
+    let (bench, started) = runtime::start(work, imaged_bin, registry, &hosts, &run, &opts).await?;
+    *out += &started;
+    let measured = runtime::measure(&bench, &opts).await;
+    bench.save_logs(work);
+    let res = measured?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    *out += &format!("- imaged: RSS after the run {} MB\n", report::mb(bench.imaged.rss()?));
+    let peak = |r: &[runtime::Phases]| report::mb(r.iter().map(|p| p.peak_rss).max().unwrap_or(0));
+    let names = bench.sides.each_ref().map(|s| s.name);
+    *out += &format!(
+        "\n## PullImage → first output line, {} pairs (A B A B …; before each: containers and the image removed \
+         on both sides, containerd's GC run, every store back to its file count, `sync`{}; after a discarded \
+         warm-up of each)\n\n{}\n- imaged peak RSS over these runs: {} MB\n",
+        opts.pairs,
+        match args.settle {
+            0 => String::new(),
+            n => format!(", {n} s of settling"),
+        },
+        report::runtime(&names, &res.cold, 0.3),
+        peak(&res.cold[0]),
+    );
+    *out += &format!(
+        "\n## CreateContainer + StartContainer → first output line, image present, {} pairs (A B A B …; \
+         containers removed and `sync` before each; after a discarded pair)\n\n{}\n- imaged peak RSS over these runs: {} MB\n",
+        opts.start_pairs,
+        report::runtime(&names, &res.present, 1.1),
+        peak(&res.present[0]),
+    );
+    for s in &bench.sides {
+        s.ctd.remove_all_pods().await;
+    }
+    *out += &bench.log_errors();
+    // Dropping `bench` stops imaged, then kills both containerds and removes their containers, shims,
+    // mounts and cgroups (the fixture's teardown).
     Ok(())
 }
 

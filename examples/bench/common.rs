@@ -1,21 +1,25 @@
 //! The test fixtures of `tests/common/` that a benchmark can use: the deterministic image builder, the
-//! pusher and the real `docker-registry`.
+//! pusher, the real `docker-registry`, the busybox and pause images, and the real containerd with its CRI
+//! pod helpers (`--runtime`).
 //!
 //! `tests/common/mod.rs` itself cannot be included: its `daemon` module names the imaged binary through
 //! `CARGO_BIN_EXE_imaged`, which Cargo sets for integration tests only, not for examples. So the modules
-//! needed here are included one by one; they refer to each other as `super::…`, which resolves to this
-//! module. The attributes are the ones `tests/common/mod.rs` puts on them (test code: panics are the error
-//! report, and not every helper is used).
+//! needed here are declared one by one inside a module whose path is `tests/common/`: they refer to each
+//! other as `super::…`, which resolves to that module, and `containerd.rs` finds its submodules in
+//! `tests/common/containerd/` as it does in the tests (a file included with `#[path]` would look for them
+//! next to itself). `containerd/inside.rs` is left out (`#[cfg(test)]` there): it needs `daemon`. The
+//! attributes are the ones `tests/common/mod.rs` puts on them (test code: panics are the error report,
+//! and not every helper is used).
 
 #[allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
-#[path = "../../tests/common/image.rs"]
-pub mod image;
-#[allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
-#[path = "../../tests/common/layer.rs"]
-pub mod layer;
-#[allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
-#[path = "../../tests/common/push.rs"]
-pub mod push;
-#[allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
-#[path = "../../tests/common/registry.rs"]
-pub mod registry;
+#[path = "../../tests/common"]
+pub mod fixtures {
+    pub mod busybox;
+    pub mod containerd;
+    pub mod image;
+    pub mod layer;
+    pub mod push;
+    pub mod registry;
+}
+
+pub use fixtures::{busybox, containerd, image, push, registry};

@@ -37,6 +37,8 @@ pub struct Daemon {
     dir: PathBuf,
     hosts: PathBuf,
     log: PathBuf,
+    /// Extra command-line arguments (imaged: e.g. `--containerd-address`).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -51,6 +53,7 @@ impl Daemon {
             log: dir.join("imaged.log"),
             dir: dir.to_path_buf(),
             hosts: hosts.to_path_buf(),
+            args: Vec::new(),
             child: None,
         })
     }
@@ -72,8 +75,15 @@ impl Daemon {
             log: dir.join("containerd.log"),
             dir: dir.to_path_buf(),
             hosts: hosts.to_path_buf(),
+            args: Vec::new(),
             child: None,
         })
+    }
+
+    /// Adds `args` to the daemon's command line (before it starts).
+    pub fn with_args(mut self, args: &[&str]) -> Daemon {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     /// The command line that starts the daemon.
@@ -92,12 +102,13 @@ impl Daemon {
                     .arg("--auth-file")
                     .arg(self.dir.join("no-credentials.json"))
                     .env("DOCKER_CONFIG", &self.dir)
-                    .env("RUST_LOG", "info");
+                    .env("RUST_LOG", "info")
+                    .args(&self.args);
                 cmd
             }
             Kind::Containerd(_) => {
                 let mut cmd = Command::new("containerd");
-                cmd.arg("--config").arg(self.dir.join("config.toml"));
+                cmd.arg("--config").arg(self.dir.join("config.toml")).args(&self.args);
                 cmd
             }
         }
@@ -192,41 +203,22 @@ impl Daemon {
     /// Resets the process's peak RSS (`VmHWM`) to its current RSS: `echo 5 > /proc/PID/clear_refs`.
     pub fn reset_peak_rss(&self) -> Result<()> {
         let pid = self.pid().context("daemon not running")?;
-        fs::write(format!("/proc/{pid}/clear_refs"), "5").with_context(|| format!("reset VmHWM of {}", self.name))
+        reset_peak_rss_of(pid).with_context(|| format!("reset VmHWM of {}", self.name))
     }
 
     /// `VmHWM` (peak RSS since start or the last reset), in bytes.
     pub fn peak_rss(&self) -> Result<u64> {
-        self.status_field("VmHWM")
+        status_field(self.pid().context("daemon not running")?, "VmHWM")
     }
 
-    /// CPU time (user + system) the process has used so far, in seconds (from `/proc/PID/stat`, in
-    /// USER_HZ = 100 ticks per second on Linux).
+    /// CPU time (user + system) the process has used so far, in seconds.
     pub fn cpu_secs(&self) -> Result<f64> {
-        let pid = self.pid().context("daemon not running")?;
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which is in parentheses and may hold spaces): state is field 3,
-        // utime 14 and stime 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("parse /proc/PID/stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(ticks as f64 / 100.0)
+        cpu_secs_of(self.pid().context("daemon not running")?)
     }
 
     /// `VmRSS`, in bytes.
     pub fn rss(&self) -> Result<u64> {
-        self.status_field("VmRSS")
-    }
-
-    fn status_field(&self, field: &str) -> Result<u64> {
-        let pid = self.pid().context("daemon not running")?;
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let line = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
-        let kib: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
-        Ok(kib * 1024)
+        status_field(self.pid().context("daemon not running")?, "VmRSS")
     }
 
     /// The last `n` lines of the daemon's log.
@@ -252,6 +244,34 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Resets the peak RSS (`VmHWM`) of process `pid` to its current RSS: `echo 5 > /proc/PID/clear_refs`.
+pub fn reset_peak_rss_of(pid: u32) -> Result<()> {
+    fs::write(format!("/proc/{pid}/clear_refs"), "5").with_context(|| format!("reset VmHWM of pid {pid}"))
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds (from `/proc/PID/stat`, in
+/// USER_HZ = 100 ticks per second on Linux).
+pub fn cpu_secs_of(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces): state is field 3,
+    // utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("parse /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
+pub fn status_field(pid: u32, field: &str) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    let kib: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
+    Ok(kib * 1024)
 }
 
 /// Regular files under `dir`, recursively (0 when it does not exist).

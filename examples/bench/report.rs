@@ -6,6 +6,7 @@ use std::process::Command;
 
 use super::images::BenchImage;
 use super::pulls::ImageResult;
+use super::runtime::Phases;
 
 /// The median of `xs` (mean of the middle two for an even count); NaN when empty.
 pub fn median(xs: &[f64]) -> f64 {
@@ -192,6 +193,73 @@ pub fn summary(results: &[ImageResult], daemons: &[String]) -> String {
             }
         }
         s += &format!(" {} |\n", mb(r.peak_rss[0]));
+    }
+    s
+}
+
+/// `--runtime`: a row per setup (medians of the total and of each phase, the ratio of the first setup to
+/// each, pair by pair), the target verdict, then every run's total and phases in run order.
+pub fn runtime(names: &[&str], runs: &[Vec<Phases>], target: f64) -> String {
+    let mut s = format!(
+        "| setup | median s | min–max s | {}/this, pair by pair: median (min–max) | PullImage s | CreateContainer s | StartContainer s | start → first line s | daemons' CPU s |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        names[0]
+    );
+    let totals: Vec<Vec<f64>> = runs.iter().map(|r| r.iter().map(Phases::total).collect()).collect();
+    let med = |r: &[Phases], f: fn(&Phases) -> f64| median(&r.iter().map(f).collect::<Vec<_>>());
+    for (d, name) in names.iter().enumerate() {
+        let (lo, hi) = min_max(&totals[d]);
+        let ratio = match d {
+            0 => "—".to_owned(),
+            _ => ratio_cell(&totals[0], &totals[d]),
+        };
+        s += &format!(
+            "| {name} | {:.3} | {lo:.3}–{hi:.3} | {ratio} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
+            median(&totals[d]),
+            med(&runs[d], |p| p.pull),
+            med(&runs[d], |p| p.create),
+            med(&runs[d], |p| p.start),
+            med(&runs[d], |p| p.output),
+            med(&runs[d], |p| p.cpu),
+        );
+    }
+    let ratios: Vec<f64> = totals[0].iter().zip(&totals[1]).map(|(a, b)| a / b).collect();
+    let r = median(&ratios);
+    s += &format!(
+        "\nTarget: {} ≤ {target:.2}× {}: median pair ratio **{r:.2}×** ({}; ratio of medians {:.2}×)\n",
+        names[0],
+        names[1],
+        if r <= target { "met" } else { "**missed**" },
+        median(&totals[0]) / median(&totals[1]),
+    );
+    let cpu: Vec<Vec<f64>> = runs.iter().map(|r| r.iter().map(|p| p.cpu).collect()).collect();
+    // /proc counts CPU time in 10 ms ticks: smaller amounts do not compare.
+    if median(&cpu[1]) >= 0.1 {
+        s += &format!(
+            "\nDaemons' CPU time, {} / {}, pair by pair: {} (on a machine with no idle core, the time ratio \
+             tends to this)\n",
+            names[0],
+            names[1],
+            ratio_cell(&cpu[0], &cpu[1])
+        );
+    }
+    s += "\nRuns in order, total s (pull + create + start + first line):\n";
+    for (d, name) in names.iter().enumerate() {
+        let list: Vec<String> = runs[d]
+            .iter()
+            .map(|p| match p.pull > 0.0 {
+                false => format!("{:.3} ({:.3}+{:.3}+{:.3})", p.total(), p.create, p.start, p.output),
+                true => format!(
+                    "{:.3} ({:.3}+{:.3}+{:.3}+{:.3})",
+                    p.total(),
+                    p.pull,
+                    p.create,
+                    p.start,
+                    p.output
+                ),
+            })
+            .collect();
+        s += &format!("- {name}: {}\n", list.join(", "));
     }
     s
 }
