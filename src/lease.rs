@@ -20,16 +20,36 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::digest::Digest;
 
-/// Whether recorded images reference a digest (implemented by the metadata store).
+/// What a lease or a reference protects: a blob, or a snapshot (by chain id). The same digest can name both
+/// (an uncompressed layer's blob digest is its diff id, which is the chain id of a base layer): each is kept
+/// for its own reasons, and keeping one never keeps the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Item {
+    /// A blob of the content store.
+    Blob(Digest),
+    /// A snapshot of the layer store, by chain id.
+    Snapshot(Digest),
+}
+
+impl Item {
+    /// The digest it is named by.
+    pub fn digest(&self) -> Digest {
+        match self {
+            Item::Blob(d) | Item::Snapshot(d) => *d,
+        }
+    }
+}
+
+/// Whether recorded images reference an item (implemented by the metadata store).
 pub trait References: Send + Sync {
-    /// Whether some recorded image references `digest` (a blob, or a snapshot's chain id).
-    fn references(&self, digest: &Digest) -> bool;
+    /// Whether some recorded image references `item`.
+    fn references(&self, item: &Item) -> bool;
 }
 
 /// The lease counts of every leased digest; shared by the content and snapshot stores.
 #[derive(Default)]
 pub struct LeaseTable {
-    map: Mutex<HashMap<Digest, usize>>,
+    map: Mutex<HashMap<Item, usize>>,
     references: OnceLock<Arc<dyn References>>,
 }
 
@@ -41,24 +61,21 @@ impl std::fmt::Debug for LeaseTable {
     }
 }
 
-/// The locked table: while held, no lease is taken or dropped. Derefs to the lease counts.
+/// The locked table: while held, no lease is taken or dropped.
 pub struct Locked<'a> {
-    map: MutexGuard<'a, HashMap<Digest, usize>>,
+    map: MutexGuard<'a, HashMap<Item, usize>>,
     references: Option<&'a dyn References>,
 }
 
 impl Locked<'_> {
-    /// Whether `digest` may not be deleted now: it is leased, or a recorded image references it.
-    pub fn protects(&self, digest: &Digest) -> bool {
-        self.map.contains_key(digest) || self.references.is_some_and(|r| r.references(digest))
+    /// Whether `item` is leased now.
+    pub fn is_leased(&self, item: &Item) -> bool {
+        self.map.contains_key(item)
     }
-}
 
-impl std::ops::Deref for Locked<'_> {
-    type Target = HashMap<Digest, usize>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.map
+    /// Whether `item` may not be deleted now: it is leased, or a recorded image references it.
+    pub fn protects(&self, item: &Item) -> bool {
+        self.map.contains_key(item) || self.references.is_some_and(|r| r.references(item))
     }
 }
 
@@ -82,49 +99,54 @@ impl LeaseTable {
         }
     }
 
-    fn map_lock(&self) -> MutexGuard<'_, HashMap<Digest, usize>> {
+    fn map_lock(&self) -> MutexGuard<'_, HashMap<Item, usize>> {
         // Each update is a single map operation, so a panic elsewhere cannot leave it inconsistent.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `digest` is leased now.
-    pub fn is_leased(&self, digest: &Digest) -> bool {
-        self.map_lock().contains_key(digest)
+    /// Whether `item` is leased now.
+    pub fn is_leased(&self, item: &Item) -> bool {
+        self.map_lock().contains_key(item)
     }
 
     /// A new, empty lease on this table.
     pub fn lease(self: &Arc<Self>) -> Lease {
         Lease {
             table: self.clone(),
-            digests: Vec::new(),
+            items: Vec::new(),
         }
     }
 }
 
-/// Protects digests from deletion until dropped.
+/// Protects blobs and snapshots from deletion until dropped.
 #[derive(Debug)]
 pub struct Lease {
     table: Arc<LeaseTable>,
-    digests: Vec<Digest>,
+    items: Vec<Item>,
 }
 
 impl Lease {
-    /// Adds a digest. Call before checking whether the blob or snapshot exists.
-    pub fn add(&mut self, digest: Digest) {
-        *self.table.map_lock().entry(digest).or_insert(0) += 1;
-        self.digests.push(digest);
+    /// Adds an item. Call before checking whether the blob or snapshot exists.
+    pub fn add(&mut self, item: Item) {
+        *self.table.map_lock().entry(item).or_insert(0) += 1;
+        self.items.push(item);
     }
 
-    /// The digests this lease holds.
-    pub fn digests(&self) -> &[Digest] {
-        &self.digests
+    /// The items this lease holds.
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+
+    /// The digests of the items this lease holds.
+    pub fn digests(&self) -> Vec<Digest> {
+        self.items.iter().map(Item::digest).collect()
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut map = self.table.map_lock();
-        for d in &self.digests {
+        for d in &self.items {
             if let Some(n) = map.get_mut(d) {
                 *n -= 1;
                 if *n == 0 {
@@ -142,34 +164,46 @@ mod tests {
     #[test]
     fn counts_overlapping_leases() {
         let t = LeaseTable::new();
-        let d = Digest::of(b"x");
+        let d = Item::Blob(Digest::of(b"x"));
         let mut a = t.lease();
         let mut b = t.lease();
         a.add(d);
         b.add(d);
         drop(a);
-        assert!(t.lock().contains_key(&d));
+        assert!(t.is_leased(&d));
+        assert!(
+            !t.is_leased(&Item::Snapshot(d.digest())),
+            "a blob's lease keeps no snapshot"
+        );
         drop(b);
-        assert!(t.lock().is_empty());
+        assert!(!t.is_leased(&d));
     }
 
-    struct Recorded(Digest);
+    struct Recorded(Item);
 
     impl References for Recorded {
-        fn references(&self, digest: &Digest) -> bool {
-            *digest == self.0
+        fn references(&self, item: &Item) -> bool {
+            *item == self.0
         }
     }
 
     #[test]
     fn a_referenced_digest_is_protected_without_a_lease() {
         let t = LeaseTable::new();
-        let (recorded, leased, free) = (Digest::of(b"r"), Digest::of(b"l"), Digest::of(b"f"));
+        let (recorded, leased, free) = (
+            Item::Snapshot(Digest::of(b"r")),
+            Item::Blob(Digest::of(b"l")),
+            Item::Blob(Digest::of(b"f")),
+        );
         let mut lease = t.lease();
         lease.add(leased);
         assert!(!t.lock().protects(&recorded), "no references set yet");
         t.set_references(Arc::new(Recorded(recorded)));
         let locked = t.lock();
         assert!(locked.protects(&recorded) && locked.protects(&leased) && !locked.protects(&free));
+        assert!(
+            !locked.protects(&Item::Blob(recorded.digest())),
+            "a referenced snapshot keeps no blob"
+        );
     }
 }

@@ -185,3 +185,28 @@ async fn gc_racing_pulls_of_its_planned_victims_removes_none_of_them() {
     println!("GC removed {removed_total} images in 100 rounds (each re-pulled at once)");
     assert_fsck_clean(&mut s.daemon);
 }
+
+/// An uncompressed base layer's blob digest is its diff id, which is also its snapshot's chain id: when the
+/// image holding that blob goes, the blob goes, although another image still sits on the same base snapshot
+/// (from a gzip blob). Keeping the snapshot must not keep the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_whose_digest_is_a_kept_chain_id_still_goes_with_its_image() {
+    use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
+    let mut s = Setup::start().await;
+    let entries = [Entry::dir("base"), Entry::file("base/f", "same tar, two blobs")];
+    let plain = Layer::build(&entries, Compression::None, MediaStyle::Oci);
+    let gzip = Layer::build(&entries, Compression::Gzip, MediaStyle::Oci);
+    assert_eq!(plain.digest, plain.diff_id, "a plain layer's blob is its tar");
+    let top = Layer::build(&[Entry::file("top", "y")], Compression::Gzip, MediaStyle::Oci);
+    let x = ImageBuilder::new(MediaStyle::Oci).layer(plain.clone()).build();
+    let y = ImageBuilder::new(MediaStyle::Oci).layer(gzip).layer(top).build();
+    s.push("refs", "x", &x).await;
+    s.push("refs", "y", &y).await;
+    let mut c = s.daemon.client().await;
+    pull(&mut c, &s.image("refs", "x"), None).await.unwrap();
+    pull(&mut c, &s.image("refs", "y"), None).await.unwrap();
+    remove(&mut c, &s.image("refs", "x")).await.unwrap();
+    assert!(!blobs(&s.daemon.root).contains(&plain.digest), "the plain blob stayed");
+    assert_complete(&s.daemon, &y, "after removing x");
+    assert_fsck_clean(&mut s.daemon);
+}

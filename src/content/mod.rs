@@ -216,7 +216,7 @@ impl ContentStore {
     /// ([`crate::lease::Locked::protects`]). Returns the bytes freed (0 if it was absent or protected).
     pub fn delete(&self, digest: &Digest) -> Result<u64, ContentError> {
         let leases = self.lock();
-        if leases.protects(digest) {
+        if leases.protects(&crate::lease::Item::Blob(*digest)) {
             return Ok(0);
         }
         let path = self.blob_path(digest);
@@ -250,7 +250,7 @@ impl ContentStore {
             let name = e.file_name().to_string_lossy().into_owned();
             let digest = name.split('-').next().and_then(|h| Digest::from_hex(h).ok());
             let leases = self.lock();
-            if digest.is_some_and(|d| leases.contains_key(&d)) {
+            if digest.is_some_and(|d| leases.is_leased(&crate::lease::Item::Blob(d))) {
                 continue;
             }
             if fs::remove_file(e.path()).is_ok() {

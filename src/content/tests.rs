@@ -101,7 +101,7 @@ fn leased_blobs_survive_delete_until_the_lease_ends() {
     store.write_blob(b"shared", d).unwrap();
     let leases = store.inner.leases.clone();
     let mut lease = leases.lease();
-    lease.add(d);
+    lease.add(crate::lease::Item::Blob(d));
     assert_eq!(store.delete(&d).unwrap(), 0);
     assert!(store.contains(&d));
     drop(lease);

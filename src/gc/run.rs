@@ -15,6 +15,7 @@ use super::policy::{self, GcImage, GcPolicy, PolicyError, ResourceId, Usage};
 use super::prune::{self, PruneImage, PruneOptions, TagRevision};
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
+use crate::lease::Item;
 use crate::metadata::ImageRecord;
 use crate::pull::Stores;
 use crate::reference::ImageRef;
@@ -167,7 +168,7 @@ impl Collector {
                 pinned: self.pinned.is_pinned(r),
                 // A pull in flight holds a lease on its config digest, the image id: until it has answered,
                 // its image is in use.
-                in_use: in_use.contains(&r.id) || self.stores.leases.is_leased(&r.id),
+                in_use: in_use.contains(&r.id) || self.stores.leases.is_leased(&Item::Blob(r.id)),
                 tags: r.repo_tags.clone(),
                 resources: resources_of(r),
             })
@@ -273,7 +274,7 @@ impl Collector {
             tracing::info!(image = %planned.id, why, "image kept: used since garbage collection planned it");
             Ok(false)
         };
-        if self.stores.leases.is_leased(&planned.id) {
+        if self.stores.leases.is_leased(&Item::Blob(planned.id)) {
             return spared("a pull of it is in flight");
         }
         let mut changed = false;
@@ -341,7 +342,7 @@ impl Collector {
                 first_seen_ns: r.first_seen_ns,
                 last_used_ns: r.last_used_ns,
                 pinned: self.pinned.is_pinned(r),
-                in_use: in_use.contains(&r.id) || self.stores.leases.is_leased(&r.id),
+                in_use: in_use.contains(&r.id) || self.stores.leases.is_leased(&Item::Blob(r.id)),
                 resources: resources_of(r),
             })
             .collect();
@@ -359,13 +360,13 @@ impl Collector {
         let s = &self.stores;
         let mut out = HashMap::new();
         for d in s.content.list().unwrap_or_default() {
-            if !s.leases.is_leased(&d) {
+            if !s.leases.is_leased(&Item::Blob(d)) {
                 let r = ResourceId::Blob(d.to_string());
                 out.insert(r.clone(), self.size_of(&r));
             }
         }
         for c in s.snapshots.list().unwrap_or_default() {
-            if !s.leases.is_leased(&c) {
+            if !s.leases.is_leased(&Item::Snapshot(c)) {
                 let r = ResourceId::Snapshot(c.to_string());
                 out.insert(r.clone(), self.size_of(&r));
             }

@@ -54,8 +54,8 @@ pub struct Recorded {
 }
 
 impl crate::lease::References for MetadataStore {
-    fn references(&self, digest: &Digest) -> bool {
-        MetadataStore::references(self, digest)
+    fn references(&self, item: &crate::lease::Item) -> bool {
+        MetadataStore::references(self, item)
     }
 }
 
@@ -312,9 +312,9 @@ impl MetadataStore {
         Ok(Some(rec))
     }
 
-    /// Whether a recorded image references `digest` (a blob, or a snapshot's chain id).
-    pub fn references(&self, digest: &Digest) -> bool {
-        self.read().refs.contains_key(digest)
+    /// Whether a recorded image references `item` (a blob, or a snapshot by chain id).
+    pub fn references(&self, item: &crate::lease::Item) -> bool {
+        self.read().refs.contains_key(item)
     }
 
     fn commit_all(

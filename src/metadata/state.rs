@@ -19,7 +19,7 @@ pub(super) struct State {
     pub digests: HashMap<String, Digest>,
     pub history: HashMap<String, Vec<TagRevision>>,
     /// Blobs and snapshots (chain ids) the recorded images reference, with how many references each has.
-    pub refs: HashMap<Digest, usize>,
+    pub refs: HashMap<crate::lease::Item, usize>,
     /// Images whose last-used time changed in memory since the last [`super::MetadataStore::flush`].
     pub dirty: HashSet<Digest>,
     /// Bumped whenever an image or its names change (not on last-use updates): lets readers cache what
@@ -71,20 +71,28 @@ impl State {
 
     /// Counts the references of `rec` (each blob and chain id once per occurrence).
     pub fn add_refs(&mut self, rec: &ImageRecord) {
-        for d in rec.blobs().chain(rec.chain_ids()) {
-            *self.refs.entry(d).or_insert(0) += 1;
+        for item in items(rec) {
+            *self.refs.entry(item).or_insert(0) += 1;
         }
     }
 
     /// Uncounts what [`State::add_refs`] counted for `rec`.
     pub fn drop_refs(&mut self, rec: &ImageRecord) {
-        for d in rec.blobs().chain(rec.chain_ids()) {
-            if let Some(n) = self.refs.get_mut(&d) {
+        for item in items(rec) {
+            if let Some(n) = self.refs.get_mut(&item) {
                 *n -= 1;
                 if *n == 0 {
-                    self.refs.remove(&d);
+                    self.refs.remove(&item);
                 }
             }
         }
     }
+}
+
+/// What an image references: its blobs and its snapshots (chain ids).
+fn items(rec: &ImageRecord) -> impl Iterator<Item = crate::lease::Item> + '_ {
+    use crate::lease::Item;
+    rec.blobs()
+        .map(Item::Blob)
+        .chain(rec.chain_ids().into_iter().map(Item::Snapshot))
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::lease::Item;
 
 fn desc(data: &str) -> Descriptor {
     Descriptor {
@@ -186,18 +187,22 @@ fn references_count_every_image_that_names_a_digest() {
     let shared = a.layers[0].blob.digest; // Both images name the same layer.
     store.record(a.clone()).unwrap();
     store.record(b.clone()).unwrap();
-    assert!(store.references(&shared) && store.references(&a.config.digest));
+    let blob = |d: &Digest| store.references(&Item::Blob(*d));
+    assert!(blob(&shared) && blob(&a.config.digest));
+    assert!(store.references(&Item::Snapshot(a.chain_ids()[0])));
+    assert!(
+        !store.references(&Item::Snapshot(shared)),
+        "a blob reference is not a snapshot reference"
+    );
     store.remove(&a.id).unwrap();
-    assert!(store.references(&shared), "b still names it");
-    assert!(!store.references(&a.config.digest) && !store.references(&a.manifest.digest));
+    assert!(blob(&shared), "b still names it");
+    assert!(!blob(&a.config.digest) && !blob(&a.manifest.digest));
     drop(store);
     let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
-    assert!(
-        store.references(&shared) && store.references(&b.manifest.digest),
-        "counted at open"
-    );
+    let blob = |d: &Digest| store.references(&Item::Blob(*d));
+    assert!(blob(&shared) && blob(&b.manifest.digest), "counted at open");
     store.remove(&b.id).unwrap();
-    assert!(!store.references(&shared));
+    assert!(!store.references(&Item::Blob(shared)));
 }
 
 #[test]
@@ -213,10 +218,10 @@ fn remove_if_removes_only_the_record_it_was_asked_about() {
     let removed = store.remove_if(&a.id, |r| Arc::ptr_eq(r, &now)).unwrap();
     assert_eq!(removed.map(|r| r.id), Some(a.id));
     assert!(store.get(&a.id).is_none() && store.by_tag("r/a:1").is_none());
-    assert!(!store.references(&a.config.digest));
+    assert!(!store.references(&Item::Blob(a.config.digest)));
     assert!(store.remove_if(&a.id, |_| true).unwrap().is_none(), "absent");
     // A pull that comes after records the image again, with only its own names.
     let again = store.record(image("a", &["r/a:2"])).unwrap().image;
     assert_eq!(again.repo_tags, vec!["r/a:2"]);
-    assert!(store.references(&a.config.digest));
+    assert!(store.references(&Item::Blob(a.config.digest)));
 }

@@ -23,7 +23,7 @@ pub use progress::{LayerProgress, LayerState, Progress, ProgressView, Queued};
 
 use crate::content::ContentStore;
 use crate::digest::Digest;
-use crate::lease::{Lease, LeaseTable};
+use crate::lease::{Item, Lease, LeaseTable};
 use crate::manifest;
 use crate::metadata::{Descriptor, ImageRecord, LayerRecord, MetadataStore};
 use crate::platform::Platform;
@@ -184,10 +184,10 @@ impl Puller {
             .map(|(d, _)| d.digest)
             .chain([r.manifest.0.digest, m.config.digest])
         {
-            lease.add(d);
+            lease.add(Item::Blob(d));
         }
         for l in &m.layers {
-            lease.add(l.digest);
+            lease.add(Item::Blob(l.digest));
         }
 
         let config_desc = desc_of(&m.config);
@@ -218,7 +218,7 @@ impl Puller {
             .collect();
         let chains = crate::metadata::chain_ids(layers.iter().map(|l| l.diff_id));
         for c in &chains {
-            lease.add(*c);
+            lease.add(Item::Snapshot(*c));
         }
         progress.layers(layers.iter().map(|l| (l.blob.digest, l.blob.size)));
         // On the first failure the other layers stop; all are waited for, so nothing of this pull is still

@@ -119,7 +119,7 @@ impl ImageService {
         r.problems.extend(
             snapshots
                 .iter()
-                .filter(|c| !keep_snaps.contains(c) && !s.leases.is_leased(c))
+                .filter(|c| !keep_snaps.contains(c) && !s.leases.is_leased(&crate::lease::Item::Snapshot(**c)))
                 .map(|c| format!("snapshot {c} is unreferenced")),
         );
         for c in &snapshots {

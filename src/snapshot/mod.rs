@@ -334,7 +334,7 @@ impl SnapshotStore {
         let dir = self.dir(chain);
         let (meta, tmp) = {
             let leases = self.inner.leases.lock();
-            if leases.protects(chain) {
+            if leases.protects(&crate::lease::Item::Snapshot(*chain)) {
                 return Ok(0);
             }
             let Some(meta) = self.meta(chain) else { return Ok(0) };

@@ -258,7 +258,7 @@ impl Snapshotter {
                 continue;
             }
             let Ok(chain) = next.parse::<Digest>() else { break };
-            lease.add(chain);
+            lease.add(crate::lease::Item::Snapshot(chain));
             match self.layers.meta(&chain).and_then(|m| m.parent()) {
                 Some(LayerParent::Layer(p)) => next = p.to_string(),
                 Some(LayerParent::Base) => break,

@@ -215,7 +215,7 @@ fn remove_refuses_parents_and_layers_and_releases_the_layers_it_held() {
     f.sn.prepare("p", &a.to_string(), Labels::new()).unwrap();
     f.sn.commit("P", "p", Labels::new(), "").unwrap();
     f.sn.prepare("child", "P", Labels::new()).unwrap();
-    assert!(f.leases.is_leased(&a));
+    assert!(f.leases.is_leased(&crate::lease::Item::Snapshot(a)));
     assert!(matches!(
         f.sn.remove("P"),
         Err(SnapshotterError::FailedPrecondition { .. })
@@ -226,9 +226,12 @@ fn remove_refuses_parents_and_layers_and_releases_the_layers_it_held() {
     assert_eq!(f.layers.delete(&a).unwrap(), 0);
     assert!(f.layers.exists(&a));
     assert!(f.sn.remove("child").unwrap().contains(&a));
-    assert!(f.leases.is_leased(&a), "P still sits on it");
+    assert!(
+        f.leases.is_leased(&crate::lease::Item::Snapshot(a)),
+        "P still sits on it"
+    );
     assert!(f.sn.remove("P").unwrap().contains(&a));
-    assert!(!f.leases.is_leased(&a));
+    assert!(!f.leases.is_leased(&crate::lease::Item::Snapshot(a)));
     assert!(f.layers.delete(&a).unwrap() > 0);
     assert!(f.sn.list(&[]).unwrap().is_empty());
     let dirs = std::fs::read_dir(f.root.join("snapshotter/snapshots")).unwrap().count();
@@ -299,7 +302,7 @@ fn records_and_their_leases_survive_a_restart_and_cleanup_removes_orphans() {
     let f = f.reopen();
     assert_eq!(f.sn.stat("c").unwrap(), before);
     assert!(
-        f.leases.is_leased(&a),
+        f.leases.is_leased(&crate::lease::Item::Snapshot(a)),
         "the container's layers are protected again after a restart"
     );
     assert!(!f.root.join("snapshotter/snapshots/999").exists());
