@@ -7,6 +7,8 @@
 //!   [`layer`]'s items so `use common::image::*` is enough to build images.
 //! - [`push`]: pushes blobs, images and indexes to a registry over the distribution API.
 //! - [`tools`]: independent checks with `skopeo` and `umoci`.
+//! - [`fault_proxy`]: a proxy in front of the real registry that refuses, answers 500, never answers,
+//!   stalls or drips on demand, and logs every request (when it started and ended).
 //!
 //! The tools these need are installed by `hack/install-test-deps`; a missing one fails the test with a
 //! message saying so, it is never skipped.
@@ -17,6 +19,7 @@
 pub mod daemon;
 pub mod fake_registry;
 pub mod fake_runtime;
+pub mod fault_proxy;
 pub mod hostile;
 pub mod image;
 pub mod layer;
