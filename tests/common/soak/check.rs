@@ -2,6 +2,7 @@
 //! tags. Each function returns the problems found, as sentences; none means the answer is right.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use imaged::proto::runtime::v1 as cri;
 use serde_json::Value;
@@ -121,5 +122,33 @@ pub fn known_ids(catalog: &Catalog, ids: &[String]) -> Vec<String> {
     ids.iter()
         .filter(|id| !known.contains(*id))
         .map(|id| format!("unknown image {id} reported removed"))
+        .collect()
+}
+
+/// The store files a recorded image needs, from its verbose `info`: every blob (manifest, config, layers) and
+/// every snapshot directory. Returns those missing now.
+pub fn missing_on_disk(root: &Path, info: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<Value>(info) else {
+        return Vec::new(); // Reported by `image_by_tag`.
+    };
+    let mut blobs: Vec<&str> = vec![
+        v["manifestDigest"].as_str().unwrap_or_default(),
+        v["id"].as_str().unwrap_or_default(),
+    ];
+    if let Some(layers) = v["layers"].as_array() {
+        blobs.extend(layers.iter().filter_map(|l| l["digest"].as_str()));
+    }
+    let mut paths: Vec<std::path::PathBuf> = blobs
+        .iter()
+        .filter_map(|d| d.strip_prefix("sha256:"))
+        .map(|hex| root.join("content/blobs/sha256").join(hex))
+        .collect();
+    if let Some(snaps) = v["snapshots"].as_array() {
+        paths.extend(snaps.iter().filter_map(|p| p.as_str()).map(std::path::PathBuf::from));
+    }
+    paths
+        .into_iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
         .collect()
 }

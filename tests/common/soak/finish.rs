@@ -96,12 +96,13 @@ pub async fn check_store(shared: &Shared, daemon: &mut Daemon) -> Vec<Verdict> {
     ));
 
     let mut c = daemon.client().await;
-    let images = c
-        .list_images(cri::ListImagesRequest { filter: None })
-        .await
-        .expect("ListImages at the end")
-        .into_inner()
-        .images;
+    let images = match c.list_images(cri::ListImagesRequest { filter: None }).await {
+        Ok(r) => r.into_inner().images,
+        Err(e) => {
+            out.push(verdict("ListImages answers at the end", false, e.to_string()));
+            Vec::new()
+        }
+    };
     let mut problems = check::listed(&shared.catalog, &shared.registry_host, &images);
     for img in &images {
         for reference in &img.repo_tags {
@@ -120,21 +121,21 @@ pub async fn check_store(shared: &Shared, daemon: &mut Daemon) -> Vec<Verdict> {
                 })
                 .await;
             match r.map(|r| r.into_inner()) {
-                Ok(cri::ImageStatusResponse { image: Some(i), info }) => problems.extend(check::image_by_tag(
-                    &shared.catalog,
-                    reference,
-                    tag,
-                    &i,
-                    true,
-                    info.get("info").map(String::as_str),
-                )),
+                Ok(cri::ImageStatusResponse { image: Some(i), info }) => {
+                    let info = info.get("info").map(String::as_str);
+                    problems.extend(check::image_by_tag(&shared.catalog, reference, tag, &i, true, info));
+                    let missing = info.map(|i| check::missing_on_disk(&root, i)).unwrap_or_default();
+                    if !missing.is_empty() {
+                        problems.push(format!("{reference}: {missing:?} are missing"));
+                    }
+                }
                 Ok(_) => problems.push(format!("{reference} is listed but ImageStatus finds nothing")),
                 Err(e) => problems.push(format!("{reference}: ImageStatus failed: {e}")),
             }
         }
     }
     out.push(verdict(
-        "every listed image is whole and inspectable by each of its tags",
+        "every listed image is whole, inspectable by each of its tags, and on disk",
         problems.is_empty(),
         if problems.is_empty() {
             format!("{} images", images.len())
@@ -171,17 +172,21 @@ pub async fn check_store(shared: &Shared, daemon: &mut Daemon) -> Vec<Verdict> {
 /// image and every blob and snapshot in the store. An image or item it leaves out is protected by a lease
 /// nobody will release (or referenced by an image nobody can see).
 async fn held_items(daemon: &Daemon, images: &[cri::Image]) -> Verdict {
-    let ch = imaged::cli::channel(&daemon.socket).await.expect("connect");
-    let plan = ImagesClient::new(ch)
-        .prune(pb::PruneRequest {
-            keep_younger_than_seconds: Some(0),
-            keep_tag_revisions: Some(0),
-            all: true,
-            dry_run: true,
-        })
-        .await
-        .expect("dry-run prune at the end")
-        .into_inner();
+    let check = "no leases or references held once idle (a keep-nothing dry-run prune takes everything)";
+    let request = pb::PruneRequest {
+        keep_younger_than_seconds: Some(0),
+        keep_tag_revisions: Some(0),
+        all: true,
+        dry_run: true,
+    };
+    let plan = match imaged::cli::channel(&daemon.socket).await {
+        Ok(ch) => ImagesClient::new(ch).prune(request).await.map(|r| r.into_inner()),
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+    };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => return verdict(check, false, format!("the dry-run prune failed: {e}")),
+    };
     let planned: BTreeSet<String> = plan.images.iter().map(|i| i.id.clone()).collect();
     let listed: BTreeSet<String> = images.iter().map(|i| i.id.clone()).collect();
     let planned_items: BTreeSet<String> = plan.resources.iter().map(|r| r.digest.clone()).collect();
@@ -190,7 +195,7 @@ async fn held_items(daemon: &Daemon, images: &[cri::Image]) -> Verdict {
     let held_images: Vec<_> = listed.difference(&planned).collect();
     let held_items: Vec<_> = on_disk.difference(&planned_items).collect();
     verdict(
-        "no leases or references held once idle (a keep-nothing dry-run prune takes everything)",
+        check,
         held_images.is_empty() && held_items.is_empty(),
         format!(
             "{} of {} images and {} of {} blobs/snapshots planned; held images {held_images:?}, held items \

@@ -97,6 +97,10 @@ pub struct Counters {
     pub checked_after_remove: AtomicU64,
     /// Of which found present, with a pull that may explain it.
     pub excused_after_remove: AtomicU64,
+    /// Recorded images whose files were looked for on disk.
+    pub checked_on_disk: AtomicU64,
+    /// Of which some were missing, with a removal that may explain it.
+    pub excused_on_disk: AtomicU64,
 }
 
 /// What the clients and the controller share.
@@ -107,6 +111,8 @@ pub struct Shared {
     pub registry_host: String,
     /// The daemon's socket (the same after the restart).
     pub socket: PathBuf,
+    /// The daemon's store.
+    pub root: PathBuf,
     /// The clients' base seed.
     pub seed: u64,
     /// The run's clock.
@@ -186,6 +192,7 @@ pub async fn run(cfg: SoakConfig) -> Outcome {
         catalog,
         registry_host: registry.addr(),
         socket: daemon.socket.clone(),
+        root: daemon.root.clone(),
         seed: cfg.seed,
         clock: Clock::new(),
         ledger: Ledger::new(),
@@ -299,6 +306,11 @@ fn checks(s: &Shared) -> Vec<(String, u64, u64)> {
             "removed image gone (ImageStatus) right after RemoveImage".into(),
             get(&c.checked_after_remove),
             get(&c.excused_after_remove),
+        ),
+        (
+            "image found by a verbose ImageStatus has every blob and snapshot on disk".into(),
+            get(&c.checked_on_disk),
+            get(&c.excused_on_disk),
         ),
     ]
 }

@@ -153,6 +153,9 @@ impl Client {
                     for p in problems {
                         self.violation("ImageStatus answers the tag's image, complete", p);
                     }
+                    if let Some(info) = info {
+                        self.on_disk(tag, info, a.issued);
+                    }
                     Some(true)
                 }
                 None => Some(false),
@@ -161,6 +164,31 @@ impl Client {
             Err(_) => None,
         };
         (present, a.answered)
+    }
+
+    /// An image ImageStatus found recorded (the call was issued at `issued`) has every blob and snapshot
+    /// on disk, unless a removal that may have acted since then took some.
+    fn on_disk(&self, tag: &Tag, info: &str, issued: f64) {
+        let s = &self.shared;
+        s.counters.checked_on_disk.fetch_add(1, Ordering::Relaxed);
+        let missing = check::missing_on_disk(&s.root, info);
+        if missing.is_empty() {
+            return;
+        }
+        let now = s.clock.now();
+        if s.ledger.may_have_acted(Kind::Removal, &tag.id, issued, now) {
+            s.counters.excused_on_disk.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.violation(
+                "a recorded image has every blob and snapshot on disk",
+                format!(
+                    "{} ({}): recorded at t={issued:.3}s, at t={now:.3}s {missing:?} are missing, and no removal, \
+                     GC or prune that could remove it ran in between",
+                    self.reference(tag),
+                    tag.id
+                ),
+            );
+        }
     }
 
     /// ListImages; checks every image. Returns the ids listed and when the call answered.
@@ -187,12 +215,17 @@ impl Client {
                     .map(|r| r.into_inner())
             })
             .await;
-        if let Ok(r) = a.result
-            && r.image_filesystems.is_empty()
-        {
+        let Ok(r) = a.result else { return };
+        let root = self.shared.root.display().to_string();
+        let mountpoints: Vec<_> = r
+            .image_filesystems
+            .iter()
+            .map(|f| f.fs_id.as_ref().map_or("", |i| i.mountpoint.as_str()))
+            .collect();
+        if mountpoints != [root.as_str()] {
             self.violation(
                 "ImageFsInfo reports the store",
-                "no image filesystem in the answer".into(),
+                format!("image filesystems {mountpoints:?}, expected [{root:?}]"),
             );
         }
     }
