@@ -92,14 +92,6 @@ pub enum PullError {
     /// A background task died.
     #[error("internal task failed: {0}")]
     Task(String),
-    /// The image disappeared right after being recorded (removed concurrently).
-    #[error("image {image} ({id}) was removed while it was being pulled")]
-    Vanished {
-        /// The reference.
-        image: String,
-        /// Its id.
-        id: Digest,
-    },
 }
 
 impl Classify for PullError {
@@ -119,7 +111,6 @@ impl Classify for PullError {
             PullError::Stream { .. } => ErrorKind::Unavailable,
             PullError::Write { .. } | PullError::Task(_) => ErrorKind::Internal,
             PullError::Interrupted => ErrorKind::Cancelled,
-            PullError::Vanished { .. } => ErrorKind::NotFound,
         }
     }
 }

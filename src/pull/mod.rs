@@ -287,22 +287,20 @@ impl Puller {
             last_used_ns: now,
             pinned: false,
         };
-        let id = record.id;
         let stores = self.stores.clone();
+        // The answer is the record as written: a removal that comes after it is a later operation, and one
+        // that came before (RemoveImage, GC, prune) is undone by this record, which creates the image again.
+        // Everything it names is still leased here, and referenced by the record before the lease ends.
         tokio::task::spawn_blocking(move || {
-            stores.metadata.record(record)?;
+            let recorded = stores.metadata.record(record)?;
             // index.json is derived (and rebuilt at start): failing to refresh it does not fail the pull.
             if let Err(e) = stores.refresh_index() {
                 tracing::warn!(error = %e, "could not refresh index.json");
             }
-            Ok::<_, PullError>(())
+            Ok::<_, PullError>(recorded.image)
         })
         .await
-        .map_err(|e| PullError::Task(e.to_string()))??;
-        self.stores.metadata.get(&id).ok_or(PullError::Vanished {
-            image: image.to_string(),
-            id,
-        })
+        .map_err(|e| PullError::Task(e.to_string()))?
     }
 
     /// The config blob, from the store or the registry (held in memory: it is small and needed parsed).

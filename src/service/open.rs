@@ -35,6 +35,8 @@ impl ImageService {
             MetadataStore::open(&config.root.join("metadata.redb"))
                 .map_err(|e| open_err(format!("{e} (is another imaged running on this root?)")))?,
         );
+        // Deletions ask the records too: what an image references is never deleted (see `lease`).
+        leases.set_references(metadata.clone());
         let content = ContentStore::open(&config.root.join("content"), leases.clone())?;
         let snapshots = SnapshotStore::open(&config.root.join("snapshots"), leases.clone())?;
         let caps = Capabilities::probe(&config.root.join("snapshots"));
