@@ -66,15 +66,26 @@ pub fn fsck(root: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_imaged"))
         .args(["fsck", "--root"])
         .arg(root)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .expect("run imaged fsck");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let clean = out.status.success() && !text.contains("problem:");
-    (clean, text)
+    let clean = out.status.success();
+    // Its findings, without the log lines of the recovery it runs first.
+    let text: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .filter(|l| {
+            ["checked ", "problem: ", "ok", "Error"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(String::from)
+        .collect();
+    (
+        clean && !text.iter().any(|l| l.starts_with("problem: ")),
+        text.join("\n"),
+    )
 }
 
 /// The checks on a quiet daemon, then on its stopped store. Stops the daemon.
