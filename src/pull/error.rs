@@ -94,6 +94,20 @@ pub enum PullError {
     Task(String),
 }
 
+impl PullError {
+    /// Whether this failure is the node's own (a disk or database error, a cancelled pull, a bug) rather than
+    /// the registry's or the image's. Local failures do not arm back-off: pulling again may well work.
+    pub fn is_local(&self) -> bool {
+        match self {
+            PullError::Metadata(_) | PullError::Snapshot(_) | PullError::Write { .. } => true,
+            PullError::Interrupted | PullError::Task(_) => true,
+            PullError::Content(e) => matches!(e.kind(), ErrorKind::Internal | ErrorKind::NotFound),
+            PullError::Unpack(e) => e.kind() == ErrorKind::Internal,
+            _ => false,
+        }
+    }
+}
+
 impl Classify for PullError {
     fn kind(&self) -> ErrorKind {
         match self {

@@ -8,7 +8,8 @@
 //! - [`push`]: pushes blobs, images and indexes to a registry over the distribution API.
 //! - [`tools`]: independent checks with `skopeo` and `umoci`.
 //! - [`fault_proxy`]: a proxy in front of the real registry that refuses, answers 500, never answers,
-//!   stalls or drips on demand, and logs every request (when it started and ended).
+//!   stalls or drips on demand, and logs every request (when it started and ended); [`proxied`]: a
+//!   registry, that proxy and a daemon pulling through it.
 //! - `soak/` (not declared here): the soak engine of issue 12, compiled only into `tests/soak.rs` through
 //!   `#[path]`, so the other test binaries do not build it.
 //!
@@ -25,6 +26,7 @@ pub mod fault_proxy;
 pub mod hostile;
 pub mod image;
 pub mod layer;
+pub mod proxied;
 pub mod push;
 pub mod rawtar;
 pub mod registry;
