@@ -8,11 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, pull, remove, status};
-use common::fault_proxy::Fault;
+use common::daemon::{Daemon, DaemonOptions, pull, remove, status};
+use common::fault_proxy::{Fault, FaultProxy};
 use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
 use common::proxied::{Proxied, free_port, metric};
+use common::registry::{RegistryOptions, TestRegistry};
 use common::setup::small_image;
+use tonic::Code;
 
 const NO_BACKOFF: &str = "[pull]\nbackoff_initial = \"0s\"\n";
 
@@ -110,6 +112,100 @@ async fn a_failed_pull_whose_caller_left_is_not_the_next_answer() {
         "the new request reached the registry: {:?}",
         p.proxy.requests()
     );
+}
+
+/// The request deadline the blackhole tests configure.
+const DEADLINE: &str = "[registry]\nresponse_timeout = \"2s\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_registry_is_unavailable_within_the_deadline_and_stale_applies() {
+    let p = Proxied::start(&format!("{DEADLINE}{NO_BACKOFF}stale_if_unavailable = true\n")).await;
+    let img = small_image(132, None);
+    p.push("app", "v1", &img).await;
+    let present = p.image("app", "v1");
+    let mut c = p.daemon.client().await;
+    pull(&mut c, &present, None).await.unwrap();
+
+    p.proxy.set(Fault::Blackhole);
+    let started = Instant::now();
+    let err = pull(&mut c, &p.image("app", "absent"), None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().starts_with("RegistryUnavailable: "), "{}", err.message());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a 2 s deadline, not the 5 min progress timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        p.proxy.requests().iter().any(|r| r.fault == Fault::Blackhole),
+        "the request reached the blackhole"
+    );
+
+    // A present tag is served from the store (pull.stale_if_unavailable).
+    let started = Instant::now();
+    assert_eq!(pull(&mut c, &present, None).await.unwrap(), img.config_digest);
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(p.daemon.log().contains("stale_if_unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_mirror_falls_through_to_the_upstream() {
+    let registry = TestRegistry::start(RegistryOptions::default()).await;
+    let mirror = FaultProxy::start(&registry.addr()).await;
+    mirror.set(Fault::Blackhole);
+    let hosts = tempfile::tempdir().unwrap();
+    mirror.write_mirror_hosts_toml(hosts.path(), &registry.addr(), &registry.url());
+    let d = Daemon::start(DaemonOptions {
+        hosts_dir: Some(hosts.path().into()),
+        config: Some(format!("{DEADLINE}{NO_BACKOFF}")),
+        ..Default::default()
+    })
+    .await;
+    let (a, b) = (small_image(133, None), small_image(134, None));
+    common::push::push_image(&registry.addr(), "a", "v1", &a, None).await;
+    common::push::push_image(&registry.addr(), "b", "v1", &b, None).await;
+    let mut c = d.client().await;
+
+    let image = registry.image_ref("a", "v1");
+    assert_eq!(pull(&mut c, &image, None).await.unwrap(), a.config_digest);
+    let tried = mirror.requests().len();
+    assert!(tried >= 1, "the mirror was tried first");
+    // A mirror that just failed is tried after the upstream for a while: the next pull does not wait on it.
+    let image = registry.image_ref("b", "v1");
+    assert_eq!(pull(&mut c, &image, None).await.unwrap(), b.config_digest);
+    assert_eq!(mirror.requests().len(), tried, "{:?}", mirror.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_recovery_does_not_join_a_hung_pull() {
+    // A long request deadline: the first pull stays hung for the whole test.
+    let p = Proxied::start(&format!("[registry]\nresponse_timeout = \"60s\"\n{NO_BACKOFF}")).await;
+    let img = small_image(135, None);
+    p.push("app", "v1", &img).await;
+    let image = p.image("app", "v1");
+    p.proxy.set(Fault::Blackhole);
+    let mut first = p.daemon.client().await;
+    let i = image.clone();
+    let hung = tokio::spawn(async move { pull(&mut first, &i, None).await });
+    wait_until(
+        "the first pull to reach the blackhole",
+        Duration::from_secs(10),
+        || async { !p.proxy.requests().is_empty() },
+    )
+    .await;
+    // Hung for longer than a moving pull ever pauses; then the registry recovers.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    p.proxy.set(Fault::Pass);
+    let mut second = p.daemon.client().await;
+    let started = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(30), pull(&mut second, &image, None)).await;
+    assert_eq!(
+        got.expect("the new request did not wait for the hung pull").unwrap(),
+        img.config_digest
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!hung.is_finished(), "the first pull is still hung on its own request");
+    hung.abort();
 }
 
 /// The same layer as gzip (`:latest`) and zstd (`:zstd`): one image id, one snapshot, two blobs.

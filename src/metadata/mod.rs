@@ -13,6 +13,7 @@
 //! lease, so an item an image needs is always held by a lease or a record, and no removal, however stale
 //! its view, can delete it.
 
+mod error;
 mod record;
 mod state;
 
@@ -22,11 +23,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use error::MetadataError;
 pub use record::{Descriptor, ImageRecord, LayerRecord, chain_ids};
 use state::State;
 
 use crate::digest::Digest;
-use crate::error::{Classify, ErrorKind};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 /// Tag -> JSON list of [`TagRevision`], newest first (prune keeps recent revisions of each tag).
@@ -43,35 +44,6 @@ pub struct TagRevision {
     pub since_ns: i64,
 }
 
-/// What went wrong with the metadata database.
-#[derive(Debug, thiserror::Error)]
-pub enum MetadataError {
-    /// The database could not be opened, read or written.
-    #[error("metadata database {path}: {source}")]
-    Db {
-        /// The database file.
-        path: PathBuf,
-        /// The cause.
-        source: Box<redb::Error>,
-    },
-    /// A stored record does not decode (written by an incompatible version, or damaged).
-    #[error("metadata database {path}: record {key} is unreadable: {source}")]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// The record key.
-        key: String,
-        /// The cause.
-        source: serde_json::Error,
-    },
-    /// A short image id matches more than one image.
-    #[error("image id prefix {0:?} is ambiguous: it matches more than one image")]
-    Ambiguous(String),
-    /// A record just written is not in memory (a bug: writers are serialised).
-    #[error("image {0} is missing from memory right after it was recorded")]
-    Lost(Digest),
-}
-
 /// What [`MetadataStore::record`] did.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -84,15 +56,6 @@ pub struct Recorded {
 impl crate::lease::References for MetadataStore {
     fn references(&self, digest: &Digest) -> bool {
         MetadataStore::references(self, digest)
-    }
-}
-
-impl Classify for MetadataError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            MetadataError::Ambiguous(_) => ErrorKind::InvalidArgument,
-            _ => ErrorKind::Internal,
-        }
     }
 }
 

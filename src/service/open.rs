@@ -53,6 +53,7 @@ impl ImageService {
             hosts_dir: config.hosts_dir.clone(),
             auth_files: config.auth_files.clone(),
             connect_timeout_secs: config.connect_timeout_secs,
+            response_timeout: config.response_timeout,
         }));
         let options = PullOptions {
             platform: config.platform.clone(),
