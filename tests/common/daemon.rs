@@ -33,6 +33,8 @@ pub struct DaemonOptions {
     /// The socket path, instead of one in the daemon's temp dir (a runtime configured before imaged starts
     /// needs to know it).
     pub socket: Option<PathBuf>,
+    /// Extra environment variables, set after the defaults (so `RUST_LOG` here wins over `imaged=debug`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `imaged serve`, stopped (SIGTERM) on drop.
@@ -118,6 +120,7 @@ impl Daemon {
         cmd.args(&self.opts.extra_args);
         cmd.env("RUST_LOG", "imaged=debug,info")
             .env("DOCKER_CONFIG", self.dir.path());
+        cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -161,6 +164,11 @@ impl Daemon {
     /// A new CRI client on the socket.
     pub async fn client(&self) -> ImageServiceClient<Channel> {
         imaged::cli::connect(&self.socket).await.expect("connect to imaged")
+    }
+
+    /// The process id of the running daemon, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The daemon's log so far.

@@ -14,6 +14,8 @@
 //! - [`fault_proxy`]: a proxy in front of the real registry that refuses, answers 500, never answers,
 //!   stalls or drips on demand, and logs every request (when it started and ended); [`proxied`]: a
 //!   registry, that proxy and a daemon pulling through it.
+//! - `soak/` (not declared here): the soak engine of issue 12, compiled only into `tests/soak.rs` through
+//!   `#[path]`, so the other test binaries do not build it.
 //!
 //! The tools these need are installed by `hack/install-test-deps`; a missing one fails the test with a
 //! message saying so, it is never skipped.
