@@ -171,8 +171,19 @@ async fn max_parallel_pulls_1_runs_pulls_one_at_a_time_in_order() {
     for i in 0..3 {
         let mut c = d.client().await;
         let image = format!("{}/app{i}:v1", fake.addr());
+        let pulling = format!("reason=\"Pulling\" image={image}");
         tasks.push(tokio::spawn(async move { pull(&mut c, &image, None).await }));
-        tokio::time::sleep(Duration::from_millis(100)).await; // Arrival order 0, 1, 2.
+        // Arrival order 0, 1, 2: the next request is sent once the daemon has taken this one (a spawned
+        // client on a loaded machine can otherwise overtake the one before).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !d.log().contains(&pulling) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "request {i} never arrived:\n{}",
+                d.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     for t in tasks {
         t.await.unwrap().unwrap();
