@@ -7,7 +7,8 @@
 //! needed here are declared one by one inside a module whose path is `tests/common/`: they refer to each
 //! other as `super::…`, which resolves to that module, and `containerd.rs` finds its submodules in
 //! `tests/common/containerd/` as it does in the tests (a file included with `#[path]` would look for them
-//! next to itself). `containerd/inside.rs` is left out (`#[cfg(test)]` there): it needs `daemon`. The
+//! next to itself). (`containerd/inside.rs` reads a container's rootfs into a `tree`; comparing it with umoci's, in
+//! `rootfs.rs`, needs `daemon` and is left out.) The
 //! attributes are the ones `tests/common/mod.rs` puts on them (test code: panics are the error report,
 //! and not every helper is used).
 
@@ -20,6 +21,7 @@ pub mod fixtures {
     pub mod layer;
     pub mod push;
     pub mod registry;
+    pub mod tree;
 }
 
 pub use fixtures::{busybox, containerd, image, push, registry};

@@ -14,9 +14,6 @@
 //! The CRI plugin is set up for this machine: `restrict_oom_score_adj` (no CAP_SYS_RESOURCE), no CNI (pods
 //! use the host network), no AppArmor or SELinux, the streaming server on a free port.
 
-// Not in the benchmarks (examples, built without cfg(test)): it needs the `daemon` fixture, which only
-// integration tests can build (`examples/bench/common.rs`).
-#[cfg(test)]
 pub mod inside;
 pub mod logs;
 pub mod pods;

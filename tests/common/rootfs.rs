@@ -213,3 +213,26 @@ fn decompress_zstd_layers(layout: &Path) {
         std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).expect("write index.json");
     }
 }
+
+use super::containerd::pods::Pod;
+
+impl super::containerd::Containerd {
+    /// Asserts that `image` (an image id or reference containerd can resolve), run in `pod`, shows the same
+    /// root filesystem from inside as `umoci unpack` makes of `repo:tag` from `registry`; returns the
+    /// comparable inside tree.
+    pub async fn assert_rootfs_same_as_umoci(
+        &self,
+        pod: &Pod,
+        image: &str,
+        registry: &TestRegistry,
+        repo: &str,
+        tag: &str,
+    ) -> Tree {
+        let name = format!("probe-{}", repo.replace('/', "-"));
+        let inside = self.probe_rootfs(pod, &name, image).await;
+        let reference = umoci_unpack(registry, repo, tag).await;
+        let (ours, theirs) = super::containerd::inside::comparable(&inside, &walk(&reference.rootfs()));
+        tree::assert_same(image, "inside", &ours, "umoci", &theirs);
+        ours
+    }
+}

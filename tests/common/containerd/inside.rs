@@ -17,9 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::super::registry::TestRegistry;
-use super::super::rootfs::umoci_unpack;
-use super::super::tree::{self, Kind, Node, Tree, walk};
+use super::super::tree::{Kind, Node, Tree};
 use super::Containerd;
 use super::pods::{ContainerSpec, PROBE_BUSYBOX, Pod};
 
@@ -194,24 +192,5 @@ impl Containerd {
             String::from_utf8_lossy(&r.stderr)
         );
         parse_probe(&out)
-    }
-
-    /// Asserts that `image` (an image id or reference containerd can resolve), run in `pod`, shows the same
-    /// root filesystem from inside as `umoci unpack` makes of `repo:tag` from `registry`; returns the
-    /// comparable inside tree.
-    pub async fn assert_rootfs_same_as_umoci(
-        &self,
-        pod: &Pod,
-        image: &str,
-        registry: &TestRegistry,
-        repo: &str,
-        tag: &str,
-    ) -> Tree {
-        let name = format!("probe-{}", repo.replace('/', "-"));
-        let inside = self.probe_rootfs(pod, &name, image).await;
-        let reference = umoci_unpack(registry, repo, tag).await;
-        let (ours, theirs) = comparable(&inside, &walk(&reference.rootfs()));
-        tree::assert_same(image, "inside", &ours, "umoci", &theirs);
-        ours
     }
 }
