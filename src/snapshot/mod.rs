@@ -78,6 +78,10 @@ pub struct SnapshotMeta {
     /// When the snapshot was committed (Unix nanoseconds; 0 if unknown).
     #[serde(default)]
     pub created_ns: i64,
+    /// Bytes of the uncompressed layer tar it was applied from (absent in stores written before imaged
+    /// recorded it): containers/storage reports it as the layer's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_size: Option<u64>,
 }
 
 /// What a layer sits on.
@@ -259,7 +263,7 @@ impl SnapshotStore {
     }
 
     /// Makes a built snapshot durable and visible under `chain`, on top of `parent` (`None` for a base
-    /// layer). An existing snapshot is success.
+    /// layer), applied from a tar of `diff_size` bytes. An existing snapshot is success.
     pub fn commit(
         &self,
         mut pending: Pending,
@@ -267,6 +271,7 @@ impl SnapshotStore {
         parent: Option<&Digest>,
         overlay_whiteouts: bool,
         implicit_dirs: Vec<PathBuf>,
+        diff_size: Option<u64>,
     ) -> Result<SnapshotMeta, SnapshotError> {
         // The recorded size is everything the snapshot's directory holds, meta.json and the directories
         // included, so that GC's "bytes freed" is what deleting it really releases. meta.json is written
@@ -287,6 +292,7 @@ impl SnapshotStore {
             parent: parent_field(parent),
             link: Some(link_name.clone()),
             created_ns: crate::service::now_ns(),
+            diff_size,
         };
         let written = (|| {
             fs::write(&meta_path, serde_json::to_vec(&meta).unwrap_or_default()).map_err(err("write", &meta_path))?;
@@ -372,6 +378,17 @@ impl SnapshotStore {
             }
         }
         Ok(())
+    }
+
+    /// Records the size of the tar a snapshot was applied from, for snapshots committed before imaged
+    /// recorded it (measured again from the layer's blob by whoever needs it).
+    pub fn record_diff_size(&self, chain: &Digest, diff_size: u64) -> Result<(), SnapshotError> {
+        let dir = self.dir(chain);
+        let Some(mut meta) = read_meta(&dir) else {
+            return Ok(()); // Deleted meanwhile: nothing to record.
+        };
+        meta.diff_size = Some(diff_size);
+        write_meta_atomically(&dir, &meta)
     }
 
     /// Deletes a snapshot unless leased; returns the bytes freed.
@@ -511,7 +528,7 @@ mod tests {
         let chain = Digest::of(&[n]);
         let p = store.prepare().unwrap();
         fs::write(p.fs().join("f"), [n]).unwrap();
-        store.commit(p, &chain, parent, true, Vec::new()).unwrap();
+        store.commit(p, &chain, parent, true, Vec::new(), Some(1)).unwrap();
         chain
     }
 
