@@ -11,6 +11,7 @@
 //! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
 //!   read a container's root filesystem from inside.
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
+//! - [`podman`]: a real podman 4.3 with its own storage, reading imaged's containers-storage store.
 //!
 //! The tools these need are installed by `hack/install-test-deps`; a missing one fails the test with a
 //! message saying so, it is never skipped.
@@ -27,6 +28,7 @@ pub mod fake_runtime;
 pub mod hostile;
 pub mod image;
 pub mod layer;
+pub mod podman;
 pub mod push;
 pub mod rawtar;
 pub mod registry;
