@@ -286,3 +286,225 @@ async fn podman_lists_inspects_and_runs_imaged_images_on_imaged_layers_and_downl
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_keeps_a_podman_container_working_and_gc_frees_its_layers_once_it_is_gone() {
+    // Every image unused for a second is collected, unless a container uses it.
+    let node = Node::start("[gc]\nmin_age = \"0s\"\nmax_age = \"1s\"\nperiod = \"1h\"\n").await;
+    let app = app_image("kept for the container\n");
+    let other = app_image("not used by any container\n");
+    node.push("app", &app).await;
+    node.push("other", &other).await;
+    let app_id = node.pull("app").await;
+    let other_id = node.pull("other").await;
+    let name = node.registry.image_ref("app", "v1");
+    node.podman.create("keep", &name, &[]).await;
+
+    // GC: the image the container uses is in use; the other goes, from podman's view too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(node.gc().await, [format!("sha256:{other_id}")]);
+    let ids: Vec<String> = node
+        .podman
+        .images()
+        .await
+        .iter()
+        .map(|i| i["Id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [app_id.clone()]);
+
+    // RemoveImage: gone from podman's images, but the container's layers stay, listed and on disk.
+    node.remove(&name).await;
+    assert!(node.podman.images().await.is_empty());
+    let chains: BTreeSet<String> = chain_ids(&app).into_iter().collect();
+    assert_eq!(node.layer_dirs(), chains);
+    let app_layers: BTreeSet<String> = layer_ids(&app).into_iter().collect();
+    assert_eq!(node.listed_layers(), app_layers);
+    assert_eq!(
+        node.podman.ok(&["start", "--attach", "keep"]).await,
+        "kept for the container\n"
+    );
+    assert!(node.gc().await.is_empty());
+    assert_eq!(node.layer_dirs(), chains, "GC removed layers a container uses");
+
+    // Once the container is gone, GC frees them.
+    node.podman.ok(&["rm", "keep"]).await;
+    assert!(node.gc().await.is_empty());
+    assert_eq!(node.layer_dirs(), BTreeSet::new());
+    assert_eq!(node.listed_layers(), BTreeSet::new());
+    let overlay = std::fs::read_dir(node.store.path().join("overlay")).unwrap().count();
+    assert_eq!(overlay, 1, "only overlay/l/ is left");
+
+    let mut node = node;
+    node.imaged.stop();
+    node.fsck();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_reads_a_consistent_store_while_imaged_pulls_and_removes() {
+    let node = std::sync::Arc::new(Node::start("").await);
+    let built: Vec<BuiltImage> = (0..3).map(|i| app_image(&format!("image {i}\n"))).collect();
+    let mut expected: HashMap<String, (String, u64)> = HashMap::new();
+    for (i, b) in built.iter().enumerate() {
+        let repo = format!("img{i}");
+        node.push(&repo, b).await;
+        expected.insert(
+            hex(&b.config_digest),
+            (node.registry.image_ref(&repo, "v1"), cs_size(b)),
+        );
+    }
+
+    // podman lists and inspects in a loop; every listing must be readable and every image in it whole.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (node, done, expected) = (node.clone(), done.clone(), expected.clone());
+        tokio::spawn(async move {
+            let mut listings = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || listings < 3 {
+                let out = node.podman.output(&["images", "--format", "json"]).await;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "podman images failed: {stderr}");
+                let images: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+                listings += 1;
+                for img in &images {
+                    let id = img["Id"].as_str().unwrap();
+                    let (name, size) = expected.get(id).unwrap_or_else(|| panic!("unknown image {img:#?}"));
+                    assert_eq!(img["Names"], serde_json::json!([name]), "{img:#?}");
+                    assert_eq!(img["Size"], *size, "{img:#?}");
+                    let out = node.podman.output(&["image", "inspect", id]).await;
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    // Removed since the listing is the one acceptable failure.
+                    assert!(
+                        out.status.success() || err.contains("image not known"),
+                        "inspect {id}: {err}"
+                    );
+                }
+            }
+            listings
+        })
+    };
+    for round in 0..20 {
+        let (pull, remove) = (round % 3, (round + 1) % 3);
+        node.pull(&format!("img{pull}")).await;
+        node.remove(&node.registry.image_ref(&format!("img{remove}"), "v1"))
+            .await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let listings = reader.await.unwrap();
+    eprintln!("podman listed the store {listings} times during the 20 rounds");
+    assert!(listings >= 3, "podman listed {listings} times");
+
+    // At the end both agree.
+    let mut c = node.imaged.client().await;
+    let ours: BTreeSet<String> = common::daemon::list(&mut c).await.into_iter().map(|i| i.id).collect();
+    let theirs: BTreeSet<String> = node
+        .podman
+        .images()
+        .await
+        .iter()
+        .map(|i| i["Id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ours, theirs);
+}
+
+/// Holds `images.lock` of the store for writing, as a runtime writing it would: imaged's next update of
+/// `images.json` waits for it. Released on drop.
+fn hold_images_lock(store: &Path) -> std::fs::File {
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(store.join("overlay-images/images.lock"))
+        .unwrap();
+    rustix::fs::fcntl_lock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    f
+}
+
+/// The image ids `images.json` lists.
+fn listed_images(store: &Path) -> BTreeSet<String> {
+    let data = std::fs::read(store.join("overlay-images/images.json")).unwrap();
+    let images: Vec<serde_json::Value> = serde_json::from_slice(&data).unwrap();
+    images.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Waits (up to a minute) until imaged's ImageStatus of `name` is `present` or not.
+async fn wait_status(node: &Node, name: &str, present: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut c = node.imaged.client().await;
+    while common::daemon::status(&mut c, name).await.is_some() != present {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ImageStatus({name}) never became {present}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_metadata_and_the_store_is_repaired_at_start() {
+    let mut node = Node::start("").await;
+    let (kept, pulled) = (app_image("kept\n"), app_image("pulled before the crash\n"));
+    node.push("kept", &kept).await;
+    node.push("pulled", &pulled).await;
+    let kept_id = node.pull("kept").await;
+
+    // A pull recorded in imaged's metadata, killed before images.json lists it.
+    let lock = hold_images_lock(node.store.path());
+    let image = node.registry.image_ref("pulled", "v1");
+    let socket = node.imaged.socket.clone();
+    let pull = tokio::spawn(async move {
+        let mut c = imaged::cli::connect(&socket).await.unwrap();
+        let _ = common::daemon::pull(&mut c, &image, None).await;
+    });
+    let pulled_id = hex(&pulled.config_digest);
+    wait_status(&node, &pulled_id, true).await;
+    node.imaged.kill();
+    pull.abort();
+    drop(lock);
+    assert_eq!(listed_images(node.store.path()), [kept_id.clone()].into());
+    node.imaged.start_again().await;
+    assert_eq!(
+        listed_images(node.store.path()),
+        [kept_id.clone(), pulled_id.clone()].into()
+    );
+    assert_eq!(
+        node.podman.run(&pulled_id, &["/bin/cat", "/etc/marker"]).await,
+        "pulled before the crash\n"
+    );
+
+    // A removal from imaged's metadata, killed before images.json forgets the image.
+    let lock = hold_images_lock(node.store.path());
+    let name = node.registry.image_ref("kept", "v1");
+    let socket = node.imaged.socket.clone();
+    let remove = tokio::spawn(async move {
+        let mut c = imaged::cli::connect(&socket).await.unwrap();
+        let _ = common::daemon::remove(&mut c, &name).await;
+    });
+    wait_status(&node, &kept_id, false).await;
+    node.imaged.kill();
+    remove.abort();
+    drop(lock);
+    assert!(listed_images(node.store.path()).contains(&kept_id));
+    node.imaged.start_again().await;
+    assert_eq!(listed_images(node.store.path()), [pulled_id.clone()].into());
+    let ids: BTreeSet<String> = node
+        .podman
+        .images()
+        .await
+        .iter()
+        .map(|i| i["Id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [pulled_id.clone()].into());
+    // The removed image's own layer leaves the store's listing and, with the start's sweep, the disk.
+    let top = chain_ids(&kept).pop().unwrap();
+    assert!(!node.listed_layers().contains(layer_ids(&kept).last().unwrap()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node.layer_dirs().contains(&top) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed image's layer is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    node.imaged.stop();
+    node.fsck();
+}
