@@ -508,3 +508,38 @@ async fn a_crash_between_the_metadata_and_the_store_is_repaired_at_start() {
     node.imaged.stop();
     node.fsck();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_podman_pull_of_an_image_imaged_holds_reuses_its_layers_which_stay_while_podman_needs_them() {
+    let node = Node::start("").await;
+    let app = app_image("pulled by both\n");
+    node.push("app", &app).await;
+    let id = node.pull("app").await;
+    let name = node.registry.image_ref("app", "v1");
+
+    // podman's own pull finds every layer by id in imaged's store: it downloads no layer and makes none.
+    let before = node.registry.requests().len();
+    node.podman.ok(&["pull", "--tls-verify=false", "--quiet", &name]).await;
+    let fetched: Vec<String> = node.registry.requests()[before..]
+        .iter()
+        .filter(|r| r.path.contains("/blobs/") && r.path.contains(&layer_digest(&app)))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(fetched, Vec::<String>::new(), "podman downloaded layers");
+    let own_layers = std::fs::read(node.podman.graph_root().join("overlay-layers/layers.json")).unwrap_or_default();
+    let own_layers: Vec<serde_json::Value> = serde_json::from_slice(&own_layers).unwrap_or_default();
+    assert!(own_layers.is_empty(), "podman made layers of its own: {own_layers:?}");
+
+    // imaged removes it: podman's image still needs the layers, which stay until podman removes it.
+    node.remove(&name).await;
+    assert_eq!(node.layer_dirs(), chain_ids(&app).into_iter().collect());
+    assert_eq!(node.podman.run(&id, &["/bin/cat", "/etc/marker"]).await, "pulled by both\n");
+    node.podman.ok(&["rmi", &id]).await;
+    assert!(node.gc().await.is_empty());
+    assert_eq!(node.layer_dirs(), BTreeSet::new());
+}
+
+/// The digest of `image`'s top layer blob.
+fn layer_digest(image: &BuiltImage) -> String {
+    image.layers.last().unwrap().digest.clone()
+}
