@@ -310,7 +310,7 @@ async fn removal_keeps_a_podman_container_working_and_gc_frees_its_layers_once_i
         .iter()
         .map(|i| i["Id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, [app_id.clone()]);
+    assert_eq!(ids, std::slice::from_ref(&app_id));
 
     // RemoveImage: gone from podman's images, but the container's layers stay, listed and on disk.
     node.remove(&name).await;
@@ -533,7 +533,10 @@ async fn a_podman_pull_of_an_image_imaged_holds_reuses_its_layers_which_stay_whi
     // imaged removes it: podman's image still needs the layers, which stay until podman removes it.
     node.remove(&name).await;
     assert_eq!(node.layer_dirs(), chain_ids(&app).into_iter().collect());
-    assert_eq!(node.podman.run(&id, &["/bin/cat", "/etc/marker"]).await, "pulled by both\n");
+    assert_eq!(
+        node.podman.run(&id, &["/bin/cat", "/etc/marker"]).await,
+        "pulled by both\n"
+    );
     node.podman.ok(&["rmi", &id]).await;
     assert!(node.gc().await.is_empty());
     assert_eq!(node.layer_dirs(), BTreeSet::new());

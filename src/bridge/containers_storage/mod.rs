@@ -252,3 +252,6 @@ impl crate::events::ImageEvents for ContainersStorageBridge {
         Box::pin(self.shared.clone().sync(true))
     }
 }
+
+#[cfg(test)]
+mod tests;

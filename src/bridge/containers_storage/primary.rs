@@ -129,7 +129,7 @@ mod tests {
         let root = dir.path().join("storage");
         let absent = dir.path().join("no-store");
         assert_eq!(
-            read(&[absent.clone()], Duration::from_secs(1)).unwrap().1,
+            read(std::slice::from_ref(&absent), Duration::from_secs(1)).unwrap().1,
             Uses::default()
         );
 
