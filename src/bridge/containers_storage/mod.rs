@@ -26,7 +26,7 @@ mod sync;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::ContainersStorageConfig;
 use crate::digest::Digest;
+use crate::lease::Lease;
 use crate::metadata::ImageRecord;
 use crate::pull::Stores;
 
@@ -71,9 +72,26 @@ struct Shared {
     holding: AtomicBool,
     /// The images runtimes' containers use, as of the last sync.
     in_use: Mutex<HashSet<Digest>>,
+    /// Leases on the layers of removed images, taken as the removal is announced and kept until a sync that
+    /// began after it succeeds: until then the store may still list them (a runtime holding a lock, a
+    /// sync that timed out), and the removal's own deletion must not take them.
+    pending: Mutex<Vec<Pending>>,
+    removals: AtomicU64,
+    /// Longest an event waits for its sync.
+    event_timeout: Duration,
     wake: tokio::sync::Notify,
     /// An exclusive `flock` on `<root>/imaged.lock`: one imaged per store.
     _owner: std::fs::File,
+}
+
+/// A removal's lease (see `Shared::pending`).
+struct Pending {
+    /// Its place in the order of removals.
+    n: u64,
+    lease: Lease,
+    /// Whether the removal went on without waiting for the store (its deletion is done then, and what it
+    /// skipped is deleted by the sync that lets go of the lease).
+    returned: Arc<AtomicBool>,
 }
 
 impl ContainersStorageBridge {
@@ -82,6 +100,16 @@ impl ContainersStorageBridge {
     /// or left by a crash) are leased first, then synced. A sync that fails here is retried by
     /// [`ContainersStorageBridge::start`].
     pub fn open(config: &ContainersStorageConfig, stores: Stores) -> Result<Arc<ContainersStorageBridge>, OpenError> {
+        Self::open_with(config, stores, LOCK_TIMEOUT, EVENT_TIMEOUT)
+    }
+
+    /// [`ContainersStorageBridge::open`] with other waits for locks and for events (tests).
+    pub(crate) fn open_with(
+        config: &ContainersStorageConfig,
+        stores: Stores,
+        lock_timeout: Duration,
+        event_timeout: Duration,
+    ) -> Result<Arc<ContainersStorageBridge>, OpenError> {
         let fail = |detail: String| OpenError {
             root: config.root.clone(),
             detail,
@@ -98,7 +126,7 @@ impl ContainersStorageBridge {
             .map_err(|e| fail(e.to_string()))?;
         rustix::fs::flock(&owner, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .map_err(|_| fail("another imaged keeps this store".into()))?;
-        let files = files::Files::new(root.clone(), LOCK_TIMEOUT);
+        let files = files::Files::new(root.clone(), lock_timeout);
         files.create().map_err(|e| fail(e.to_string()))?;
         let mut primary_roots = config.primary_roots.clone();
         primary_roots.dedup();
@@ -117,6 +145,9 @@ impl ContainersStorageBridge {
             shared: Arc::new(Shared {
                 holding: AtomicBool::new(!state.held.is_empty()),
                 in_use: Mutex::new(in_use),
+                pending: Mutex::new(Vec::new()),
+                event_timeout,
+                removals: AtomicU64::new(0),
                 stores,
                 root,
                 state: Mutex::new(state),
@@ -188,13 +219,26 @@ impl Shared {
         let shared = self.clone();
         let job = tokio::task::spawn_blocking(move || {
             let mut state = lock(&shared.state);
+            // Removals announced before this point are all reflected by this sync.
+            let seen = shared.removals.load(Ordering::Acquire);
             let result = state.sync(&shared.stores, refresh_holds);
             let in_use = state.images_in_use(&shared.stores.metadata.list());
             shared.holding.store(!state.held.is_empty(), Ordering::Release);
             drop(state);
             *shared.in_use.lock().unwrap_or_else(|p| p.into_inner()) = in_use.clone();
             match result {
-                Ok(released) => {
+                Ok(mut released) => {
+                    let done: Vec<Pending> = {
+                        let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        let (done, later) = pending.drain(..).partition(|p| p.n <= seen);
+                        *pending = later;
+                        done
+                    };
+                    // A removal still waiting deletes its layers itself once this returns (and counts them).
+                    for p in done.iter().filter(|p| p.returned.load(Ordering::Acquire)) {
+                        released.extend_from_slice(p.lease.digests());
+                    }
+                    drop(done);
                     shared.dirty.store(false, Ordering::Release);
                     if !released.is_empty() {
                         let freed = shared.stores.discard_unreferenced(&released);
@@ -213,13 +257,13 @@ impl Shared {
             }
             in_use
         });
-        match tokio::time::timeout(EVENT_TIMEOUT, job).await {
+        match tokio::time::timeout(self.event_timeout, job).await {
             Ok(Ok(in_use)) => in_use,
             outcome => {
                 match outcome {
                     Ok(Err(e)) => tracing::warn!(error = %e, "containers-storage: sync task failed"),
                     _ => {
-                        tracing::warn!("containers-storage: the store did not follow within {EVENT_TIMEOUT:?}; it will")
+                        tracing::warn!(timeout = ?self.event_timeout, "containers-storage: the store did not follow in time; it will")
                     }
                 }
                 self.dirty.store(true, Ordering::Release);
@@ -242,9 +286,23 @@ impl crate::events::ImageEvents for ContainersStorageBridge {
         })
     }
 
-    fn removed<'a>(&'a self, _rec: &'a ImageRecord) -> BoxFuture<'a, ()> {
+    fn removed<'a>(&'a self, rec: &'a ImageRecord) -> BoxFuture<'a, ()> {
+        let shared = &self.shared;
+        // Before anything else (the removal deletes what nothing protects once this returns).
+        let mut lease = shared.stores.leases.lease();
+        for chain in rec.chain_ids() {
+            lease.add(chain);
+        }
+        let returned = Arc::new(AtomicBool::new(false));
+        let n = shared.removals.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.pending.lock().unwrap_or_else(|p| p.into_inner()).push(Pending {
+            n,
+            lease,
+            returned: returned.clone(),
+        });
         Box::pin(async move {
-            self.shared.clone().sync(false).await;
+            shared.clone().sync(false).await;
+            returned.store(true, Ordering::Release);
         })
     }
 

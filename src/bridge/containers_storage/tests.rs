@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::layout::{ImageJson, LayerJson, layer_ids};
 use super::*;
@@ -278,4 +279,60 @@ async fn open_repairs_what_a_crash_or_a_hand_left_and_refuses_a_second_owner() {
         [app.id.hex()]
     );
     assert_eq!(std::fs::read_dir(store.join("overlay/l")).unwrap().count(), 2);
+}
+
+/// Holds `path` (a lock file) for writing from another process for `secs` seconds, as a stuck runtime
+/// would; returns once it holds it.
+fn hold_lock_elsewhere(path: &Path, secs: u32) -> std::process::Child {
+    let script = format!(
+        "use Fcntl; open(my $f, '+<', '{}') or die; my $l = pack('s s x4 q q l x4', F_WRLCK, 0, 0, 0, 0); \
+         fcntl($f, F_SETLKW, $l) or die; $| = 1; print \"locked\\n\"; sleep {secs};",
+        path.display()
+    );
+    let mut child = std::process::Command::new("perl")
+        .arg("-e")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "locked\n");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_the_store_cannot_follow_yet_keeps_its_layers_until_it_has() {
+    let f = Fixture::new();
+    let app = f.image("app", &["a", "b"]);
+    let chains = app.chain_ids();
+    let bridge = ContainersStorageBridge::open_with(
+        &f.config(),
+        f.stores.clone(),
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    // A runtime holds images.lock: the removal cannot reach images.json, and answers anyway.
+    let mut holder = hold_lock_elsewhere(&f.store().join("overlay-images/images.lock"), 1);
+    f.stores.metadata.remove(&app.id).unwrap();
+    bridge.removed(&app).await;
+    // What RemoveImage does next: it deletes what nothing protects. The store still lists the image.
+    f.stores.discard_unreferenced(&chains);
+    assert_eq!(f.images().len(), 1);
+    assert!(
+        chains.iter().all(|c| f.stores.snapshots.exists(c)),
+        "a listed image's layers were deleted"
+    );
+
+    // Once the lock is free, the sync finishes the removal and deletes the layers (on its thread, after it
+    // let go of the store; GC's question waits for the sync).
+    assert!(holder.wait().unwrap().success());
+    assert!(bridge.in_use().await.is_empty());
+    assert!(f.images().is_empty() && f.layers().is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while chains.iter().any(|c| f.stores.snapshots.exists(c)) {
+        assert!(std::time::Instant::now() < deadline, "the removed image's layers stay");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
