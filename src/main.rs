@@ -40,6 +40,10 @@ struct FsckArgs {
     /// Store directory [default: as `imaged serve`]
     #[arg(long)]
     root: Option<PathBuf>,
+    /// The containers-storage store `imaged serve` keeps, if it was given on its command line: its layers
+    /// kept for runtimes' containers are then known, and the store is checked too
+    #[arg(long, value_name = "DIR")]
+    containers_storage_root: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -220,6 +224,7 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
         file,
         Overrides {
             root: args.root,
+            containers_storage_root: args.containers_storage_root,
             ..Overrides::default()
         },
     )?;
