@@ -4,20 +4,63 @@
 //! whether they exist; the stores never delete a leased item. The table's lock also orders a store's
 //! "exists?/leased?" checks with the deletion or commit that follows, so the check and the action are one
 //! step (see `content` and `snapshot`).
+//!
+//! # Recording versus removal
+//!
+//! What keeps an item is a lease *or* a recorded image referencing it ([`References`], the metadata store,
+//! set once with [`LeaseTable::set_references`]). A deletion asks [`Locked::protects`], under this table's
+//! lock, right before it deletes; a pull records its image *before* it drops its lease. So at every moment an
+//! item some image needs is protected, whatever a concurrent removal (RemoveImage, GC, prune, a failed
+//! pull's cleanup, the start-up sweep) believed when it chose what to delete: a removal removes the record,
+//! then asks the stores to delete, and they delete only what nothing protects at that moment. Lock order:
+//! this table, then the metadata store's state; never the other way round.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::digest::Digest;
 
-/// The lease counts of every leased digest; shared by the content and snapshot stores.
-#[derive(Debug, Default)]
-pub struct LeaseTable {
-    map: Mutex<HashMap<Digest, usize>>,
+/// Whether recorded images reference a digest (implemented by the metadata store).
+pub trait References: Send + Sync {
+    /// Whether some recorded image references `digest` (a blob, or a snapshot's chain id).
+    fn references(&self, digest: &Digest) -> bool;
 }
 
-/// The locked table: while held, no lease is taken or dropped.
-pub type Locked<'a> = MutexGuard<'a, HashMap<Digest, usize>>;
+/// The lease counts of every leased digest; shared by the content and snapshot stores.
+#[derive(Default)]
+pub struct LeaseTable {
+    map: Mutex<HashMap<Digest, usize>>,
+    references: OnceLock<Arc<dyn References>>,
+}
+
+impl std::fmt::Debug for LeaseTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseTable")
+            .field("map", &self.map)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The locked table: while held, no lease is taken or dropped. Derefs to the lease counts.
+pub struct Locked<'a> {
+    map: MutexGuard<'a, HashMap<Digest, usize>>,
+    references: Option<&'a dyn References>,
+}
+
+impl Locked<'_> {
+    /// Whether `digest` may not be deleted now: it is leased, or a recorded image references it.
+    pub fn protects(&self, digest: &Digest) -> bool {
+        self.map.contains_key(digest) || self.references.is_some_and(|r| r.references(digest))
+    }
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = HashMap<Digest, usize>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
 
 impl LeaseTable {
     /// A new, empty table.
@@ -25,15 +68,28 @@ impl LeaseTable {
         Arc::new(LeaseTable::default())
     }
 
+    /// Makes [`Locked::protects`] consult `references` (the metadata store); set once, when the stores are
+    /// opened. Later calls are ignored.
+    pub fn set_references(&self, references: Arc<dyn References>) {
+        let _ = self.references.set(references);
+    }
+
     /// Locks the table.
     pub fn lock(&self) -> Locked<'_> {
+        Locked {
+            map: self.map_lock(),
+            references: self.references.get().map(|r| r.as_ref()),
+        }
+    }
+
+    fn map_lock(&self) -> MutexGuard<'_, HashMap<Digest, usize>> {
         // Each update is a single map operation, so a panic elsewhere cannot leave it inconsistent.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `digest` is leased now.
     pub fn is_leased(&self, digest: &Digest) -> bool {
-        self.lock().contains_key(digest)
+        self.map_lock().contains_key(digest)
     }
 
     /// A new, empty lease on this table.
@@ -55,7 +111,7 @@ pub struct Lease {
 impl Lease {
     /// Adds a digest. Call before checking whether the blob or snapshot exists.
     pub fn add(&mut self, digest: Digest) {
-        *self.table.lock().entry(digest).or_insert(0) += 1;
+        *self.table.map_lock().entry(digest).or_insert(0) += 1;
         self.digests.push(digest);
     }
 
@@ -67,7 +123,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut map = self.table.lock();
+        let mut map = self.table.map_lock();
         for d in &self.digests {
             if let Some(n) = map.get_mut(d) {
                 *n -= 1;
@@ -95,5 +151,25 @@ mod tests {
         assert!(t.lock().contains_key(&d));
         drop(b);
         assert!(t.lock().is_empty());
+    }
+
+    struct Recorded(Digest);
+
+    impl References for Recorded {
+        fn references(&self, digest: &Digest) -> bool {
+            *digest == self.0
+        }
+    }
+
+    #[test]
+    fn a_referenced_digest_is_protected_without_a_lease() {
+        let t = LeaseTable::new();
+        let (recorded, leased, free) = (Digest::of(b"r"), Digest::of(b"l"), Digest::of(b"f"));
+        let mut lease = t.lease();
+        lease.add(leased);
+        assert!(!t.lock().protects(&recorded), "no references set yet");
+        t.set_references(Arc::new(Recorded(recorded)));
+        let locked = t.lock();
+        assert!(locked.protects(&recorded) && locked.protects(&leased) && !locked.protects(&free));
     }
 }

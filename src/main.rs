@@ -229,8 +229,11 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
         },
     )?;
     // What a start does: open (drops partial downloads and builds), then recover (sweeps what nothing
-    // references, rewrites index.json), here awaited before checking.
+    // references, rewrites index.json), here awaited before checking. What they repair is found first, and
+    // reported.
+    let mut repaired = imaged::service::fsck_leftovers(&config.root);
     let service = ImageService::open(&config)?;
+    repaired.extend(service.unreferenced());
     runtime.block_on(service.recover());
     let report = service.fsck();
     println!(
@@ -240,6 +243,12 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
         report.snapshots,
         config.root.display()
     );
+    for r in &repaired {
+        println!("repaired: removed {r}");
+    }
+    if !repaired.is_empty() {
+        println!("repaired {} leftovers of interrupted pulls or removals", repaired.len());
+    }
     for p in &report.problems {
         println!("problem: {p}");
     }

@@ -118,3 +118,39 @@ async fn sigkill_during_pulls_never_corrupts_the_store() {
     assert!(ok, "{report}");
     assert!(report.contains("checked 3 images"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_reports_the_leftovers_it_repairs() {
+    let mut s = Setup::start().await;
+    let img = image(7);
+    s.push("app", "v1", &img).await;
+    let mut c = s.daemon.client().await;
+    pull(&mut c, &s.image("app", "v1"), None).await.unwrap();
+    s.daemon.stop();
+    // What a crash leaves: a partial download, a half-built snapshot, a blob no image references.
+    let root = s.daemon.root.clone();
+    let ingest = root.join("content/ingest").join(format!("{}-0", "ab".repeat(32)));
+    std::fs::write(&ingest, b"partial").unwrap();
+    let tmp = root.join("snapshots/tmp-4242-0");
+    std::fs::create_dir_all(tmp.join("fs/etc")).unwrap();
+    let orphan = common::image::sha256_digest(b"orphan");
+    let orphan_path = root
+        .join("content/blobs/sha256")
+        .join(orphan.strip_prefix("sha256:").unwrap());
+    std::fs::write(&orphan_path, b"orphan").unwrap();
+
+    let (ok, report) = fsck(&root);
+    assert!(ok, "{report}");
+    for what in [ingest.display().to_string(), tmp.display().to_string(), orphan.clone()] {
+        assert!(
+            report.lines().any(|l| l.starts_with("repaired: ") && l.contains(&what)),
+            "fsck names {what}:\n{report}"
+        );
+    }
+    assert!(report.contains("repaired 3 leftovers"), "{report}");
+    assert_eq!(report.lines().last(), Some("ok"), "{report}");
+    assert!(!ingest.exists() && !tmp.exists() && !orphan_path.exists());
+
+    let (ok, again) = fsck(&root);
+    assert!(ok && !again.contains("repaired"), "nothing left to repair:\n{again}");
+}

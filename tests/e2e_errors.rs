@@ -4,10 +4,11 @@
 
 mod common;
 
-use common::daemon::{Daemon, blobs, ingest_files, list, pull, status};
+use common::daemon::{Daemon, blobs, ingest_files, list, pull, spec, status};
 use common::fake_registry::{Canned, FakeRegistry, daemon_for};
 use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, OCI_MANIFEST, sha256_digest};
 use common::setup::{Setup, small_image};
+use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
 
 /// Asserts the failure, and that the store holds nothing.
@@ -46,6 +47,38 @@ async fn invalid_references_are_invalid_image_names() {
     }
     let err = pull(&mut c, "", None).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_list_and_remove_answer_invalid_names_as_invalid_image_names() {
+    let s = Setup::start().await;
+    let mut c = s.daemon.client().await;
+    for bad in ["Busybox:latest", "foo bar", "-x/y"] {
+        let status = c
+            .image_status(cri::ImageStatusRequest {
+                image: spec(bad),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+        let filter = cri::ImageFilter { image: spec(bad) };
+        let list = c
+            .list_images(cri::ListImagesRequest { filter: Some(filter) })
+            .await
+            .unwrap_err();
+        let remove = c
+            .remove_image(cri::RemoveImageRequest { image: spec(bad) })
+            .await
+            .unwrap_err();
+        for (rpc, err) in [("ImageStatus", status), ("ListImages", list), ("RemoveImage", remove)] {
+            assert_eq!(err.code(), Code::InvalidArgument, "{rpc} {bad}: {err:?}");
+            assert!(
+                err.message().starts_with("InvalidImageName: ") && err.message().contains(bad),
+                "{rpc} {bad}: {}",
+                err.message()
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

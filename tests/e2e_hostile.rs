@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::daemon::{blobs, ingest_files, pull};
-use common::hostile::{Arena, after_benign, names, refused_entry, usage};
+use common::hostile::{Arena, after_benign, refused_entry, snapshot_names, usage};
 use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
 use common::rawtar::{Kind, RawTar, zero_bomb};
 use common::rootfs::{mount, snapshots};
@@ -372,12 +372,12 @@ async fn a_refused_layer_leaves_nothing_even_while_another_layer_is_unpacking() 
     assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message());
     let root = &a.s.daemon.root;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while ingest_files(root) > 0 || names(&root.join("snapshots")).iter().any(|n| n.starts_with("tmp-")) {
+    while ingest_files(root) > 0 || snapshot_names(root).iter().any(|n| n.starts_with("tmp-")) {
         assert!(Instant::now() < deadline, "the base layer's work never finished");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (blobs, snaps) = (blobs(root), names(&root.join("snapshots")));
+    let (blobs, snaps) = (blobs(root), snapshot_names(root));
     assert!(
         blobs.is_empty() && snaps.is_empty(),
         "a failed pull left blobs {blobs:?} (the base layer is {}) and snapshots {snaps:?} (its chain id is {})",

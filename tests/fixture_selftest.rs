@@ -243,6 +243,111 @@ async fn access_log_hosts_toml_and_stop() {
     assert!(after.is_err(), "a stopped registry must not answer");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_proxy_passes_refuses_fails_blackholes_stalls_and_drips() {
+    use common::fault_proxy::{Fault, FaultProxy};
+    use std::time::Duration;
+    let reg = TestRegistry::start(RegistryOptions::default()).await;
+    let style = MediaStyle::Oci;
+    let image = ImageBuilder::new(style)
+        .layer(Layer::build(
+            &[Entry::file("big", common::image::random_bytes(7, 64 * 1024))],
+            Compression::None,
+            style,
+        ))
+        .build();
+    push_image(&reg.addr(), "faulty", "v1", &image, None).await;
+    let proxy = FaultProxy::start(&reg.addr()).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let blob_url = format!("{}/v2/faulty/blobs/{}", proxy.url(), image.layers[0].digest);
+    let quick = |url: &str| http.get(url).timeout(Duration::from_millis(500)).send();
+
+    let pass = http.get(&blob_url).send().await.unwrap();
+    assert_eq!(pass.status(), 200);
+    assert_eq!(pass.bytes().await.unwrap().as_ref(), image.layers[0].blob.as_slice());
+
+    proxy.set(Fault::Status(500));
+    assert_eq!(http.get(&blob_url).send().await.unwrap().status(), 500);
+
+    proxy.set(Fault::Refuse);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = quick(&blob_url).await.unwrap_err();
+    assert!(refused.is_connect(), "{refused:?}");
+
+    proxy.set(Fault::Blackhole);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let hung = quick(&blob_url).await.unwrap_err();
+    assert!(hung.is_timeout(), "{hung:?}");
+
+    // A rule for blobs only: manifests pass, the blob stalls after 1000 body bytes.
+    proxy.set(Fault::Pass);
+    proxy.set_for("/blobs/", Fault::Stall(1000));
+    let manifest = http
+        .get(format!("{}/v2/faulty/manifests/v1", proxy.url()))
+        .header("Accept", common::image::OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.status(), 200);
+    let mut stalled = http
+        .get(&blob_url)
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stalled.status(), 200, "the head comes at once");
+    let mut got = 0;
+    let end = loop {
+        match stalled.chunk().await {
+            Ok(Some(c)) => got += c.len(),
+            other => break other,
+        }
+    };
+    assert!(end.is_err() && got == 1000, "{got} bytes, then {end:?}");
+
+    proxy.set_for(
+        "/blobs/",
+        Fault::Drip {
+            chunk: 16 * 1024,
+            pause: Duration::from_millis(50),
+        },
+    );
+    let dripped = http.get(&blob_url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(dripped.as_ref(), image.layers[0].blob.as_slice());
+
+    let log = proxy.requests();
+    let faults: Vec<&Fault> = log.iter().filter(|r| r.is_blob_get()).map(|r| &r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            &Fault::Pass,
+            &Fault::Status(500),
+            &Fault::Blackhole,
+            &Fault::Stall(1000),
+            &Fault::Drip {
+                chunk: 16 * 1024,
+                pause: Duration::from_millis(50)
+            }
+        ],
+        "the refused request never reached the proxy: {log:?}"
+    );
+    let done: Vec<bool> = log
+        .iter()
+        .filter(|r| r.is_blob_get())
+        .map(|r| r.finished.is_some())
+        .collect();
+    assert_eq!(done, [true, true, false, false, true], "{log:?}");
+    assert!(
+        log.iter()
+            .filter(|r| r.fault == Fault::Pass)
+            .all(|r| r.status == Some(200)),
+        "{log:?}"
+    );
+}
+
 #[test]
 fn builds_are_deterministic_and_diff_ids_match() {
     let entries = [

@@ -98,8 +98,12 @@ pub struct RegistrySection {
     pub auth_files: Option<Vec<PathBuf>>,
     /// Layers downloaded at once per pull (default 3, as containerd).
     pub max_concurrent_downloads: Option<usize>,
-    /// Seconds to wait for a connection to a registry (default 30).
+    /// Seconds to wait for a connection to a registry (default 10); a host's `dial_timeout` in hosts.toml
+    /// wins for that host.
     pub connect_timeout_secs: Option<u64>,
+    /// How long a registry may take to send a response's headers, and stay silent in the middle of a body,
+    /// before the request fails as unavailable and the next host is tried (default 20s).
+    pub response_timeout: Option<crate::duration::ConfigDuration>,
 }
 
 /// The effective configuration.
@@ -121,6 +125,8 @@ pub struct Config {
     pub max_concurrent_downloads: usize,
     /// Registry connect timeout in seconds.
     pub connect_timeout_secs: u64,
+    /// Registry response deadline.
+    pub response_timeout: std::time::Duration,
     /// Caps on each layer.
     pub unpack: Limits,
     /// Pinned image patterns (file and `--pinned-image`).
@@ -221,6 +227,15 @@ impl Config {
                 c.root.display()
             )));
         }
+        let response_timeout = file
+            .registry
+            .response_timeout
+            .map_or(crate::registry::DEFAULT_RESPONSE_TIMEOUT, |d| d.0);
+        if response_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "registry.response_timeout must be more than 0s".into(),
+            ));
+        }
         Ok(Config {
             root: o.root.or(file.root).unwrap_or(root),
             socket: o.socket.or(file.socket).unwrap_or(socket),
@@ -233,7 +248,11 @@ impl Config {
                 o.auth_files
             },
             max_concurrent_downloads: max,
-            connect_timeout_secs: file.registry.connect_timeout_secs.unwrap_or(30),
+            connect_timeout_secs: file
+                .registry
+                .connect_timeout_secs
+                .unwrap_or(crate::registry::DEFAULT_CONNECT_TIMEOUT.as_secs()),
+            response_timeout,
             unpack: file.unpack.unwrap_or_default(),
             pinned_images: file
                 .pinned_images

@@ -6,6 +6,7 @@ use super::*;
 fn empty_file_gives_embedded_defaults() {
     let c = Config::resolve(FileConfig::parse("", Path::new("x")).unwrap(), Overrides::default()).unwrap();
     assert_eq!(c.max_concurrent_downloads, 3);
+    assert_eq!((c.connect_timeout_secs, c.response_timeout.as_secs()), (10, 20));
     assert_eq!(c.platform, Platform::host().normalized());
     assert!(c.hosts_dir.is_none());
     fn none(_: &str) -> Option<std::ffi::OsString> {
@@ -83,6 +84,12 @@ fn bad_values_are_rejected() {
     assert!(Config::resolve(file, Overrides::default()).is_err());
     let file = FileConfig::parse("[registry]\nmax_concurrent_downloads = 0\n", Path::new("c")).unwrap();
     assert!(Config::resolve(file, Overrides::default()).is_err());
+    let file = FileConfig::parse("[registry]\nresponse_timeout = \"0s\"\n", Path::new("c")).unwrap();
+    let err = Config::resolve(file, Overrides::default()).unwrap_err().to_string();
+    assert!(err.contains("registry.response_timeout"), "{err}");
+    let file = FileConfig::parse("[registry]\nresponse_timeout = \"1m30s\"\n", Path::new("c")).unwrap();
+    let c = Config::resolve(file, Overrides::default()).unwrap();
+    assert_eq!(c.response_timeout, std::time::Duration::from_secs(90));
 }
 
 #[test]

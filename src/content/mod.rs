@@ -212,10 +212,11 @@ impl ContentStore {
         ingest.commit()
     }
 
-    /// Deletes a blob unless a lease holds it. Returns the bytes freed (0 if it was absent or leased).
+    /// Deletes a blob unless a lease holds it or a recorded image references it
+    /// ([`crate::lease::Locked::protects`]). Returns the bytes freed (0 if it was absent or protected).
     pub fn delete(&self, digest: &Digest) -> Result<u64, ContentError> {
         let leases = self.lock();
-        if leases.contains_key(digest) {
+        if leases.protects(digest) {
             return Ok(0);
         }
         let path = self.blob_path(digest);

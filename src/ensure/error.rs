@@ -52,6 +52,17 @@ impl Classify for EnsureError {
 }
 
 impl EnsureError {
+    /// Whether this failure arms the back-off: failures of the registry (unreachable, refusing, stalling) and
+    /// of the image (not found, bad content, hostile layers) do; local ones never do: the node's own errors,
+    /// the local rate limit, back-off and policy refusals.
+    pub fn arms_backoff(&self) -> bool {
+        match self {
+            EnsureError::NeverPull(_) | EnsureError::BackOff { .. } | EnsureError::Qps(_) => false,
+            EnsureError::Stalled { .. } => true,
+            EnsureError::Pull(e) => !e.is_local(),
+        }
+    }
+
     /// kubelet's reason for this failure.
     pub fn reason(&self) -> Reason {
         match self {
@@ -60,5 +71,51 @@ impl EnsureError {
             EnsureError::Qps(_) | EnsureError::Stalled { .. } => Reason::ErrImagePull,
             EnsureError::Pull(e) => Reason::for_pull(e.kind()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RegistryError;
+
+    fn pull(e: PullError) -> EnsureError {
+        EnsureError::Pull(Arc::new(e))
+    }
+
+    #[test]
+    fn only_the_registry_and_the_image_arm_back_off() {
+        let unreachable = RegistryError::Unreachable {
+            host: "https://r".into(),
+            detail: "connection refused".into(),
+        };
+        assert!(pull(PullError::Registry(unreachable)).arms_backoff());
+        let stalled = EnsureError::Stalled {
+            image: "r/a:1".into(),
+            idle: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(stalled.arms_backoff());
+        let bad = PullError::DiffIdMismatch {
+            layer: crate::digest::Digest::of(b"l"),
+            expected: crate::digest::Digest::of(b"a"),
+            actual: crate::digest::Digest::of(b"b"),
+        };
+        assert!(pull(bad).arms_backoff(), "the image's own content");
+
+        assert!(!pull(PullError::Interrupted).arms_backoff());
+        assert!(!pull(PullError::Task("panicked".into())).arms_backoff());
+        let disk = PullError::Write {
+            path: "/var/lib/imaged/content/ingest/x".into(),
+            source: std::io::Error::other("no space left on device"),
+        };
+        assert!(!pull(disk).arms_backoff(), "a local disk error");
+        let qps = LimitError::QpsExceeded {
+            waited_would_be: Duration::from_secs(20),
+            max_wait: Duration::from_secs(10),
+            qps: 1.0,
+            burst: 1,
+        };
+        assert!(!EnsureError::Qps(qps).arms_backoff(), "the local rate limit");
     }
 }

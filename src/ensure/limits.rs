@@ -25,7 +25,7 @@ pub enum LimitError {
     /// The token for this pull is further away than the longest wait allowed; nothing was reserved.
     #[error(
         "pull QPS exceeded: a token would take {waited_would_be:?}, more than the {max_wait:?} allowed \
-         (registry.qps = {qps}, burst = {burst})"
+         (pull.qps = {qps}, pull.burst = {burst})"
     )]
     QpsExceeded {
         /// How long the pull would have had to wait.
@@ -39,7 +39,7 @@ pub enum LimitError {
     },
     /// The rate is negative or not a number, or the burst is zero with a non-zero rate.
     #[error(
-        "invalid pull rate limit (registry.qps = {qps}, burst = {burst}): qps must be a finite number >= 0 \
+        "invalid pull rate limit (pull.qps = {qps}, pull.burst = {burst}): qps must be a finite number >= 0 \
          (0 = unlimited) and burst at least 1"
     )]
     InvalidRate {

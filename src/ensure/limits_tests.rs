@@ -74,7 +74,7 @@ fn the_refusal_message_names_the_settings() {
     }
     assert_eq!(
         b.reserve(t0).unwrap_err().to_string(),
-        "pull QPS exceeded: a token would take 10.2s, more than the 10s allowed (registry.qps = 5, burst = 10)"
+        "pull QPS exceeded: a token would take 10.2s, more than the 10s allowed (pull.qps = 5, pull.burst = 10)"
     );
 }
 
@@ -94,7 +94,7 @@ fn qps_zero_is_unlimited_and_bad_settings_are_rejected() {
         TokenBucket::new(-1.0, 10, Duration::ZERO)
             .unwrap_err()
             .to_string()
-            .starts_with("invalid pull rate limit (registry.qps = -1, burst = 10)")
+            .starts_with("invalid pull rate limit (pull.qps = -1, pull.burst = 10)")
     );
 }
 

@@ -8,35 +8,39 @@
 //! 2. the **back-off** of its key (pod UID + image): after a failure, requests fail at once with
 //!    `ImagePullBackOff` until the delay (10 s doubling to 5 min) has passed;
 //! 3. **coalescing**: requests for the same image with the same credentials join the pull in flight, which
-//!    runs in its own task, so a caller that goes away does not cancel it for the others;
+//!    runs in its own task, so a caller that goes away does not cancel it for the others; the task answers
+//!    every request that joined (counted and logged even if its caller left) and forgets the pull when it
+//!    ends, and a pull that stands still is not joined (see [`flight`]);
 //! 4. the **limits**, inside that task: a pull slot (`max_parallel_pulls`, first come first served) and a
 //!    rate-limit token that is waited for, up to a bound, rather than failing at once;
 //! 5. the pull itself under a **progress watchdog**: when no byte moves for `progress_timeout`, it is
 //!    cancelled (its partial work is discarded by the puller's cleanup).
 //!
 //! Every request logs kubelet's events (`Pulling`, `Pulled`, `Failed`, `BackOff`) with the pod, and the
-//! outcome is counted in the metrics.
+//! outcome is counted in the metrics. Only failures of the registry or of the image arm the back-off; a local
+//! one (a disk error, a cancelled pull, the local rate limit) does not ([`EnsureError::arms_backoff`]).
 
 pub mod backoff;
 mod error;
+mod flight;
 pub mod limits;
 pub mod policy;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 pub use error::EnsureError;
+pub use flight::{Caller, JOIN_IDLE_LIMIT};
 
-use crate::error::Classify;
 use crate::metadata::ImageRecord;
 use crate::metrics::Metrics;
 use crate::pull::{LayerState, Progress, Puller};
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
 use backoff::{Backoff, BackoffPolicy};
+use flight::{Flights, Joined, PullResult, Waiter};
 use limits::{PullSlots, RateLimiter};
 use policy::{Decision, PolicySet};
 
@@ -61,31 +65,11 @@ pub struct EnsureOptions {
     pub policy: PolicySet,
 }
 
-/// The caller of a pull, for back-off keys and events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Caller {
-    /// Pod name.
-    pub pod: String,
-    /// Pod namespace.
-    pub namespace: String,
-    /// Pod UID (empty if unknown).
-    pub uid: String,
-}
-
-type Outcome = Option<Result<Arc<ImageRecord>, EnsureError>>;
-
-/// One pull in flight, shared by the requests that joined it.
-struct InFlight {
-    progress: Arc<Progress>,
-    done: watch::Receiver<Outcome>,
-}
-
 /// The ensure logic over a [`Puller`].
 pub struct Ensurer {
     puller: Arc<Puller>,
     options: EnsureOptions,
-    inflight: Mutex<HashMap<String, Arc<InFlight>>>,
-    backoff: Mutex<Backoff>,
+    flights: Arc<Flights>,
     slots: PullSlots,
     rate: Arc<RateLimiter>,
     metrics: Arc<Metrics>,
@@ -94,18 +78,15 @@ pub struct Ensurer {
 
 /// A request on its way: [`Ticket::progress`] while waiting, [`Ticket::finish`] for the result.
 pub struct Ticket<'a> {
-    ensurer: &'a Ensurer,
-    image: ImageRef,
-    caller: Caller,
     state: TicketState,
+    ensurer: &'a Ensurer,
 }
 
 enum TicketState {
-    Done(Result<Arc<ImageRecord>, EnsureError>),
+    Done(PullResult),
     Waiting {
-        flight: Arc<InFlight>,
-        present: Option<Arc<ImageRecord>>,
-        started: Instant,
+        progress: Arc<Progress>,
+        result: oneshot::Receiver<PullResult>,
     },
 }
 
@@ -123,9 +104,12 @@ impl Ensurer {
             puller,
             slots: PullSlots::new(options.max_parallel_pulls),
             rate: Arc::new(RateLimiter::new(bucket)),
-            backoff: Mutex::new(Backoff::new(options.backoff)),
+            flights: Arc::new(Flights::new(
+                Backoff::new(options.backoff),
+                metrics.clone(),
+                options.stale_if_unavailable,
+            )),
             options,
-            inflight: Mutex::new(HashMap::new()),
             metrics,
             events,
         })
@@ -164,20 +148,22 @@ impl Ensurer {
                 Some(err) => TicketState::Done(Err(err)),
                 None => {
                     tracing::info!(reason = "Pulling", image = %name, pod = %caller.pod, namespace = %caller.namespace, pod_uid = %caller.uid, "Pulling image");
-                    TicketState::Waiting {
-                        flight: self.join(&image, creds),
+                    let (tx, rx) = oneshot::channel();
+                    let waiter = Waiter {
+                        caller,
+                        name,
                         present,
                         started: Instant::now(),
+                        tx,
+                    };
+                    TicketState::Waiting {
+                        progress: self.join(&image, creds, waiter),
+                        result: rx,
                     }
                 }
             },
         };
-        Ticket {
-            ensurer: self,
-            image,
-            caller,
-            state,
-        }
+        Ticket { state, ensurer: self }
     }
 
     fn present(&self, image: &ImageRef) -> Option<Arc<ImageRecord>> {
@@ -190,7 +176,7 @@ impl Ensurer {
 
     fn check_backoff(&self, caller: &Caller, name: &str) -> Option<EnsureError> {
         let key = backoff::key(&caller.uid, name);
-        let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.flights.backoff.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         b.gc(now);
         let off = b.check(&key, now)?;
@@ -204,25 +190,19 @@ impl Ensurer {
         })
     }
 
-    /// Joins the pull of `image` with these credentials, starting it if none is in flight.
-    fn join(&self, image: &ImageRef, creds: Option<Credentials>) -> Arc<InFlight> {
+    /// Joins the pull of `image` with these credentials, or starts one; returns its progress. The pull runs
+    /// in its own task, which settles every waiting request when it ends (see [`flight`]).
+    fn join(&self, image: &ImageRef, creds: Option<Credentials>, waiter: Waiter) -> Arc<Progress> {
         let key = format!(
             "{image}|{}",
             creds
                 .as_ref()
                 .map_or_else(|| "anonymous".into(), Credentials::fingerprint)
         );
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = inflight.get(&key) {
-            self.metrics.coalesced_pulls.inc();
-            return f.clone();
-        }
-        let (tx, rx) = watch::channel(None);
-        let flight = Arc::new(InFlight {
-            progress: Arc::new(Progress::default()),
-            done: rx,
-        });
-        inflight.insert(key.clone(), flight.clone());
+        let flight = match self.flights.join_or_start(&key, waiter) {
+            Joined::Joined(progress) => return progress,
+            Joined::Started(flight) => flight,
+        };
         let task = PullTask {
             puller: self.puller.clone(),
             slots: self.slots.clone(),
@@ -231,28 +211,18 @@ impl Ensurer {
             timeout: self.options.progress_timeout,
             progress: flight.progress.clone(),
         };
-        let image = image.clone();
+        let (image, flights, progress) = (image.clone(), self.flights.clone(), flight.progress.clone());
+        let events = self.events.clone();
         tokio::spawn(async move {
             let result = task.run(&image, creds).await;
-            let _ = tx.send(Some(result));
+            // The runtimes see the image before any request hears of it: kubelet's next call creates a
+            // container from it.
+            if let Ok(rec) = &result {
+                events.recorded(rec).await;
+            }
+            flights.finish(&key, &flight, result);
         });
-        flight
-    }
-
-    fn forget(&self, flight: &Arc<InFlight>) {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        inflight.retain(|_, f| !Arc::ptr_eq(f, flight));
-    }
-
-    fn record_outcome(&self, caller: &Caller, name: &str, result: &Result<Arc<ImageRecord>, EnsureError>) {
-        let key = backoff::key(&caller.uid, name);
-        let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(_) => b.succeeded(&key),
-            Err(EnsureError::BackOff { .. }) => {}
-            // Stored as kubelet stores it, so the back-off message reads like kubelet's.
-            Err(e) => b.failed(&key, Instant::now(), format!("{}: {e}", e.reason())),
-        }
+        progress
     }
 }
 
@@ -260,64 +230,26 @@ impl Ticket<'_> {
     /// The pull's live progress, when a pull is in flight for this request.
     pub fn progress(&self) -> Option<Arc<Progress>> {
         match &self.state {
-            TicketState::Waiting { flight, .. } => Some(flight.progress.clone()),
+            TicketState::Waiting { progress, .. } => Some(progress.clone()),
             TicketState::Done(_) => None,
         }
     }
 
-    /// Waits for the result.
+    /// Waits for the result. Dropping the ticket instead leaves the pull running; its outcome for this
+    /// request is counted and logged all the same.
     pub async fn finish(self) -> Result<Arc<ImageRecord>, EnsureError> {
-        let (flight, present, started) = match self.state {
+        match self.state {
             TicketState::Done(r) => {
+                // Answered from the store: the runtimes must have it all the same (they may have lost it).
                 if let Ok(rec) = &r {
                     self.ensurer.events.recorded(rec).await;
                 }
-                return r;
+                r
             }
-            TicketState::Waiting {
-                flight,
-                present,
-                started,
-            } => (flight, present, started),
-        };
-        let mut rx = flight.done.clone();
-        let result = loop {
-            if let Some(r) = rx.borrow_and_update().clone() {
-                break r;
-            }
-            if rx.changed().await.is_err() {
-                break Err(EnsureError::Pull(Arc::new(crate::pull::PullError::Interrupted)));
-            }
-        };
-        self.ensurer.forget(&flight);
-        let name = self.image.to_string();
-        let c = &self.caller;
-        let result = match (result, present) {
-            (Err(e), Some(rec))
-                if self.ensurer.options.stale_if_unavailable && e.kind() == crate::error::ErrorKind::Unavailable =>
-            {
-                tracing::warn!(image = %name, error = %e, "registry unavailable: serving the image present in the store (pull.stale_if_unavailable)");
-                Ok(rec)
-            }
-            (r, _) => r,
-        };
-        self.ensurer.record_outcome(c, &name, &result);
-        if let Ok(rec) = &result {
-            // The runtimes see the image before the caller hears of it (kubelet's next call creates a
-            // container from it).
-            self.ensurer.events.recorded(rec).await;
+            TicketState::Waiting { result, .. } => result
+                .await
+                .unwrap_or_else(|_| Err(EnsureError::Pull(Arc::new(crate::pull::PullError::Interrupted)))),
         }
-        match &result {
-            Ok(rec) => {
-                self.ensurer.metrics.pull_result("success");
-                tracing::info!(reason = "Pulled", image = %name, id = %rec.id, size = rec.size(), seconds = started.elapsed().as_secs_f64(), pod = %c.pod, namespace = %c.namespace, pod_uid = %c.uid, "Successfully pulled image");
-            }
-            Err(e) => {
-                self.ensurer.metrics.pull_result("failure");
-                tracing::warn!(reason = "Failed", kubelet_reason = %e.reason(), image = %name, pod = %c.pod, namespace = %c.namespace, pod_uid = %c.uid, error = %e, "Failed to pull image");
-            }
-        }
-        result
     }
 }
 
@@ -334,8 +266,10 @@ struct PullTask {
 impl PullTask {
     async fn run(self, image: &ImageRef, creds: Option<Credentials>) -> Result<Arc<ImageRecord>, EnsureError> {
         let queued = Instant::now();
+        let waiting = self.progress.queued();
         let _slot = self.slots.acquire().await;
         self.rate.wait().await?;
+        drop(waiting);
         self.metrics.queue_wait.observe(queued.elapsed().as_secs_f64());
         self.metrics.pulls_in_progress.inc();
         let started = Instant::now();

@@ -2,8 +2,9 @@
 //! exact sizes, filesystem usage, images in use, pins), execute their plans, measure what was freed.
 //!
 //! One operation at a time (a mutex). Pulls in flight are never harmed: their blobs and snapshots are
-//! leased, leased items are left out of every plan and never deleted, and removals recompute references
-//! at the moment they delete.
+//! leased, leased items are left out of every plan, and the stores never delete what a lease or a record
+//! protects at the moment of deletion (see [`crate::lease`]). A victim is removed only if it is unchanged
+//! since the plan: a pull, an ImageStatus or a rename in between keeps it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -126,7 +127,10 @@ impl Collector {
             let freed = if dry_run {
                 v.frees_bytes
             } else {
-                self.remove_image(rec).await?
+                match self.remove_image(rec).await? {
+                    Some(freed) => freed,
+                    None => continue, // Used since the plan: it stays.
+                }
             };
             out.freed_bytes += freed;
             out.removed.push(Removed {
@@ -185,23 +189,21 @@ impl Collector {
             })
             .collect();
         let all = self.all_resources();
-        let plan = prune::plan(&prune_images, &history, &all, options, now_ns);
-        let report = prune::render(&plan);
+        let mut plan = prune::plan(&prune_images, &history, &all, options, now_ns);
+        let mut report = prune::render(&plan);
         let mut freed = plan.freed_bytes;
         if !dry_run {
             freed = 0;
             let by_id: HashMap<String, &Arc<ImageRecord>> = images.iter().map(|r| (r.id.to_string(), r)).collect();
-            for p in &plan.images {
-                if let Some(rec) = by_id.get(&p.id) {
-                    let removed = self.stores.metadata.remove(&rec.id).map_err(|e| GcError::Remove {
-                        id: p.id.clone(),
-                        detail: e.to_string(),
-                    })?;
-                    if let Some(rec) = removed {
-                        self.events.removed(&rec).await;
-                    }
+            let mut removed = Vec::with_capacity(plan.images.len());
+            for p in std::mem::take(&mut plan.images) {
+                let Some(rec) = by_id.get(&p.id) else { continue };
+                if self.remove_unchanged(rec)? {
+                    self.events.removed(rec).await;
+                    removed.push(p);
                 }
             }
+            plan.images = removed;
             let stores = self.stores.clone();
             let resources = plan.resources.clone();
             freed = tokio::task::spawn_blocking(move || {
@@ -210,6 +212,10 @@ impl Collector {
             })
             .await
             .unwrap_or(freed);
+            // What an image used since the plan still references stayed: report what is gone.
+            plan.resources.retain(|(r, _)| !self.exists(r));
+            plan.freed_bytes = freed;
+            report = prune::render(&plan);
         }
         Ok(PruneOutcome {
             plan,
@@ -240,21 +246,63 @@ impl Collector {
         .unwrap_or((0, 0, 0))
     }
 
-    /// Removes one image and what only it referenced; returns the bytes freed.
-    async fn remove_image(&self, rec: &ImageRecord) -> Result<u64, GcError> {
-        let err = |e: String| GcError::Remove {
-            id: rec.id.to_string(),
-            detail: e,
-        };
-        match self.stores.metadata.remove(&rec.id).map_err(|e| err(e.to_string()))? {
-            Some(removed) => self.events.removed(&removed).await,
-            None => return Ok(0),
+    /// Removes one planned victim and what only it referenced; returns the bytes freed, or `None` when the
+    /// image stays because it was used since the plan (see [`Collector::remove_unchanged`]).
+    async fn remove_image(&self, rec: &Arc<ImageRecord>) -> Result<Option<u64>, GcError> {
+        if !self.remove_unchanged(rec)? {
+            return Ok(None);
         }
+        self.events.removed(rec).await;
         let stores = self.stores.clone();
         let named: Vec<Digest> = rec.blobs().chain(rec.chain_ids()).collect();
         tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named))
             .await
-            .map_err(|e| err(e.to_string()))
+            .map(Some)
+            .map_err(|e| GcError::Remove {
+                id: rec.id.to_string(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// The re-check right before a victim goes: it is removed only if its record is still the one the plan
+    /// saw, decided in one step with the removal under the metadata store's lock, the lock a pull's record
+    /// and an ImageStatus touch take too. A pull in flight for it (leasing its id) also keeps it. Returns
+    /// whether it was removed.
+    fn remove_unchanged(&self, planned: &Arc<ImageRecord>) -> Result<bool, GcError> {
+        let spared = |why: &str| {
+            tracing::info!(image = %planned.id, why, "image kept: used since garbage collection planned it");
+            Ok(false)
+        };
+        if self.stores.leases.is_leased(&planned.id) {
+            return spared("a pull of it is in flight");
+        }
+        let mut changed = false;
+        let removed = self
+            .stores
+            .metadata
+            .remove_if(&planned.id, |current| {
+                changed = !Arc::ptr_eq(current, planned);
+                !changed
+            })
+            .map_err(|e| GcError::Remove {
+                id: planned.id.to_string(),
+                detail: e.to_string(),
+            })?;
+        match removed {
+            Some(_) => Ok(true),
+            None if changed => spared("pulled, inspected or renamed since the plan"),
+            None => Ok(false), // Already gone (a RemoveImage meanwhile).
+        }
+    }
+
+    fn exists(&self, r: &ResourceId) -> bool {
+        match digest_of(r) {
+            Some(d) => match r {
+                ResourceId::Blob(_) => self.stores.content.contains(&d),
+                ResourceId::Snapshot(_) => self.stores.snapshots.exists(&d),
+            },
+            None => false,
+        }
     }
 
     /// Ids of images the runtime's containers use, and those the bridges see runtimes' containers use.

@@ -6,19 +6,28 @@
 //! microseconds with thousands of images. Writers are serialised by a writer lock held across the
 //! transaction; the state lock is taken only to read and, after the commit, to update memory, so readers
 //! never wait for an fsync.
+//!
+//! The store also counts, per blob and snapshot, how many recorded images reference it
+//! ([`MetadataStore::references`]): the content and snapshot stores ask it, under the lease table's lock,
+//! right before they delete anything (see [`crate::lease`]). A pull records its image before it drops its
+//! lease, so an item an image needs is always held by a lease or a record, and no removal, however stale
+//! its view, can delete it.
 
+mod error;
 mod record;
+mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use error::MetadataError;
 pub use record::{Descriptor, ImageRecord, LayerRecord, chain_ids};
+use state::State;
 
 use crate::digest::Digest;
-use crate::error::{Classify, ErrorKind};
 
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 /// Tag -> JSON list of [`TagRevision`], newest first (prune keeps recent revisions of each tag).
@@ -35,78 +44,18 @@ pub struct TagRevision {
     pub since_ns: i64,
 }
 
-/// What went wrong with the metadata database.
-#[derive(Debug, thiserror::Error)]
-pub enum MetadataError {
-    /// The database could not be opened, read or written.
-    #[error("metadata database {path}: {source}")]
-    Db {
-        /// The database file.
-        path: PathBuf,
-        /// The cause.
-        source: Box<redb::Error>,
-    },
-    /// A stored record does not decode (written by an incompatible version, or damaged).
-    #[error("metadata database {path}: record {key} is unreadable: {source}")]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// The record key.
-        key: String,
-        /// The cause.
-        source: serde_json::Error,
-    },
-    /// A short image id matches more than one image.
-    #[error("image id prefix {0:?} is ambiguous: it matches more than one image")]
-    Ambiguous(String),
+/// What [`MetadataStore::record`] did.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The image as stored now (names merged with what it had).
+    pub image: Arc<ImageRecord>,
+    /// Images that lost a tag to it.
+    pub untagged: Vec<Digest>,
 }
 
-impl Classify for MetadataError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            MetadataError::Ambiguous(_) => ErrorKind::InvalidArgument,
-            _ => ErrorKind::Internal,
-        }
-    }
-}
-
-#[derive(Default)]
-struct State {
-    images: BTreeMap<Digest, Arc<ImageRecord>>,
-    tags: HashMap<String, Digest>,
-    digests: HashMap<String, Digest>,
-    history: HashMap<String, Vec<TagRevision>>,
-    /// Images whose last-used time changed in memory since the last [`MetadataStore::flush`].
-    dirty: std::collections::HashSet<Digest>,
-    /// Bumped whenever an image or its names change (not on last-use updates): lets readers cache what
-    /// they derive from [`MetadataStore::list`].
-    generation: u64,
-}
-
-impl State {
-    fn insert(&mut self, rec: ImageRecord) {
-        for t in &rec.repo_tags {
-            self.tags.insert(t.clone(), rec.id);
-        }
-        for d in &rec.repo_digests {
-            self.digests.insert(d.clone(), rec.id);
-        }
-        self.images.insert(rec.id, Arc::new(rec));
-    }
-
-    fn remove(&mut self, id: &Digest) -> Option<Arc<ImageRecord>> {
-        let rec = self.images.remove(id)?;
-        for t in &rec.repo_tags {
-            if self.tags.get(t) == Some(id) {
-                self.tags.remove(t);
-            }
-        }
-        for d in &rec.repo_digests {
-            if self.digests.get(d) == Some(id) {
-                self.digests.remove(d);
-            }
-        }
-        Some(rec)
+impl crate::lease::References for MetadataStore {
+    fn references(&self, digest: &Digest) -> bool {
+        MetadataStore::references(self, digest)
     }
 }
 
@@ -213,10 +162,10 @@ impl MetadataStore {
         (s.generation, s.images.values().cloned().collect())
     }
 
-    /// Records a pulled image: creates it or merges the new names into it, and takes `tag` away from any
-    /// other image that had it. `rec.repo_tags`/`repo_digests` are the names this pull adds.
-    /// Returns the ids of images that lost the tag.
-    pub fn record(&self, rec: ImageRecord) -> Result<Vec<Digest>, MetadataError> {
+    /// Records a pulled image: creates it (again, if it was removed meanwhile) or merges the new names into
+    /// it, and takes `tag` away from any other image that had it. `rec.repo_tags`/`repo_digests` are the
+    /// names this pull adds. Returns the record as stored and the ids of images that lost a tag.
+    pub fn record(&self, rec: ImageRecord) -> Result<Recorded, MetadataError> {
         let _writer = self.writer();
         let state = self.read();
         let mut changed: Vec<ImageRecord> = Vec::new();
@@ -259,6 +208,7 @@ impl MetadataStore {
                 history.push((tag.clone(), revs));
             }
         }
+        let id = merged.id;
         changed.push(merged);
         drop(state);
         self.commit_all(&changed, &[], &history)?;
@@ -270,7 +220,8 @@ impl MetadataStore {
             state.insert(c);
         }
         state.history.extend(history);
-        Ok(untagged)
+        let image = state.images.get(&id).cloned().ok_or_else(|| MetadataError::Lost(id))?;
+        Ok(Recorded { image, untagged })
     }
 
     /// Updates an image's last-used time in memory; absent images are ignored. Cheap enough for every
@@ -323,15 +274,47 @@ impl MetadataStore {
 
     /// Removes an image and all its names. Returns it, or `None` if it was absent.
     pub fn remove(&self, id: &Digest) -> Result<Option<Arc<ImageRecord>>, MetadataError> {
+        self.remove_if(id, |_| true)
+    }
+
+    /// Removes the image `id` if `keep` says so of its current record, in one step with that decision: no
+    /// pull records it, no ImageStatus touches it, and no reader finds it between the decision and the
+    /// removal. Returns the removed record, or `None` if the image was absent or `keep` declined. `keep`
+    /// runs under the store's locks and must not take others (a lease check belongs before the call).
+    ///
+    /// GC and prune pass "still the record I planned with" (`Arc::ptr_eq`), so a victim that was pulled,
+    /// inspected or renamed since the plan stays.
+    pub fn remove_if(
+        &self,
+        id: &Digest,
+        keep: impl FnOnce(&Arc<ImageRecord>) -> bool,
+    ) -> Result<Option<Arc<ImageRecord>>, MetadataError> {
         let _writer = self.writer();
-        if !self.read().images.contains_key(id) {
-            return Ok(None);
+        let rec = {
+            let mut state = self.write();
+            match state.images.get(id) {
+                Some(current) if keep(current) => {}
+                _ => return Ok(None),
+            }
+            // Hidden now, in the same step as the decision; its references stay counted until durable.
+            state.generation += 1;
+            state.dirty.remove(id);
+            state.unlink(id)
+        };
+        let Some(rec) = rec else { return Ok(None) };
+        if let Err(e) = self.commit_all(&[], &[*id], &[]) {
+            let mut state = self.write();
+            state.generation += 1;
+            state.link(rec);
+            return Err(e);
         }
-        self.commit_all(&[], &[*id], &[])?;
-        let mut state = self.write();
-        state.generation += 1;
-        state.dirty.remove(id);
-        Ok(state.remove(id))
+        self.write().drop_refs(&rec);
+        Ok(Some(rec))
+    }
+
+    /// Whether a recorded image references `digest` (a blob, or a snapshot's chain id).
+    pub fn references(&self, digest: &Digest) -> bool {
+        self.read().refs.contains_key(digest)
     }
 
     fn commit_all(

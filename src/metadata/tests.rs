@@ -69,7 +69,7 @@ fn a_second_tag_is_added_and_first_seen_kept() {
 fn moving_a_tag_removes_it_from_the_old_image() {
     let (_dir, store) = open();
     store.record(image("old", &["r/a:latest", "r/a:v1"])).unwrap();
-    let untagged = store.record(image("new", &["r/a:latest"])).unwrap();
+    let untagged = store.record(image("new", &["r/a:latest"])).unwrap().untagged;
     assert_eq!(untagged, vec![Digest::of(b"old")]);
     assert_eq!(store.by_tag("r/a:latest").unwrap().id, Digest::of(b"new"));
     assert_eq!(store.get(&Digest::of(b"old")).unwrap().repo_tags, vec!["r/a:v1"]);
@@ -177,4 +177,46 @@ fn chain_ids_follow_the_image_spec() {
     let chain = r.chain_ids();
     assert_eq!(chain[0], d1);
     assert_eq!(chain[1], Digest::of(format!("{d1} {d2}").as_bytes()));
+}
+
+#[test]
+fn references_count_every_image_that_names_a_digest() {
+    let (dir, store) = open();
+    let (a, b) = (image("a", &["r/a:1"]), image("b", &["r/b:1"]));
+    let shared = a.layers[0].blob.digest; // Both images name the same layer.
+    store.record(a.clone()).unwrap();
+    store.record(b.clone()).unwrap();
+    assert!(store.references(&shared) && store.references(&a.config.digest));
+    store.remove(&a.id).unwrap();
+    assert!(store.references(&shared), "b still names it");
+    assert!(!store.references(&a.config.digest) && !store.references(&a.manifest.digest));
+    drop(store);
+    let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+    assert!(
+        store.references(&shared) && store.references(&b.manifest.digest),
+        "counted at open"
+    );
+    store.remove(&b.id).unwrap();
+    assert!(!store.references(&shared));
+}
+
+#[test]
+fn remove_if_removes_only_the_record_it_was_asked_about() {
+    let (_dir, store) = open();
+    let a = image("a", &["r/a:1"]);
+    let planned = store.record(a.clone()).unwrap().image;
+    store.touch(&a.id, 5); // Used since the plan: a new record.
+    let unchanged = |r: &Arc<ImageRecord>| Arc::ptr_eq(r, &planned);
+    assert!(store.remove_if(&a.id, unchanged).unwrap().is_none());
+    assert!(store.get(&a.id).is_some(), "kept");
+    let now = store.get(&a.id).unwrap();
+    let removed = store.remove_if(&a.id, |r| Arc::ptr_eq(r, &now)).unwrap();
+    assert_eq!(removed.map(|r| r.id), Some(a.id));
+    assert!(store.get(&a.id).is_none() && store.by_tag("r/a:1").is_none());
+    assert!(!store.references(&a.config.digest));
+    assert!(store.remove_if(&a.id, |_| true).unwrap().is_none(), "absent");
+    // A pull that comes after records the image again, with only its own names.
+    let again = store.record(image("a", &["r/a:2"])).unwrap().image;
+    assert_eq!(again.repo_tags, vec!["r/a:2"]);
+    assert!(store.references(&a.config.digest));
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::PullError;
+use super::{Progress, PullError};
 use crate::content::ContentStore;
 use crate::metadata::Descriptor;
 use crate::registry::Session;
@@ -23,11 +23,22 @@ enum Chunk {
     End,
 }
 
-/// Streams the blob into the store, verified and committed.
+/// Waits for one of the download slots every blob download takes (`registry.max_concurrent_downloads`,
+/// across all pulls); the wait counts as queueing, not as standing still.
+pub(super) async fn slot<'a>(
+    downloads: &'a tokio::sync::Semaphore,
+    progress: &Progress,
+) -> Result<tokio::sync::SemaphorePermit<'a>, PullError> {
+    let _queued = progress.queued();
+    downloads.acquire().await.map_err(|e| PullError::Task(e.to_string()))
+}
+
+/// Streams the blob into the store, verified and committed, counting its bytes in `progress`.
 pub(super) async fn blob_to_store(
     session: &Session,
     content: &ContentStore,
     desc: &Descriptor,
+    progress: &Progress,
 ) -> Result<(), PullError> {
     let mut stream = session.fetch_blob(desc).await?;
     let mut ingest = content.ingest(desc.digest, Some(desc.size))?;
@@ -49,6 +60,7 @@ pub(super) async fn blob_to_store(
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(b) => {
+                progress.bytes(&desc.digest, b.len() as u64);
                 if tx.send(Chunk::Data(b)).await.is_err() {
                     break; // The writer failed; its error is the one to report.
                 }
@@ -70,12 +82,19 @@ pub(super) async fn blob_to_store(
     }
 }
 
-/// Fetches a small blob into memory, verified against its digest and bounded by `limit`.
-pub(super) async fn blob_to_memory(session: &Session, desc: &Descriptor, limit: u64) -> Result<Vec<u8>, PullError> {
+/// Fetches a small blob into memory, verified against its digest and bounded by `limit`, counting its bytes
+/// in `progress`.
+pub(super) async fn blob_to_memory(
+    session: &Session,
+    desc: &Descriptor,
+    limit: u64,
+    progress: &Progress,
+) -> Result<Vec<u8>, PullError> {
     let mut stream = session.fetch_blob(desc).await?;
     let mut body = Vec::with_capacity(desc.size.min(limit) as usize);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| stream_error(desc, &e))?;
+        progress.bytes(&desc.digest, chunk.len() as u64);
         if body.len() as u64 + chunk.len() as u64 > limit.min(desc.size) {
             return Err(PullError::ConfigTooLarge {
                 digest: desc.digest,

@@ -92,14 +92,20 @@ pub enum PullError {
     /// A background task died.
     #[error("internal task failed: {0}")]
     Task(String),
-    /// The image disappeared right after being recorded (removed concurrently).
-    #[error("image {image} ({id}) was removed while it was being pulled")]
-    Vanished {
-        /// The reference.
-        image: String,
-        /// Its id.
-        id: Digest,
-    },
+}
+
+impl PullError {
+    /// Whether this failure is the node's own (a disk or database error, a cancelled pull, a bug) rather than
+    /// the registry's or the image's. Local failures do not arm back-off: pulling again may well work.
+    pub fn is_local(&self) -> bool {
+        match self {
+            PullError::Metadata(_) | PullError::Snapshot(_) | PullError::Write { .. } => true,
+            PullError::Interrupted | PullError::Task(_) => true,
+            PullError::Content(e) => matches!(e.kind(), ErrorKind::Internal | ErrorKind::NotFound),
+            PullError::Unpack(e) => e.kind() == ErrorKind::Internal,
+            _ => false,
+        }
+    }
 }
 
 impl Classify for PullError {
@@ -119,7 +125,6 @@ impl Classify for PullError {
             PullError::Stream { .. } => ErrorKind::Unavailable,
             PullError::Write { .. } | PullError::Task(_) => ErrorKind::Internal,
             PullError::Interrupted => ErrorKind::Cancelled,
-            PullError::Vanished { .. } => ErrorKind::NotFound,
         }
     }
 }

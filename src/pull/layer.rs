@@ -66,18 +66,17 @@ pub(super) async fn ensure_layer(
         return Ok(());
     }
     // Concurrent pulls that need this chain id build it once: the second finds it done.
-    let _building = ctx.snapshots.lock_build(&chain).await;
+    let _building = {
+        let _queued = ctx.progress.queued();
+        ctx.snapshots.lock_build(&chain).await
+    };
     let have_blob = ctx.content.contains(&blob.digest);
     if ctx.snapshots.exists(&chain) {
         if have_blob {
             ctx.progress.layer_state(&blob.digest, LayerState::Present);
         } else {
-            let _permit = ctx
-                .downloads
-                .acquire()
-                .await
-                .map_err(|e| PullError::Task(e.to_string()))?;
-            super::download::blob_to_store(ctx.session, ctx.content, blob).await?;
+            let _permit = super::download::slot(ctx.downloads, ctx.progress).await?;
+            super::download::blob_to_store(ctx.session, ctx.content, blob, ctx.progress).await?;
             ctx.progress.layer_state(&blob.digest, LayerState::Done);
         }
         return Ok(());
@@ -108,6 +107,7 @@ pub(super) async fn ensure_layer(
         .map_err(|e| PullError::Task(e.to_string()))?;
     }
 
+    let _permit = super::download::slot(ctx.downloads, ctx.progress).await?;
     let mut stream = ctx.session.fetch_blob(blob).await?;
     let ingest = ctx.content.ingest(blob.digest, Some(blob.size))?;
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);

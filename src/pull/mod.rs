@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 pub use error::PullError;
-pub use progress::{LayerProgress, LayerState, Progress, ProgressView};
+pub use progress::{LayerProgress, LayerState, Progress, ProgressView, Queued};
 
 use crate::content::ContentStore;
 use crate::digest::Digest;
@@ -100,7 +100,7 @@ impl Stores {
 pub struct PullOptions {
     /// The platform to select from indexes.
     pub platform: Platform,
-    /// Layer downloads at once, across all pulls (containerd's `max_concurrent_downloads`).
+    /// Blob downloads at once, across all pulls (containerd's `max_concurrent_downloads`): layers and configs.
     pub downloads: Arc<tokio::sync::Semaphore>,
     /// Caps on each layer.
     pub limits: Limits,
@@ -172,7 +172,10 @@ impl Puller {
         progress.phase("resolving");
         let session = self.registry.session(image, creds)?;
         let r = resolve::resolve(&session, image, platform).await?;
-        progress.advance();
+        // Manifests count as downloaded bytes too (they were fetched to resolve, whatever the store had).
+        for (desc, body) in r.index.iter().chain([&r.manifest]) {
+            progress.bytes(&desc.digest, body.len() as u64);
+        }
         let m = &r.parsed;
         // From here on, every blob the image names is leased.
         for d in r
@@ -188,7 +191,7 @@ impl Puller {
         }
 
         let config_desc = desc_of(&m.config);
-        let config_body = self.config_blob(&session, &config_desc).await?;
+        let config_body = self.config_blob(&session, &config_desc, progress).await?;
         progress.advance();
         let config = manifest::parse_config(&config_body, config_desc.digest, m.layers.len())?;
         let image_platform = Platform {
@@ -293,26 +296,29 @@ impl Puller {
             last_used_ns: now,
             pinned: false,
         };
-        let id = record.id;
         let stores = self.stores.clone();
+        // The answer is the record as written: a removal that comes after it is a later operation, and one
+        // that came before (RemoveImage, GC, prune) is undone by this record, which creates the image again.
+        // Everything it names is still leased here, and referenced by the record before the lease ends.
         tokio::task::spawn_blocking(move || {
-            stores.metadata.record(record)?;
+            let recorded = stores.metadata.record(record)?;
             // index.json is derived (and rebuilt at start): failing to refresh it does not fail the pull.
             if let Err(e) = stores.refresh_index() {
                 tracing::warn!(error = %e, "could not refresh index.json");
             }
-            Ok::<_, PullError>(())
+            Ok::<_, PullError>(recorded.image)
         })
         .await
-        .map_err(|e| PullError::Task(e.to_string()))??;
-        self.stores.metadata.get(&id).ok_or(PullError::Vanished {
-            image: image.to_string(),
-            id,
-        })
+        .map_err(|e| PullError::Task(e.to_string()))?
     }
 
     /// The config blob, from the store or the registry (held in memory: it is small and needed parsed).
-    async fn config_blob(&self, session: &Session, desc: &Descriptor) -> Result<Vec<u8>, PullError> {
+    async fn config_blob(
+        &self,
+        session: &Session,
+        desc: &Descriptor,
+        progress: &Progress,
+    ) -> Result<Vec<u8>, PullError> {
         if desc.size > manifest::MAX_CONFIG_BYTES {
             return Err(PullError::ConfigTooLarge {
                 digest: desc.digest,
@@ -323,7 +329,8 @@ impl Puller {
         if let Ok(body) = self.stores.content.read(&desc.digest, manifest::MAX_CONFIG_BYTES) {
             return Ok(body);
         }
-        let body = download::blob_to_memory(session, desc, manifest::MAX_CONFIG_BYTES).await?;
+        let _permit = download::slot(&self.options.downloads, progress).await?;
+        let body = download::blob_to_memory(session, desc, manifest::MAX_CONFIG_BYTES, progress).await?;
         self.commit_small(&body, desc).await?;
         Ok(body)
     }

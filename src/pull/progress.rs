@@ -2,7 +2,7 @@
 //! timeout). Shared by every caller joined to the pull; watchers are woken on every change.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -52,7 +52,20 @@ pub struct Progress {
     /// Nanoseconds after `started` when something last advanced.
     last_advance: AtomicU64,
     downloaded: AtomicU64,
+    /// Parts of the pull queued behind others (see [`Progress::queued`]).
+    queued: AtomicUsize,
     changed: watch::Sender<u64>,
+}
+
+/// While held, the pull counts as waiting in a queue, not standing still; see [`Progress::queued`].
+#[must_use = "the pull counts as queued only while the guard is held"]
+pub struct Queued<'a>(&'a Progress);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+        self.0.advance();
+    }
 }
 
 impl Default for Progress {
@@ -65,6 +78,7 @@ impl Default for Progress {
             started: Instant::now(),
             last_advance: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             changed: watch::channel(0).0,
         }
     }
@@ -130,8 +144,19 @@ impl Progress {
         self.downloaded.load(Ordering::Relaxed)
     }
 
-    /// How long nothing has advanced.
+    /// Marks the pull as queued behind other work (a pull slot, a rate token, a download slot, a layer another
+    /// pull is building) until the guard is dropped: waiting in a queue is not standing still, for the
+    /// progress timeout and for requests deciding whether to join.
+    pub fn queued(&self) -> Queued<'_> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        Queued(self)
+    }
+
+    /// How long nothing has advanced (zero while a part of the pull is queued).
     pub fn idle(&self) -> Duration {
+        if self.queued.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
         let last = Duration::from_nanos(self.last_advance.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
     }
@@ -164,5 +189,19 @@ mod tests {
         assert_eq!((v.layers[1].done, v.layers[1].state), (20, LayerState::Present));
         assert_eq!(p.downloaded(), 4);
         assert!(p.idle() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_queued_pull_is_not_idle() {
+        let p = Progress::default();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(p.idle() >= Duration::from_millis(30));
+        let q = p.queued();
+        assert_eq!(p.idle(), Duration::ZERO);
+        drop(q);
+        assert!(
+            p.idle() < Duration::from_millis(30),
+            "leaving the queue counts as moving on"
+        );
     }
 }

@@ -27,6 +27,16 @@ pub enum RegistryError {
         /// The transport error.
         detail: String,
     },
+    /// The registry did not answer in time (response headers, or the next bytes of a body).
+    #[error("registry {host} did not answer within {after:?} while asked for {what} (registry.response_timeout)")]
+    TimedOut {
+        /// The host URL.
+        host: String,
+        /// What was asked for.
+        what: String,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
     /// The registry does not have it.
     #[error("{what} not found in registry {host}")]
     NotFound {
@@ -132,7 +142,7 @@ impl Classify for RegistryError {
                 ErrorKind::FailedPrecondition
             }
             RegistryError::Auth(_) => ErrorKind::InvalidArgument,
-            RegistryError::Unreachable { .. } => ErrorKind::Unavailable,
+            RegistryError::Unreachable { .. } | RegistryError::TimedOut { .. } => ErrorKind::Unavailable,
             RegistryError::NotFound { .. } => ErrorKind::NotFound,
             RegistryError::Unauthorized { .. } => ErrorKind::Unauthenticated,
             RegistryError::Denied { .. } => ErrorKind::PermissionDenied,

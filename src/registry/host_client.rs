@@ -12,6 +12,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 
 use super::auth::Credentials;
+use super::deadline::Deadlines;
 use super::error::transport_detail;
 use super::hosts::{RegistryHost, Scheme};
 use super::{BlobStream, FetchedManifest, RegistryError, token};
@@ -24,6 +25,7 @@ use crate::reference::ImageRef;
 /// TLS settings.
 pub(super) struct HostClient {
     host: RegistryHost,
+    deadlines: Deadlines,
     oci: oci_client::Client,
     http: reqwest::Client,
     /// What to present per repository, while fresh: a pull that finds everything present then costs one
@@ -35,7 +37,7 @@ pub(super) struct HostClient {
 const AUTH_REUSE: Duration = Duration::from_secs(45);
 
 impl HostClient {
-    pub(super) fn new(host: RegistryHost, connect_timeout_secs: u64) -> Result<HostClient, RegistryError> {
+    pub(super) fn new(host: RegistryHost, deadlines: Deadlines) -> Result<HostClient, RegistryError> {
         let url = host.url();
         let mut certs = Vec::new();
         for path in &host.ca {
@@ -49,7 +51,7 @@ impl HostClient {
                 data,
             });
         }
-        let connect_timeout = Duration::from_secs(connect_timeout_secs.max(1));
+        let connect_timeout = deadlines.connect;
         let protocol = match host.scheme {
             Scheme::Http => ClientProtocol::Http,
             Scheme::Https => ClientProtocol::Https,
@@ -86,6 +88,7 @@ impl HostClient {
         })?;
         Ok(HostClient {
             host,
+            deadlines,
             oci,
             http,
             authorized: Arc::default(),
@@ -96,6 +99,7 @@ impl HostClient {
     pub(super) fn with_host(&self, host: RegistryHost) -> HostClient {
         HostClient {
             host,
+            deadlines: self.deadlines,
             oci: self.oci.clone(),
             http: self.http.clone(),
             authorized: self.authorized.clone(),
@@ -138,7 +142,11 @@ impl HostClient {
         {
             return Ok(p.clone());
         }
-        let presented = self.authorize_now(r, creds).await?;
+        let what = format!("authorization to pull {}", r.repository());
+        let presented = self
+            .deadlines
+            .headers_within(&self.url(), &what, self.authorize_now(r, creds))
+            .await?;
         self.authorized
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -186,14 +194,17 @@ impl HostClient {
             url.push_str(image.registry());
         }
         let req = self.http.get(&url).header(reqwest::header::ACCEPT, ACCEPTED.join(", "));
-        let resp = presented
-            .apply(req)
-            .send()
-            .await
-            .map_err(|e| RegistryError::Unreachable {
-                host: host.clone(),
-                detail: transport_detail(&e),
-            })?;
+        let send = async {
+            presented
+                .apply(req)
+                .send()
+                .await
+                .map_err(|e| RegistryError::Unreachable {
+                    host: host.clone(),
+                    detail: transport_detail(&e),
+                })
+        };
+        let resp = self.deadlines.headers_within(&host, &what, send).await?;
         let status = resp.status().as_u16();
         let content_type = header(&resp, reqwest::header::CONTENT_TYPE.as_str());
         let header_digest = header(&resp, "docker-content-digest");
@@ -209,7 +220,16 @@ impl HostClient {
         let mut body = BytesMut::new();
         let mut hasher = Hasher::new();
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        let silent = self.deadlines.response;
+        loop {
+            let next = tokio::time::timeout(silent, stream.next())
+                .await
+                .map_err(|_| RegistryError::TimedOut {
+                    host: host.clone(),
+                    what: what.clone(),
+                    after: silent,
+                })?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| RegistryError::Unreachable {
                 host: host.clone(),
                 detail: transport_detail(&e),
@@ -267,17 +287,18 @@ impl HostClient {
         // without hashing it. Our callers hash every byte anyway (the content store's commit verifies digest
         // and size), and a second SHA-256 pass costs ~0.5 ms per MB on the pull's critical path. A registry
         // that ignores ranges answers 200, and oci-client then verifies as well.
-        let sized = match self
-            .oci
-            .pull_blob_stream_partial(&r, &od, 0, None)
-            .await
-            .map_err(|e| RegistryError::from_oci(&host, &what, e))?
-        {
+        let request = async {
+            self.oci
+                .pull_blob_stream_partial(&r, &od, 0, None)
+                .await
+                .map_err(|e| RegistryError::from_oci(&host, &what, e))
+        };
+        let sized = match self.deadlines.headers_within(&host, &what, request).await? {
             oci_client::client::BlobResponse::Full(s) | oci_client::client::BlobResponse::Partial(s) => s,
         };
         // A digest mismatch at the end of the stream becomes `InvalidData`, so callers can tell bad content
         // from a broken connection without knowing oci-client's error types.
-        Ok(Box::pin(sized.stream.map(|r| {
+        let body: BlobStream = Box::pin(sized.stream.map(|r| {
             r.map_err(|e| {
                 let bad = e.get_ref().is_some_and(|i| i.is::<oci_client::errors::DigestError>());
                 if bad {
@@ -286,7 +307,8 @@ impl HostClient {
                     e
                 }
             })
-        })))
+        }));
+        Ok(self.deadlines.idle_cut(&host, &what, body))
     }
 }
 

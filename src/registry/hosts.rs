@@ -8,8 +8,8 @@
 //! without `hosts.toml` is read in Docker's `certs.d` layout: its `*.crt` files are CA certificates for
 //! the upstream. With no directory at all, the upstream alone is used, over https.
 //!
-//! imaged supports `server`, `capabilities`, `skip_verify`, `ca` and `override_path` (only for the
-//! standard `/v2` API root). The other containerd keys (`client`, `header`, `dial_timeout`, `proxy`)
+//! imaged supports `server`, `capabilities`, `skip_verify`, `ca`, `override_path` (only for the
+//! standard `/v2` API root) and `dial_timeout`. The other containerd keys (`client`, `header`, `proxy`)
 //! are accepted and listed in [`RegistryHost::unsupported`] so the caller can warn about them.
 
 use std::fmt;
@@ -18,10 +18,14 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
+#[path = "hosts_url.rs"]
+mod url;
+use url::parse_url;
+
 /// Keys a host table may hold (the top level also holds `server` and `host`).
-const HOST_KEYS: &[&str] = &["capabilities", "ca", "skip_verify", "override_path"];
+const HOST_KEYS: &[&str] = &["capabilities", "ca", "skip_verify", "override_path", "dial_timeout"];
 /// containerd keys that are valid but not acted on by imaged.
-const UNSUPPORTED_KEYS: &[&str] = &["client", "header", "dial_timeout", "proxy"];
+const UNSUPPORTED_KEYS: &[&str] = &["client", "header", "proxy"];
 
 /// Why a hosts configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +132,8 @@ pub struct RegistryHost {
     pub ca: Vec<PathBuf>,
     /// This is the upstream `server`, tried after every mirror.
     pub is_server: bool,
+    /// How long to wait for a connection to this host (`dial_timeout`); the configured default when `None`.
+    pub dial_timeout: Option<std::time::Duration>,
     /// containerd keys set for this host that imaged ignores (e.g. `client`, `header`), to warn about.
     pub unsupported: Vec<String>,
 }
@@ -152,6 +158,7 @@ impl RegistryHost {
             skip_verify: false,
             ca: Vec::new(),
             is_server: true,
+            dial_timeout: None,
             unsupported: Vec::new(),
         }
     }
@@ -315,6 +322,13 @@ fn parse_host(
             .ok_or_else(bad_ca)?,
         Some(_) => return Err(bad_ca()),
     };
+    host.dial_timeout = match t.get("dial_timeout") {
+        None => None,
+        Some(Value::String(d)) => Some(
+            crate::duration::parse(d).map_err(|_| invalid(file, &key("dial_timeout"), "a duration such as \"30s\""))?,
+        ),
+        Some(_) => return Err(invalid(file, &key("dial_timeout"), "a duration such as \"30s\"")),
+    };
     if let Some(v) = t.get("capabilities") {
         host.capabilities = parse_capabilities(v).ok_or_else(|| {
             invalid(
@@ -354,62 +368,6 @@ fn parse_capabilities(v: &Value) -> Option<HostCapabilities> {
         }
     }
     Some(caps)
-}
-
-/// Splits `[scheme://]host[:port][/path]` (no scheme means https) into scheme and host. The API root
-/// must be the standard `/v2`: a path prefix (or `override_path` to anything else) is refused.
-fn parse_url(file: &Path, raw: &str, override_path: bool) -> Result<(Scheme, String), HostsError> {
-    let err = |reason| HostsError::InvalidUrl {
-        path: file.to_path_buf(),
-        url: redact_userinfo(raw),
-        reason,
-    };
-    let (scheme, rest) = match raw.split_once("://") {
-        None => (Scheme::Https, raw),
-        Some((s, rest)) if s.eq_ignore_ascii_case("https") => (Scheme::Https, rest),
-        Some((s, rest)) if s.eq_ignore_ascii_case("http") => (Scheme::Http, rest),
-        Some(_) => return Err(err("the scheme must be http or https")),
-    };
-    if rest.contains(['?', '#']) {
-        return Err(err("query strings and fragments are not supported"));
-    }
-    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-    if authority.contains('@') {
-        return Err(err("credentials in urls are not supported"));
-    }
-    if !crate::reference::valid_domain(authority) {
-        return Err(err("expected host or host:port"));
-    }
-    let mut clean: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                clean.pop();
-            }
-            p => clean.push(p),
-        }
-    }
-    let standard = match clean.as_slice() {
-        [] => !override_path,
-        ["v2"] => true,
-        _ => false,
-    };
-    if !standard {
-        return Err(err("path prefixes are not supported: the api root must be /v2"));
-    }
-    Ok((scheme, authority.to_string()))
-}
-
-/// The URL with any `user:password@` replaced, so errors never carry credentials.
-fn redact_userinfo(raw: &str) -> String {
-    let (scheme, rest) = raw.split_once("://").map_or(("", raw), |(s, r)| (s, r));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) if scheme.is_empty() => format!("<redacted>{}", &rest[at..]),
-        Some(at) => format!("{scheme}://<redacted>{}", &rest[at..]),
-        None => raw.to_string(),
-    }
 }
 
 fn invalid(file: &Path, key: &str, expected: &'static str) -> HostsError {

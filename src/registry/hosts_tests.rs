@@ -151,6 +151,17 @@ capabilities = ["pull"]
 }
 
 #[test]
+fn dial_timeout_is_per_host_and_must_be_a_duration() {
+    let toml = "server = \"https://r.test\"\n[host.\"https://m.test\"]\n  dial_timeout = \"1m30s\"\n";
+    let hosts = load(&root_with(&[("r.test", toml)]), "r.test");
+    let dial: Vec<_> = hosts.iter().map(|h| h.dial_timeout).collect();
+    assert_eq!(dial, [Some(std::time::Duration::from_secs(90)), None]);
+    let bad = root_with(&[("r.test", "dial_timeout = 30\n")]);
+    let err = load_hosts(Some(bad.path()), "r.test").unwrap_err().to_string();
+    assert!(err.contains("\"dial_timeout\"") && err.contains("a duration"), "{err}");
+}
+
+#[test]
 fn unsupported_containerd_keys_are_reported_not_rejected() {
     let toml = r#"dial_timeout = "1s"
 [host."https://test-1.registry"]
@@ -166,8 +177,15 @@ x-custom-2 = ["value1", "value2"]
 "#;
     let hosts = load(&root_with(&[("docker.io", toml)]), "docker.io");
     let unsupported: Vec<_> = hosts.iter().map(|h| h.unsupported.clone()).collect();
-    let expected: [&[&str]; 4] = [&["client", "proxy"], &["header"], &[], &["dial_timeout"]];
+    let expected: [&[&str]; 4] = [&["client", "proxy"], &["header"], &[], &[]];
     assert_eq!(unsupported, expected);
+    let dial: Vec<_> = hosts.iter().map(|h| h.dial_timeout).collect();
+    let second = Some(std::time::Duration::from_secs(1));
+    assert_eq!(
+        dial,
+        [None, None, None, second],
+        "the top-level dial_timeout is the server's"
+    );
     let expected = [
         "https://test-1.registry pull mirror",
         "https://mirror.registry pull,resolve,push mirror",

@@ -3,7 +3,9 @@
 //! A [`Session`] serves one pull of one repository. It holds the registry's hosts in the order they are
 //! tried ([`hosts`]: mirrors from `hosts.toml` first, the upstream `server` last) and the credentials to
 //! present ([`auth`]). Every request falls through to the next host when one fails, so a node keeps pulling
-//! when its pull-through cache is down.
+//! when its pull-through cache is down; a host that just failed to answer is tried after the others for a
+//! while. Every request has a connect and a response deadline ([`Deadlines`]), so a registry that accepts
+//! connections and never answers fails the request as unavailable within seconds.
 //!
 //! Manifests are fetched with our own request (through the same TLS and token setup as `oci-client`)
 //! because `oci-client` neither exposes the response's `Content-Type` (needed to identify a manifest without
@@ -12,6 +14,7 @@
 //! as it commits.
 
 pub mod auth;
+mod deadline;
 mod error;
 mod host_client;
 pub mod hosts;
@@ -20,10 +23,13 @@ mod token;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 
+use deadline::HostHealth;
+pub use deadline::{Deadlines, FAILED_HOST_COOLDOWN};
 pub use error::RegistryError;
 use host_client::HostClient;
 
@@ -32,15 +38,33 @@ use crate::metadata::Descriptor;
 use crate::reference::ImageRef;
 use auth::{AuthFile, Credentials};
 
+/// How long a connection to a registry host may take, unless its `dial_timeout` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a registry may take to send response headers, and stay silent in a body.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Where the registry adapter finds its configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// containerd-style `hosts.toml` directory.
     pub hosts_dir: Option<PathBuf>,
     /// Docker `config.json` files to read credentials from, first match wins.
     pub auth_files: Vec<PathBuf>,
-    /// Seconds to wait for a TCP/TLS connection to a registry host.
+    /// Seconds to wait for a TCP/TLS connection to a registry host (a host's `dial_timeout` wins).
     pub connect_timeout_secs: u64,
+    /// The response deadline of every request (see [`Deadlines`]).
+    pub response_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            hosts_dir: None,
+            auth_files: Vec::new(),
+            connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT.as_secs(),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
 }
 
 /// A manifest as fetched from a registry.
@@ -62,6 +86,8 @@ pub struct Registry {
     options: RegistryOptions,
     /// Clients per host URL (and TLS settings), so connections and tokens are reused across pulls.
     clients: Mutex<HashMap<String, Arc<HostClient>>>,
+    /// Hosts that recently failed to answer, tried last for a while.
+    health: Arc<HostHealth>,
 }
 
 impl Registry {
@@ -70,6 +96,7 @@ impl Registry {
         Registry {
             options,
             clients: Mutex::new(HashMap::new()),
+            health: Arc::default(),
         }
     }
 
@@ -97,6 +124,7 @@ impl Registry {
             image: image.clone(),
             hosts: out,
             creds,
+            health: self.health.clone(),
         })
     }
 
@@ -120,13 +148,18 @@ impl Registry {
     /// oci-client keeps the first credentials it is given per registry, and one pod's credentials must
     /// never serve another pod's pull.
     fn client(&self, host: &hosts::RegistryHost, who: &str) -> Result<Arc<HostClient>, RegistryError> {
-        let key = format!("{}|{}|{:?}|{who}", host.url(), host.skip_verify, host.ca);
+        let deadlines = Deadlines::for_host(
+            host.dial_timeout,
+            Duration::from_secs(self.options.connect_timeout_secs.max(1)),
+            self.options.response_timeout,
+        );
+        let key = format!("{}|{}|{:?}|{deadlines:?}|{who}", host.url(), host.skip_verify, host.ca);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             // Capabilities may differ between files naming the same URL: keep the client, take the host.
             return Ok(Arc::new(c.with_host(host.clone())));
         }
-        let c = Arc::new(HostClient::new(host.clone(), self.options.connect_timeout_secs)?);
+        let c = Arc::new(HostClient::new(host.clone(), deadlines)?);
         clients.insert(key, c.clone());
         Ok(c)
     }
@@ -137,6 +170,7 @@ pub struct Session {
     image: ImageRef,
     hosts: Vec<Arc<HostClient>>,
     creds: Option<Credentials>,
+    health: Arc<HostHealth>,
 }
 
 impl Session {
@@ -145,12 +179,9 @@ impl Session {
     pub async fn fetch_manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
         let by_digest = reference.starts_with("sha256:");
         let mut last = None;
-        for host in self
-            .hosts
-            .iter()
-            .filter(|h| if by_digest { h.can_pull() } else { h.can_resolve() })
-        {
-            match host.fetch_manifest(&self.image, reference, self.creds.as_ref()).await {
+        for host in self.in_order(|h| if by_digest { h.can_pull() } else { h.can_resolve() }) {
+            let result = host.fetch_manifest(&self.image, reference, self.creds.as_ref()).await;
+            match self.noted(host, result) {
                 Ok(m) => return Ok(m),
                 Err(e) => {
                     tracing::warn!(host = %host.url(), image = %self.image, error = %e, "manifest fetch failed");
@@ -164,8 +195,9 @@ impl Session {
     /// Starts streaming the blob `desc` describes. The stream fails at its end if the bytes do not match.
     pub async fn fetch_blob(&self, desc: &Descriptor) -> Result<BlobStream, RegistryError> {
         let mut last = None;
-        for host in self.hosts.iter().filter(|h| h.can_pull()) {
-            match host.fetch_blob(&self.image, desc, self.creds.as_ref()).await {
+        for host in self.in_order(|h| h.can_pull()) {
+            let result = host.fetch_blob(&self.image, desc, self.creds.as_ref()).await;
+            match self.noted(host, result) {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     tracing::warn!(host = %host.url(), blob = %desc.digest, error = %e, "blob fetch failed");
@@ -174,6 +206,28 @@ impl Session {
             }
         }
         Err(last.unwrap_or_else(|| self.no_host("pull")))
+    }
+
+    /// The hosts able to serve a request, in configured order except that hosts which just failed to
+    /// answer come last.
+    fn in_order(&self, able: impl Fn(&HostClient) -> bool) -> Vec<&Arc<HostClient>> {
+        let order = self.health.order(self.hosts.iter().filter(|h| able(h)), |h| h.url());
+        if let Some(h) = order.last()
+            && let Some(ago) = self.health.failed_recently(&h.url())
+            && order.len() > 1
+        {
+            tracing::debug!(host = %h.url(), failed_ago = ?ago, "trying a host that just failed after the others");
+        }
+        order
+    }
+
+    /// Remembers whether `host` answered (any answer counts, even an error status) or not.
+    fn noted<T>(&self, host: &HostClient, result: Result<T, RegistryError>) -> Result<T, RegistryError> {
+        let unanswered = result
+            .as_ref()
+            .is_err_and(|e| crate::error::Classify::kind(e) == crate::error::ErrorKind::Unavailable);
+        self.health.note(&host.url(), unanswered);
+        result
     }
 
     fn no_host(&self, capability: &'static str) -> RegistryError {

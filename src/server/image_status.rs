@@ -9,7 +9,11 @@ use crate::proto::runtime::v1 as cri;
 impl Images {
     pub(super) fn image_status(&self, req: cri::ImageStatusRequest) -> Result<cri::ImageStatusResponse, Status> {
         let name = image_name(req.image.as_ref())?;
-        let Some(rec) = self.service.status(name).map_err(|e| status::to_status(&e, None))? else {
+        let Some(rec) = self
+            .service
+            .status(name)
+            .map_err(|e| status::to_status(&e, e.name_reason()))?
+        else {
             tracing::debug!(image = name, "ImageStatus: not present");
             return Ok(cri::ImageStatusResponse::default());
         };

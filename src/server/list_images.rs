@@ -24,7 +24,10 @@ impl Images {
         if filter.is_none() {
             return Ok(cri::ListImagesResponse::pre_encoded(self.all_images_encoded()));
         }
-        let images = self.service.list(filter).map_err(|e| status::to_status(&e, None))?;
+        let images = self
+            .service
+            .list(filter)
+            .map_err(|e| status::to_status(&e, e.name_reason()))?;
         tracing::debug!(filter = ?filter, count = images.len(), "ListImages");
         Ok(cri::ListImagesResponse {
             images: images

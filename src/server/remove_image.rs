@@ -11,7 +11,7 @@ impl Images {
         self.service
             .remove(name)
             .await
-            .map_err(|e| status::to_status(&e, None))?;
+            .map_err(|e| status::to_status(&e, e.name_reason()))?;
         Ok(cri::RemoveImageResponse {})
     }
 }

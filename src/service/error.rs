@@ -79,6 +79,12 @@ impl Classify for ServiceError {
 }
 
 impl ServiceError {
+    /// The reason prefix for RPCs that only name an image (ImageStatus, ListImages, RemoveImage): an image
+    /// name that does not parse is `InvalidImageName`, as for PullImage; other failures carry none.
+    pub fn name_reason(&self) -> Option<Reason> {
+        matches!(self, ServiceError::InvalidReference(_)).then_some(Reason::InvalidImageName)
+    }
+
     /// kubelet's reason for this failure of a pull, used as the message prefix.
     pub fn pull_reason(&self) -> Reason {
         match self {

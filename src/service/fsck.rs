@@ -1,8 +1,11 @@
 //! `imaged fsck`: is the store consistent? Run offline (the daemon stopped), after the same cleanup a
 //! start does: every blob matches its digest, every image's blobs and snapshots exist, nothing is left
-//! half-written, nothing is unreferenced.
+//! half-written, nothing is unreferenced. What that cleanup repairs (what an interrupted pull or removal
+//! left) is found first, so fsck can say what it was: [`leftovers`] before the store is opened,
+//! [`ImageService::unreferenced`] before the sweep.
 
 use std::io::Read;
+use std::path::Path;
 
 use super::ImageService;
 use crate::digest::{Digest, Hasher};
@@ -21,7 +24,44 @@ pub struct FsckReport {
     pub problems: Vec<String>,
 }
 
+/// What a start removes before opening the stores: partial downloads (`content/ingest/*`) and snapshots
+/// being built or deleted (`snapshots/tmp-*`), one line each naming the path. Run on a stopped store.
+pub fn leftovers(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut scan = |dir: std::path::PathBuf, what: &str, only_tmp: bool| {
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        let mut found: Vec<String> = entries
+            .flatten()
+            .filter(|e| !only_tmp || e.file_name().to_string_lossy().starts_with("tmp-"))
+            .map(|e| format!("{what} {}", e.path().display()))
+            .collect();
+        found.sort();
+        out.extend(found);
+    };
+    scan(root.join("content/ingest"), "partial download", false);
+    scan(root.join("snapshots"), "unfinished snapshot", true);
+    out
+}
+
 impl ImageService {
+    /// Blobs and snapshots no image references (what the sweep at start removes), one line each.
+    pub fn unreferenced(&self) -> Vec<String> {
+        let s = &self.stores;
+        let images = s.metadata.list();
+        let (keep_blobs, keep_snaps) = (referenced_blobs(&images), referenced_snapshots(&images));
+        let blobs = s.content.list().unwrap_or_default().into_iter();
+        let snaps = s.snapshots.list().unwrap_or_default().into_iter();
+        blobs
+            .filter(|d| !keep_blobs.contains(d))
+            .map(|d| format!("unreferenced blob {d}"))
+            .chain(
+                snaps
+                    .filter(|c| !keep_snaps.contains(c))
+                    .map(|c| format!("unreferenced snapshot {c}")),
+            )
+            .collect()
+    }
+
     /// Checks the store; see the module doc.
     pub fn fsck(&self) -> FsckReport {
         let s = &self.stores;

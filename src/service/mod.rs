@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::ServiceError;
-pub use fsck::FsckReport;
+pub use fsck::{FsckReport, leftovers as fsck_leftovers};
 pub use housekeeping::Housekeeping;
 
 use crate::ensure::{Caller, Ensurer, Ticket};

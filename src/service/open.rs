@@ -35,6 +35,8 @@ impl ImageService {
             MetadataStore::open(&config.root.join("metadata.redb"))
                 .map_err(|e| open_err(format!("{e} (is another imaged running on this root?)")))?,
         );
+        // Deletions ask the records too: what an image references is never deleted (see `lease`).
+        leases.set_references(metadata.clone());
         let content = ContentStore::open(&config.root.join("content"), leases.clone())?;
         let snapshots = SnapshotStore::open(&config.root.join("snapshots"), leases.clone())?;
         // Stores written before snapshots recorded their parents learn them from the images' chains.
@@ -65,6 +67,7 @@ impl ImageService {
             hosts_dir: config.hosts_dir.clone(),
             auth_files: config.auth_files.clone(),
             connect_timeout_secs: config.connect_timeout_secs,
+            response_timeout: config.response_timeout,
         }));
         let options = PullOptions {
             platform: config.platform.clone(),

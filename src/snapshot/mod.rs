@@ -391,12 +391,12 @@ impl SnapshotStore {
         write_meta_atomically(&dir, &meta)
     }
 
-    /// Deletes a snapshot unless leased; returns the bytes freed.
+    /// Deletes a snapshot unless leased or referenced by a recorded image; returns the bytes freed.
     pub fn delete(&self, chain: &Digest) -> Result<u64, SnapshotError> {
         let dir = self.dir(chain);
         let (meta, tmp) = {
             let leases = self.inner.leases.lock();
-            if leases.contains_key(chain) {
+            if leases.protects(chain) {
                 return Ok(0);
             }
             let Some(meta) = self.meta(chain) else { return Ok(0) };

@@ -391,12 +391,5 @@ fn cgroup_parent_of(dir: &Path) -> String {
 
 /// A gRPC channel to the unix socket at `socket`.
 pub async fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
-    let socket = socket.to_path_buf();
-    // The URI is a placeholder: tonic requires one, the connector ignores it.
-    Endpoint::from_static("http://[::]:0")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
-        }))
-        .await
+    imaged::uds::channel(socket).await
 }

@@ -105,7 +105,7 @@ impl Arena {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let images = list(&mut c).await;
-            let (blobs, ingest, snaps) = (blobs(root), ingest_files(root), names(&root.join("snapshots")));
+            let (blobs, ingest, snaps) = (blobs(root), ingest_files(root), snapshot_names(root));
             if images.is_empty() && blobs.is_empty() && ingest == 0 && snaps.is_empty() {
                 return;
             }
@@ -165,6 +165,15 @@ pub fn names(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default();
     v.sort();
+    v
+}
+
+/// What the snapshot store holds: its entries, and each layer link as `l/<name>` (the `l/` directory itself,
+/// which always exists, is not an entry).
+pub fn snapshot_names(root: &Path) -> Vec<String> {
+    let dir = root.join("snapshots");
+    let mut v: Vec<String> = names(&dir).into_iter().filter(|n| n != "l").collect();
+    v.extend(names(&dir.join("l")).into_iter().map(|n| format!("l/{n}")));
     v
 }
 

@@ -12,6 +12,9 @@
 //!   read a container's root filesystem from inside.
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
 //! - [`podman`]: a real podman 4.3 with its own storage, reading imaged's containers-storage store.
+//! - [`fault_proxy`]: a proxy in front of the real registry that refuses, answers 500, never answers,
+//!   stalls or drips on demand, and logs every request (when it started and ended); [`proxied`]: a
+//!   registry, that proxy and a daemon pulling through it.
 //!
 //! The tools these need are installed by `hack/install-test-deps`; a missing one fails the test with a
 //! message saying so, it is never skipped.
@@ -25,10 +28,12 @@ pub mod containerd;
 pub mod daemon;
 pub mod fake_registry;
 pub mod fake_runtime;
+pub mod fault_proxy;
 pub mod hostile;
 pub mod image;
 pub mod layer;
 pub mod podman;
+pub mod proxied;
 pub mod push;
 pub mod rawtar;
 pub mod registry;

@@ -392,6 +392,12 @@ impl crate::events::ImageEvents for ContainerdBridge {
     fn removed<'a>(&'a self, rec: &'a ImageRecord) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let _one = self.locks.lock(&rec.id).await;
+            // Pulled and recorded again since the removal (and published by that pull): keep it. Names the
+            // new record lacks are left to the reconciler.
+            if self.stores.metadata.get(&rec.id).is_some() {
+                self.retry_later();
+                return;
+            }
             let outcome = tokio::time::timeout(PUBLISH_TIMEOUT, self.take_back(rec)).await;
             let error = match outcome {
                 Ok(Ok(())) => return,

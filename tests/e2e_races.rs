@@ -1,0 +1,187 @@
+//! Pulls racing removals (issues 12 and 13), through the real socket with the real registry: a pull that was
+//! accepted succeeds and leaves its image present and complete whatever a concurrent RemoveImage or GC did,
+//! a removal keeps its own promise, and a local conflict never arms back-off.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, DaemonOptions, blobs, pull, remove, status};
+use common::image::BuiltImage;
+use common::setup::{Setup, small_image};
+use imaged::proto::imaged::v1 as pb;
+use imaged::proto::imaged::v1::images_client::ImagesClient;
+
+/// The snapshot directories in the store, as `sha256:<hex>`.
+fn snapshots(root: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .map(|n| format!("sha256:{n}"))
+        .collect()
+}
+
+/// Panics unless every blob and snapshot of `img` is in the store.
+#[track_caller]
+fn assert_complete(d: &Daemon, img: &BuiltImage, when: &str) {
+    let have: BTreeSet<String> = blobs(&d.root).into_iter().collect();
+    let missing: Vec<String> = img.blob_set().into_iter().filter(|b| !have.contains(b)).collect();
+    assert!(missing.is_empty(), "{when}: blobs missing: {missing:?}");
+    let snaps = snapshots(&d.root);
+    let missing: Vec<String> = img.chain_id_set().into_iter().filter(|c| !snaps.contains(c)).collect();
+    assert!(missing.is_empty(), "{when}: snapshots missing: {missing:?}");
+}
+
+/// Stops the daemon and runs `imaged fsck` on its store; panics with the report unless it is clean.
+fn assert_fsck_clean(d: &mut Daemon) {
+    d.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(["fsck", "--root"])
+        .arg(&d.root)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.lines().any(|l| l == "ok"),
+        "fsck:\n{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_of_one_tag_racing_removals_through_another_all_succeed() {
+    // Back-off as kubelet has it: one armed back-off would fail every later pull of the test.
+    let mut s = Setup::start_with(
+        common::registry::RegistryOptions::default(),
+        DaemonOptions {
+            config: Some("[pull]\nbackoff_initial = \"10s\"\n".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let img = small_image(150, None);
+    s.push("racy", "a", &img).await;
+    s.push("racy", "b", &img).await;
+    let (a, b) = (s.image("racy", "a"), s.image("racy", "b"));
+    let socket = s.daemon.socket.clone();
+    let connect = || imaged::cli::connect(&socket);
+    let (mut puller, mut remover, mut remover2) = (
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+        connect().await.unwrap(),
+    );
+    let mut failures = Vec::new();
+    for round in 0..200 {
+        if let Err(e) = pull(&mut puller, &a, None).await {
+            failures.push(format!("round {round}: pull {a}: {e:?}"));
+        }
+        // The removals start at a different moment of the pull each round (0 to 10 ms in).
+        let delay = Duration::from_micros(500 * (round % 21));
+        let (pulled, removed, removed2) = tokio::join!(
+            pull(&mut puller, &b, None),
+            async {
+                tokio::time::sleep(delay).await;
+                remove(&mut remover, &a).await
+            },
+            async {
+                tokio::time::sleep(delay).await;
+                remove(&mut remover2, &a).await
+            },
+        );
+        match pulled {
+            Ok(id) if id == img.config_digest => {}
+            other => failures.push(format!("round {round}: pull {b}: {other:?}")),
+        }
+        for r in [removed, removed2] {
+            if let Err(e) = r {
+                failures.push(format!("round {round}: remove {a}: {e:?}"));
+            }
+        }
+        // Whichever came last, an image that is listed is whole.
+        if status(&mut puller, &b).await.is_some() {
+            assert_complete(&s.daemon, &img, &format!("round {round}"));
+        }
+    }
+    let first: Vec<&String> = failures.iter().take(10).collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures, the first:\n{first:#?}",
+        failures.len()
+    );
+    let log = s.daemon.log();
+    assert!(
+        !log.contains("reason=\"BackOff\"") && !log.contains("reason=\"Failed\""),
+        "no pull failed, no back-off was armed"
+    );
+
+    let mut c = s.daemon.client().await;
+    assert_eq!(pull(&mut c, &b, None).await.unwrap(), img.config_digest);
+    assert!(status(&mut c, &b).await.is_some());
+    assert_complete(&s.daemon, &img, "after the last pull");
+    assert_fsck_clean(&mut s.daemon);
+}
+
+/// GC that removes every image unused for 200 ms, and runs only when asked.
+const MAX_AGE_GC: &str = "[pull]\nbackoff_initial = \"0s\"\n[gc]\nhigh_threshold_percent = 100\nmin_age = \"0s\"\n\
+                          max_age = \"200ms\"\nperiod = \"1h\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_racing_pulls_of_its_planned_victims_removes_none_of_them() {
+    let mut s = Setup::start_with(
+        common::registry::RegistryOptions::default(),
+        DaemonOptions {
+            config: Some(MAX_AGE_GC.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let images: Vec<(String, BuiltImage)> = (0..3u64)
+        .map(|i| (s.image(&format!("victim{i}"), "v1"), small_image(160 + i, None)))
+        .collect();
+    for (i, (_, img)) in images.iter().enumerate() {
+        s.push(&format!("victim{i}"), "v1", img).await;
+    }
+    let socket = s.daemon.socket.clone();
+    let mut gc = ImagesClient::new(imaged::cli::channel(&socket).await.unwrap());
+    let mut clients = Vec::new();
+    for _ in &images {
+        clients.push(imaged::cli::connect(&socket).await.unwrap());
+    }
+    let mut removed_total = 0;
+    let mut last_pull = Instant::now();
+    for round in 0..100 {
+        // Every image was last used more than 200 ms ago: a GC that plans now makes them all victims.
+        tokio::time::sleep(Duration::from_millis(250).saturating_sub(last_pull.elapsed())).await;
+        let collect = gc.garbage_collect(pb::GarbageCollectRequest { dry_run: false });
+        let pulls = futures_util::future::join_all(
+            clients
+                .iter_mut()
+                .zip(&images)
+                .map(|(c, (name, _))| pull(c, name, None)),
+        );
+        let (collected, pulled) = tokio::join!(collect, pulls);
+        last_pull = Instant::now();
+        removed_total += collected.expect("GarbageCollect").into_inner().removed.len();
+        for (r, (name, img)) in pulled.into_iter().zip(&images) {
+            assert_eq!(r.unwrap(), img.config_digest, "round {round}: pull {name}");
+        }
+        // Each pull answered success before or after GC planned: either way its image stays.
+        let mut c = s.daemon.client().await;
+        for (name, img) in &images {
+            assert!(
+                status(&mut c, name).await.is_some(),
+                "round {round}: {name} was removed after its pull succeeded"
+            );
+            assert_complete(&s.daemon, img, &format!("round {round}, {name}"));
+        }
+    }
+    println!("GC removed {removed_total} images in 100 rounds (each re-pulled at once)");
+    assert_fsck_clean(&mut s.daemon);
+}
