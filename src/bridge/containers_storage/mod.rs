@@ -288,6 +288,7 @@ impl crate::events::ImageEvents for ContainersStorageBridge {
 
     fn removed<'a>(&'a self, rec: &'a ImageRecord) -> BoxFuture<'a, ()> {
         let shared = &self.shared;
+        tracing::debug!(image = %rec.id, "containers-storage: the image was removed; taking it out of the store");
         // Before anything else (the removal deletes what nothing protects once this returns).
         let mut lease = shared.stores.leases.lease();
         for chain in rec.chain_ids() {

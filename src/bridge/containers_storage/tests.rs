@@ -336,3 +336,22 @@ async fn a_removal_the_store_cannot_follow_yet_keeps_its_layers_until_it_has() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn records_changed_while_imaged_was_down_are_followed_at_open() {
+    let f = Fixture::new();
+    let gone = f.image("gone", &["a", "b"]);
+    let bridge = ContainersStorageBridge::open(&f.config(), f.stores.clone()).unwrap();
+    drop(bridge);
+    // A crash after the metadata changed and before the store did: one image removed, one recorded.
+    f.stores.metadata.remove(&gone.id).unwrap();
+    let new = f.image("new", &["c"]);
+    let bridge = ContainersStorageBridge::open(&f.config(), f.stores.clone()).unwrap();
+    assert!(bridge.check().is_empty(), "{:?}", bridge.check());
+    let ids: Vec<String> = f.images().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, [new.id.hex()]);
+    let layers: Vec<String> = f.layers().into_iter().map(|l| l.id).collect();
+    assert_eq!(layers, layer_ids(new.layers.iter().map(|l| l.diff_id)));
+    // Unlisted and unleased: the start's sweep may remove the old layers.
+    assert!(gone.chain_ids().iter().all(|c| !f.stores.leases.is_leased(c)));
+}
