@@ -5,12 +5,17 @@
 //!
 //! `recorded` is awaited before a PullImage answers, so the caller's next request to a runtime
 //! (CreateContainer) finds the image there. A bridge that cannot reach its runtime logs, remembers the work
-//! and returns: a runtime being down never fails a pull.
+//! and returns: a runtime being down never fails a pull. `removed` is awaited before the image's blobs and
+//! layers are discarded, so a runtime never lists an image whose files are gone.
+//!
+//! Several bridges may be on at once (containerd and containers-storage): [`Bridges`] announces to each.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use crate::digest::Digest;
 use crate::metadata::ImageRecord;
 
 /// Receives image events.
@@ -19,6 +24,11 @@ pub trait ImageEvents: Send + Sync {
     fn recorded<'a>(&'a self, rec: &'a Arc<ImageRecord>) -> BoxFuture<'a, ()>;
     /// `rec` was removed from the store.
     fn removed<'a>(&'a self, rec: &'a ImageRecord) -> BoxFuture<'a, ()>;
+    /// The ids of the images that the runtime's containers use as far as this bridge sees them, asked
+    /// before garbage collection plans (it refreshes what the bridge holds for them first). None by default.
+    fn in_use(&self) -> BoxFuture<'_, HashSet<Digest>> {
+        Box::pin(async { HashSet::new() })
+    }
 }
 
 /// No bridge: events go nowhere.
@@ -32,5 +42,114 @@ impl ImageEvents for NoEvents {
 
     fn removed<'a>(&'a self, _rec: &'a ImageRecord) -> BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+}
+
+/// Every bridge that is on: each event goes to all of them at once, and is over when each is done.
+#[derive(Default)]
+pub struct Bridges(Vec<Arc<dyn ImageEvents>>);
+
+impl Bridges {
+    /// The bridges that receive events.
+    pub fn new(bridges: Vec<Arc<dyn ImageEvents>>) -> Bridges {
+        Bridges(bridges)
+    }
+}
+
+impl ImageEvents for Bridges {
+    fn recorded<'a>(&'a self, rec: &'a Arc<ImageRecord>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            futures_util::future::join_all(self.0.iter().map(|b| b.recorded(rec))).await;
+        })
+    }
+
+    fn removed<'a>(&'a self, rec: &'a ImageRecord) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            futures_util::future::join_all(self.0.iter().map(|b| b.removed(rec))).await;
+        })
+    }
+
+    fn in_use(&self) -> BoxFuture<'_, HashSet<Digest>> {
+        Box::pin(async move {
+            let all = futures_util::future::join_all(self.0.iter().map(|b| b.in_use())).await;
+            all.into_iter().flatten().collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records what it was told, and says one image is in use.
+    struct Recorder {
+        seen: Mutex<Vec<String>>,
+        uses: Digest,
+    }
+
+    impl ImageEvents for Recorder {
+        fn recorded<'a>(&'a self, rec: &'a Arc<ImageRecord>) -> BoxFuture<'a, ()> {
+            self.seen.lock().unwrap().push(format!("recorded {}", rec.id));
+            Box::pin(async {})
+        }
+
+        fn removed<'a>(&'a self, rec: &'a ImageRecord) -> BoxFuture<'a, ()> {
+            self.seen.lock().unwrap().push(format!("removed {}", rec.id));
+            Box::pin(async {})
+        }
+
+        fn in_use(&self) -> BoxFuture<'_, HashSet<Digest>> {
+            Box::pin(async { [self.uses].into() })
+        }
+    }
+
+    fn record(id: Digest) -> ImageRecord {
+        let desc = |d| crate::metadata::Descriptor {
+            media_type: String::new(),
+            digest: d,
+            size: 1,
+        };
+        ImageRecord {
+            id,
+            manifest: desc(id),
+            index: None,
+            config: desc(id),
+            layers: Vec::new(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            user: String::new(),
+            platform: String::new(),
+            created: None,
+            first_seen_ns: 0,
+            last_used_ns: 0,
+            pinned: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_bridge_hears_every_event_and_in_use_is_the_union() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let one = Arc::new(Recorder {
+            seen: Mutex::default(),
+            uses: a,
+        });
+        let two = Arc::new(Recorder {
+            seen: Mutex::default(),
+            uses: b,
+        });
+        let bridges = Bridges::new(vec![one.clone(), two.clone()]);
+        let rec = Arc::new(record(a));
+        bridges.recorded(&rec).await;
+        bridges.removed(&rec).await;
+        for r in [&one, &two] {
+            assert_eq!(
+                *r.seen.lock().unwrap(),
+                [format!("recorded {a}"), format!("removed {a}")]
+            );
+        }
+        assert_eq!(bridges.in_use().await, [a, b].into());
+        assert!(NoEvents.in_use().await.is_empty());
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Dependencies point one way, from the wire down to the disk:
 //!
-//! - [`bridge`]: adapters for container runtimes (containerd's snapshot API and image publishing), beside
-//!   `server` as the CRI is: they translate a foreign API onto the stores and hold no policy.
+//! - [`bridge`]: adapters for container runtimes (containerd's snapshot API and image publishing; a
+//!   read-only containers/storage store for CRI-O and podman), beside `server` as the CRI is: they translate
+//!   a foreign API onto the stores and hold no policy.
 //! - [`server`]: the thin gRPC layer. One file per CRI RPC; it turns protobuf messages into domain calls
 //!   on [`service::ImageService`] and domain errors into gRPC statuses (in [`server::status`]); [`wire`]
 //!   holds the one message written by hand (a ListImages answer that can be sent pre-encoded).

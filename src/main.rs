@@ -40,6 +40,10 @@ struct FsckArgs {
     /// Store directory [default: as `imaged serve`]
     #[arg(long)]
     root: Option<PathBuf>,
+    /// The containers-storage store `imaged serve` keeps, if it was given on its command line: its layers
+    /// kept for runtimes' containers are then known, and the store is checked too
+    #[arg(long, value_name = "DIR")]
+    containers_storage_root: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -91,6 +95,17 @@ struct ServeArgs {
     /// plugin then runs them through imaged's snapshotter
     #[arg(long)]
     containerd_address: Option<PathBuf>,
+    /// Keep a read-only containers/storage image store here (e.g. /var/lib/imaged-storage), for CRI-O and
+    /// podman to list in additionalimagestores
+    #[arg(long, value_name = "DIR")]
+    containers_storage_root: Option<PathBuf>,
+    /// How image ids are written in CRI answers: digest (sha256:<hex>, containerd) or hex (CRI-O)
+    #[arg(long, value_name = "FORMAT", value_parser = parse_image_id_format)]
+    image_id_format: Option<imaged::config::ImageIdFormat>,
+}
+
+fn parse_image_id_format(s: &str) -> Result<imaged::config::ImageIdFormat, String> {
+    imaged::config::ImageIdFormat::parse(s).ok_or_else(|| format!("{s:?}: expected digest or hex"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +143,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             metrics_addr: args.metrics_addr,
             runtime_endpoint: args.runtime_endpoint,
             containerd_address: args.containerd_address,
+            containers_storage_root: args.containers_storage_root,
+            image_id_format: args.image_id_format,
         },
     )?;
     let service = Arc::new(ImageService::open(&config)?);
@@ -151,7 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let s = service.clone();
         AbortOnDrop(tokio::spawn(async move { s.recover().await }))
     };
-    let _bridges = service.start_bridges().map(AbortOnDrop);
+    let _bridges: Vec<AbortOnDrop> = service.start_bridges().into_iter().map(AbortOnDrop).collect();
     let server = tokio::spawn(imaged::server::serve(listener, service, async {
         let _ = stop_rx.await;
     }));
@@ -207,6 +224,7 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
         file,
         Overrides {
             root: args.root,
+            containers_storage_root: args.containers_storage_root,
             ..Overrides::default()
         },
     )?;

@@ -4,5 +4,8 @@
 //!
 //! - [`containerd`]: containerd's snapshot API served on imaged's socket (a proxy snapshotter), and the
 //!   publisher that records imaged's images in containerd's namespace.
+//! - [`containers_storage`]: a read-only containers/storage image store over imaged's layers, for CRI-O,
+//!   podman and buildah (`additionalimagestores`).
 
 pub mod containerd;
+pub mod containers_storage;

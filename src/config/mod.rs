@@ -11,7 +11,10 @@ use serde::Deserialize;
 
 mod sections;
 
-pub use sections::{ContainerdConfig, ContainerdSection, GcSection, PullSection};
+pub use sections::{
+    ContainerdConfig, ContainerdSection, ContainersStorageConfig, ContainersStorageSection, DEFAULT_PRIMARY_ROOT,
+    GcSection, ImageIdFormat, PullSection,
+};
 
 use crate::platform::Platform;
 use crate::registry::auth::default_auth_paths;
@@ -75,6 +78,12 @@ pub struct FileConfig {
     /// Publishing images into containerd.
     #[serde(default)]
     pub containerd: ContainerdSection,
+    /// The read-only containers/storage image store for CRI-O and podman.
+    #[serde(default)]
+    pub containers_storage: ContainersStorageSection,
+    /// How image ids are written in CRI answers: `digest` (`sha256:<hex>`, containerd; the default) or
+    /// `hex` (CRI-O).
+    pub image_id_format: Option<ImageIdFormat>,
 }
 
 /// The `[registry]` section.
@@ -130,6 +139,10 @@ pub struct Config {
     pub gc: GcSection,
     /// Publishing into containerd, when on.
     pub containerd: Option<ContainerdConfig>,
+    /// The containers/storage image store, when on.
+    pub containers_storage: Option<ContainersStorageConfig>,
+    /// How image ids are written in CRI answers.
+    pub image_id_format: ImageIdFormat,
 }
 
 /// Settings given on the command line; they win over the file.
@@ -153,6 +166,10 @@ pub struct Overrides {
     pub runtime_endpoint: Option<String>,
     /// `--containerd-address`.
     pub containerd_address: Option<PathBuf>,
+    /// `--containers-storage-root`.
+    pub containers_storage_root: Option<PathBuf>,
+    /// `--image-id-format`.
+    pub image_id_format: Option<ImageIdFormat>,
 }
 
 impl FileConfig {
@@ -199,6 +216,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "containerd.namespace and containerd.snapshotter must not be empty".into(),
             ));
+        }
+        let containers_storage = file.containers_storage.resolve(o.containers_storage_root);
+        if let Some(c) = &containers_storage
+            && c.primary_roots.contains(&c.root)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "containers_storage.root {} is also one of its primary_roots: imaged's store must be a store of \
+                 its own, listed in the runtimes' additionalimagestores",
+                c.root.display()
+            )));
         }
         let response_timeout = file
             .registry
@@ -250,6 +277,8 @@ impl Config {
                 ..file.gc
             },
             containerd,
+            containers_storage,
+            image_id_format: o.image_id_format.or(file.image_id_format).unwrap_or_default(),
         })
     }
 }

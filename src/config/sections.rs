@@ -130,3 +130,70 @@ impl ContainerdSection {
         })
     }
 }
+
+/// `[containers_storage]`: keep a read-only containers/storage image store over imaged's layers, for
+/// CRI-O, podman and buildah to list in `additionalimagestores`. Off unless `root` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainersStorageSection {
+    /// The store's directory (`/var/lib/imaged-storage`). Unset: no store is kept.
+    pub root: Option<std::path::PathBuf>,
+    /// The runtimes' own (primary) stores whose containers may sit on imaged's layers: those layers are
+    /// kept while they do. Default `["/var/lib/containers/storage"]`.
+    pub primary_roots: Option<Vec<std::path::PathBuf>>,
+}
+
+/// The resolved `[containers_storage]` section, present when the store is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainersStorageConfig {
+    /// The read-only store's directory.
+    pub root: std::path::PathBuf,
+    /// Primary stores read for the containers that use imaged's layers.
+    pub primary_roots: Vec<std::path::PathBuf>,
+}
+
+/// Where CRI-O and podman keep their own images and containers by default.
+pub const DEFAULT_PRIMARY_ROOT: &str = "/var/lib/containers/storage";
+
+impl ContainersStorageSection {
+    /// The resolved section with `root` (from the file or `--containers-storage-root`), if any.
+    pub fn resolve(&self, root: Option<std::path::PathBuf>) -> Option<ContainersStorageConfig> {
+        let root = root.or_else(|| self.root.clone())?;
+        let primary_roots = self
+            .primary_roots
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_PRIMARY_ROOT.into()]);
+        Some(ContainersStorageConfig { root, primary_roots })
+    }
+}
+
+/// How image ids are written in CRI answers (`Image.id`, `PullImageResponse.image_ref`): kubelet passes
+/// them to the runtime's CreateContainer and matches them against the runtime's `Container.image_ref`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageIdFormat {
+    /// `sha256:<hex>`, as containerd writes and resolves them.
+    #[default]
+    Digest,
+    /// The bare 64-hex id, as CRI-O writes them and as its CreateContainer resolves them.
+    Hex,
+}
+
+impl ImageIdFormat {
+    /// `id` in this format.
+    pub fn render(self, id: &crate::digest::Digest) -> String {
+        match self {
+            ImageIdFormat::Digest => id.to_string(),
+            ImageIdFormat::Hex => id.hex(),
+        }
+    }
+
+    /// Parses `digest` or `hex` (the command line's spelling).
+    pub fn parse(s: &str) -> Option<ImageIdFormat> {
+        match s {
+            "digest" => Some(ImageIdFormat::Digest),
+            "hex" => Some(ImageIdFormat::Hex),
+            _ => None,
+        }
+    }
+}

@@ -124,3 +124,39 @@ fn containerd_publishing_is_off_by_default_and_its_socket_becomes_the_runtime_en
     );
     assert!(FileConfig::parse("[containerd]\nadress = \"/x\"\n", Path::new("x")).is_err());
 }
+
+#[test]
+fn containers_storage_is_off_by_default_and_reads_primary_stores_by_default_when_on() {
+    let c = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+    assert!(c.containers_storage.is_none());
+    assert_eq!(c.image_id_format, ImageIdFormat::Digest);
+    let file = FileConfig::parse(
+        "image_id_format = \"hex\"\n[containers_storage]\nroot = \"/var/lib/imaged-storage\"\n",
+        Path::new("c"),
+    )
+    .unwrap();
+    let c = Config::resolve(file.clone(), Overrides::default()).unwrap();
+    let cs = c.containers_storage.unwrap();
+    assert_eq!(cs.root, PathBuf::from("/var/lib/imaged-storage"));
+    assert_eq!(cs.primary_roots, [PathBuf::from(DEFAULT_PRIMARY_ROOT)]);
+    assert_eq!(c.image_id_format, ImageIdFormat::Hex);
+    let o = Overrides {
+        containers_storage_root: Some("/other".into()),
+        image_id_format: Some(ImageIdFormat::Digest),
+        ..Overrides::default()
+    };
+    let c = Config::resolve(file, o).unwrap();
+    assert_eq!(c.containers_storage.unwrap().root, PathBuf::from("/other"));
+    assert_eq!(c.image_id_format, ImageIdFormat::Digest);
+    let same = FileConfig::parse(
+        "[containers_storage]\nroot = \"/s\"\nprimary_roots = [\"/p\", \"/s\"]\n",
+        Path::new("c"),
+    )
+    .unwrap();
+    let err = Config::resolve(same, Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("primary_roots"), "{err}");
+    assert!(FileConfig::parse("image_id_format = \"short\"\n", Path::new("c")).is_err());
+    let id = crate::digest::Digest::of(b"x");
+    assert_eq!(ImageIdFormat::Hex.render(&id), id.hex());
+    assert_eq!(ImageIdFormat::Digest.render(&id), id.to_string());
+}

@@ -306,13 +306,15 @@ impl Collector {
         }
     }
 
-    /// Ids of images the runtime's containers use (none without a runtime endpoint).
+    /// Ids of images the runtime's containers use, and those the bridges see runtimes' containers use.
     async fn in_use(&self) -> Result<HashSet<Digest>, GcError> {
+        let mut ids = self.events.in_use().await;
         let Some(rt) = &self.runtime else {
-            return Ok(HashSet::new());
+            return Ok(ids);
         };
         let names = rt.images_in_use().await?;
-        Ok(names.iter().filter_map(|n| self.resolve(n)).collect())
+        ids.extend(names.iter().filter_map(|n| self.resolve(n)));
+        Ok(ids)
     }
 
     fn resolve(&self, name: &str) -> Option<Digest> {

@@ -208,8 +208,12 @@ impl Job {
         });
         // The decoding side's failure (a corrupt stream, the size cap, a read error) is the cause of whatever
         // the applying side then saw (a truncated tar); if the applying side stopped first, its error is it.
-        let (diff_id, ingest) = match decoded? {
-            Decoded::Done { diff_id, ingest } => (diff_id, ingest),
+        let (diff_id, diff_size, ingest) = match decoded? {
+            Decoded::Done {
+                diff_id,
+                diff_size,
+                ingest,
+            } => (diff_id, diff_size, ingest),
             Decoded::ApplierStopped => {
                 return Err(match applied {
                     Err(e) => e,
@@ -237,6 +241,7 @@ impl Job {
             self.parent.as_ref(),
             self.caps.overlay_whiteouts,
             stats.implicit_dirs,
+            Some(diff_size),
         )?;
         Ok(())
     }
@@ -252,7 +257,7 @@ impl Job {
         empty: std_mpsc::Receiver<Vec<u8>>,
     ) -> Result<Decoded, PullError> {
         let mut tee = Tee { inner: source, ingest };
-        let diff_id = {
+        let (diff_id, diff_size) = {
             let decoder: Box<dyn Read + '_> = match self.compression {
                 Compression::None => Box::new(&mut tee),
                 Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut tee)),
@@ -275,13 +280,14 @@ impl Job {
                     return Ok(Decoded::ApplierStopped);
                 }
             }
-            hasher.finish()
+            (hasher.finish(), decoded.count())
         };
         drop(full); // The end of the tar for the applying side.
         // Bytes after the compressed stream's end still count for the blob digest.
         io::copy(&mut tee, &mut io::sink()).map_err(|e| self.corrupt(layer, e))?;
         Ok(Decoded::Done {
             diff_id,
+            diff_size,
             ingest: tee.ingest,
         })
     }
@@ -341,8 +347,12 @@ impl<R: Read> Read for Tee<R> {
 /// What the decoding side of a layer ended with (once per layer: its size does not matter).
 #[allow(clippy::large_enum_variant)]
 enum Decoded {
-    /// The whole source was read: the diff id, and the ingest to commit.
-    Done { diff_id: Digest, ingest: Option<Ingest> },
+    /// The whole source was read: the diff id and size of the tar, and the ingest to commit.
+    Done {
+        diff_id: Digest,
+        diff_size: u64,
+        ingest: Option<Ingest>,
+    },
     /// The applying side stopped reading (it failed): its error is the one to report.
     ApplierStopped,
 }

@@ -3,10 +3,10 @@
 use crate::metadata::ImageRecord;
 use crate::proto::runtime::v1 as cri;
 
-/// The CRI view of an image. `id` is the config digest, equal to the `image_ref` PullImage returned.
-pub fn image(rec: &ImageRecord, pinned: bool) -> cri::Image {
+/// The CRI view of an image. `id` is the config digest in the configured form (see
+/// [`crate::service::ImageService::image_id`]), equal to the `image_ref` PullImage returned.
+pub fn image(rec: &ImageRecord, id: String, pinned: bool) -> cri::Image {
     let (uid, username) = rec.uid_or_username();
-    let id = rec.id.to_string();
     cri::Image {
         id: id.clone(),
         repo_tags: rec.repo_tags.clone(),

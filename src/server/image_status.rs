@@ -26,7 +26,11 @@ impl Images {
         };
         tracing::debug!(image = name, id = %rec.id, "ImageStatus");
         Ok(cri::ImageStatusResponse {
-            image: Some(convert::image(&rec, self.service.is_pinned(&rec))),
+            image: Some(convert::image(
+                &rec,
+                self.service.image_id(&rec),
+                self.service.is_pinned(&rec),
+            )),
             info,
         })
     }

@@ -75,7 +75,7 @@ impl ImagedImages for Imaged {
                         let _ = tx.send(Ok(event)).await;
                     }
                     Ok(pb::PullEvent {
-                        event: Some(pb::pull_event::Event::ImageRef(rec.id.to_string())),
+                        event: Some(pb::pull_event::Event::ImageRef(service.image_id(&rec))),
                     })
                 }
                 Err(source) => {

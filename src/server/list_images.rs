@@ -32,7 +32,7 @@ impl Images {
         Ok(cri::ListImagesResponse {
             images: images
                 .iter()
-                .map(|r| convert::image(r, self.service.is_pinned(r)))
+                .map(|r| convert::image(r, self.service.image_id(r), self.service.is_pinned(r)))
                 .collect(),
             encoded: None,
         })
@@ -51,7 +51,7 @@ impl Images {
         let (generation, records) = self.service.list_all();
         let images: Vec<cri::Image> = records
             .iter()
-            .map(|r| convert::image(r, self.service.is_pinned(r)))
+            .map(|r| convert::image(r, self.service.image_id(r), self.service.is_pinned(r)))
             .collect();
         let bytes = cri::ListImagesResponse::encode_images(&images);
         tracing::debug!(generation, count = images.len(), bytes = bytes.len(), "ListImages");

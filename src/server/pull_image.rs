@@ -16,7 +16,7 @@ impl Images {
             .await
             .map_err(|e| status::to_status(&e, Some(e.pull_reason())))?;
         Ok(cri::PullImageResponse {
-            image_ref: rec.id.to_string(),
+            image_ref: self.service.image_id(&rec),
         })
     }
 }

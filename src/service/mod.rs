@@ -75,6 +75,8 @@ pub struct ImageService {
     snapshotter: Arc<crate::snapshotter::Snapshotter>,
     events: Arc<dyn crate::events::ImageEvents>,
     containerd: Option<Arc<crate::bridge::containerd::ContainerdBridge>>,
+    containers_storage: Option<Arc<crate::bridge::containers_storage::ContainersStorageBridge>>,
+    image_id_format: crate::config::ImageIdFormat,
 }
 
 impl ImageService {
@@ -213,10 +215,22 @@ impl ImageService {
         }
     }
 
-    /// Starts the bridges' background work (the containerd reconciler), if any; it stops when the handle is
+    /// Starts the bridges' background work (their reconcilers), if any; each stops when its handle is
     /// aborted.
-    pub fn start_bridges(&self) -> Option<tokio::task::JoinHandle<()>> {
-        self.containerd.as_ref().map(|b| b.start())
+    pub fn start_bridges(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let containerd = self.containerd.as_ref().map(|b| b.start());
+        let containers_storage = self.containers_storage.as_ref().map(|b| b.start());
+        containerd.into_iter().chain(containers_storage).collect()
+    }
+
+    /// The containers-storage bridge, when `[containers_storage] root` is set.
+    pub fn containers_storage(&self) -> Option<&Arc<crate::bridge::containers_storage::ContainersStorageBridge>> {
+        self.containers_storage.as_ref()
+    }
+
+    /// The id clients see for `rec` (`Image.id`, `image_ref`), in the configured format.
+    pub fn image_id(&self, rec: &ImageRecord) -> String {
+        self.image_id_format.render(&rec.id)
     }
 
     /// The containerd bridge, when `[containerd] address` is set.

@@ -99,9 +99,25 @@ impl ImageService {
             .containerd
             .clone()
             .map(|c| crate::bridge::containerd::ContainerdBridge::new(c, stores.clone()));
-        let events: Arc<dyn crate::events::ImageEvents> = match &containerd {
-            Some(b) => b.clone(),
-            None => Arc::new(crate::events::NoEvents),
+        // Opened here, before the start's sweep: it leases the layers runtimes' containers sit on.
+        let containers_storage = match &config.containers_storage {
+            Some(c) => Some(
+                crate::bridge::containers_storage::ContainersStorageBridge::open(c, stores.clone())
+                    .map_err(|e| open_err(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut bridges: Vec<Arc<dyn crate::events::ImageEvents>> = Vec::new();
+        bridges.extend(containerd.clone().map(|b| b as Arc<dyn crate::events::ImageEvents>));
+        bridges.extend(
+            containers_storage
+                .clone()
+                .map(|b| b as Arc<dyn crate::events::ImageEvents>),
+        );
+        let events: Arc<dyn crate::events::ImageEvents> = match bridges.len() {
+            0 => Arc::new(crate::events::NoEvents),
+            1 => bridges.remove(0),
+            _ => Arc::new(crate::events::Bridges::new(bridges)),
         };
         let ensurer = Ensurer::new(puller, ensure, metrics.clone(), events.clone())
             .map_err(|e| open_err(format!("[pull]: {e}")))?;
@@ -133,6 +149,8 @@ impl ImageService {
             snapshotter,
             events,
             containerd,
+            containers_storage,
+            image_id_format: config.image_id_format,
         };
         Ok(service)
     }

@@ -82,6 +82,10 @@ pub struct SnapshotMeta {
     /// When the snapshot was committed (Unix nanoseconds; 0 if unknown).
     #[serde(default)]
     pub created_ns: i64,
+    /// Bytes of the uncompressed layer tar it was applied from (absent in stores written before imaged
+    /// recorded it): containers/storage reports it as the layer's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_size: Option<u64>,
 }
 
 /// What a layer sits on.
@@ -263,7 +267,7 @@ impl SnapshotStore {
     }
 
     /// Makes a built snapshot durable and visible under `chain`, on top of `parent` (`None` for a base
-    /// layer). An existing snapshot is success.
+    /// layer), applied from a tar of `diff_size` bytes. An existing snapshot is success.
     pub fn commit(
         &self,
         mut pending: Pending,
@@ -271,6 +275,7 @@ impl SnapshotStore {
         parent: Option<&Digest>,
         overlay_whiteouts: bool,
         implicit_dirs: Vec<PathBuf>,
+        diff_size: Option<u64>,
     ) -> Result<SnapshotMeta, SnapshotError> {
         // The recorded size is everything the snapshot's directory holds, meta.json and the directories
         // included, so that GC's "bytes freed" is what deleting it really releases. meta.json is written
@@ -291,6 +296,7 @@ impl SnapshotStore {
             parent: parent_field(parent),
             link: Some(link_name.clone()),
             created_ns: crate::service::now_ns(),
+            diff_size,
         };
         let written = (|| {
             fs::write(&meta_path, serde_json::to_vec(&meta).unwrap_or_default()).map_err(err("write", &meta_path))?;
@@ -327,6 +333,17 @@ impl SnapshotStore {
             .and_then(|d| d.sync_all())
             .map_err(err("sync", &self.inner.root))?;
         Ok(meta)
+    }
+
+    /// Records the size of the tar a snapshot was applied from, for snapshots committed before imaged
+    /// recorded it (measured again from the layer's blob by whoever needs it).
+    pub fn record_diff_size(&self, chain: &Digest, diff_size: u64) -> Result<(), SnapshotError> {
+        let dir = self.dir(chain);
+        let Some(mut meta) = read_meta(&dir) else {
+            return Ok(()); // Deleted meanwhile: nothing to record.
+        };
+        meta.diff_size = Some(diff_size);
+        write_meta_atomically(&dir, &meta)
     }
 
     /// Deletes a snapshot unless leased or referenced by a recorded image; returns the bytes freed.

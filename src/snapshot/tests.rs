@@ -21,7 +21,7 @@ fn commit(store: &SnapshotStore, n: u8, parent: Option<&Digest>) -> Digest {
     let chain = Digest::of(&[n]);
     let p = store.prepare().unwrap();
     fs::write(p.fs().join("f"), [n]).unwrap();
-    store.commit(p, &chain, parent, true, Vec::new()).unwrap();
+    store.commit(p, &chain, parent, true, Vec::new(), Some(1)).unwrap();
     chain
 }
 

@@ -37,7 +37,7 @@ impl Fixture {
         let chain = Digest::of(&[n]);
         let p = self.layers.prepare().unwrap();
         std::fs::write(p.fs().join(file), file).unwrap();
-        self.layers.commit(p, &chain, parent, true, Vec::new()).unwrap();
+        self.layers.commit(p, &chain, parent, true, Vec::new(), None).unwrap();
         chain
     }
 

@@ -11,6 +11,7 @@
 //! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
 //!   read a container's root filesystem from inside.
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
+//! - [`podman`]: a real podman 4.3 with its own storage, reading imaged's containers-storage store.
 //! - [`fault_proxy`]: a proxy in front of the real registry that refuses, answers 500, never answers,
 //!   stalls or drips on demand, and logs every request (when it started and ended); [`proxied`]: a
 //!   registry, that proxy and a daemon pulling through it.
@@ -33,6 +34,7 @@ pub mod fault_proxy;
 pub mod hostile;
 pub mod image;
 pub mod layer;
+pub mod podman;
 pub mod proxied;
 pub mod push;
 pub mod rawtar;
