@@ -7,17 +7,19 @@
 //! while. Every request has a connect and a response deadline ([`Deadlines`]), so a registry that accepts
 //! connections and never answers fails the request as unavailable within seconds.
 //!
-//! Manifests are fetched with our own request (through the same TLS and token setup as `oci-client`)
-//! because `oci-client` neither exposes the response's `Content-Type` (needed to identify a manifest without
-//! a `mediaType` field) nor bounds the body it reads (a hostile registry could send gigabytes). Blobs are
-//! streamed by `oci-client`, which verifies their digest while streaming; the content store verifies again
-//! as it commits.
+//! Requests are made with one HTTP client per host ([`host_client`]), set up from the host's hosts.toml entry
+//! (TLS trust and client certificates in [`tls`], headers, connect deadline), and authorized by the
+//! distribution token flow ([`token`]). (imaged used `oci-client` here before; it builds its own HTTP client,
+//! so it could neither send a host's `header`s nor present a client certificate.) Manifest bodies are bounded
+//! and hashed as they arrive; blobs are streamed to callers that hash every byte and commit only verified
+//! content.
 
 pub mod auth;
 mod deadline;
 mod error;
 mod host_client;
 pub mod hosts;
+mod tls;
 mod token;
 
 use std::collections::HashMap;
@@ -102,14 +104,16 @@ impl Registry {
 
     /// Prepares to pull from `image`'s repository with `request_creds` (from the CRI request), falling back
     /// to credentials from the auth files.
-    pub fn session(&self, image: &ImageRef, request_creds: Option<Credentials>) -> Result<Session, RegistryError> {
+    pub async fn session(
+        &self,
+        image: &ImageRef,
+        request_creds: Option<Credentials>,
+    ) -> Result<Session, RegistryError> {
         let hosts = hosts::load_hosts(self.options.hosts_dir.as_deref(), image.registry())?;
-        let file_creds = if request_creds.is_none() {
-            self.file_credentials(image.registry())?
-        } else {
-            None
+        let creds = match request_creds {
+            Some(c) => Some(c),
+            None => self.file_credentials(image.registry()).await?,
         };
-        let creds = request_creds.or(file_creds);
         let who = creds
             .as_ref()
             .map_or_else(|| "anonymous".to_string(), Credentials::fingerprint);
@@ -128,7 +132,7 @@ impl Registry {
         })
     }
 
-    fn file_credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+    async fn file_credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
         for path in &self.options.auth_files {
             if !path.exists() {
                 continue;
@@ -145,15 +149,27 @@ impl Registry {
     }
 
     /// The clients for `host` and the credentials with fingerprint `who`: one per credential set, because
-    /// oci-client keeps the first credentials it is given per registry, and one pod's credentials must
-    /// never serve another pod's pull.
+    /// authorizations are kept per client, and one pod's credentials must never serve another pod's pull.
     fn client(&self, host: &hosts::RegistryHost, who: &str) -> Result<Arc<HostClient>, RegistryError> {
         let deadlines = Deadlines::for_host(
             host.dial_timeout,
             Duration::from_secs(self.options.connect_timeout_secs.max(1)),
             self.options.response_timeout,
         );
-        let key = format!("{}|{}|{:?}|{deadlines:?}|{who}", host.url(), host.skip_verify, host.ca);
+        // Header values may be secrets: the key holds their digest, not the values. Certificate files are
+        // keyed with their modification time and size, so a rotated certificate is picked up.
+        let headers: String = host.header.0.iter().map(|(n, v)| format!("{n}\0{v}\0")).collect();
+        let files = host
+            .ca
+            .iter()
+            .chain(host.client.iter().flat_map(|p| std::iter::once(&p.cert).chain(p.key.as_ref())));
+        let stamps: Vec<String> = files.map(|f| file_stamp(f)).collect();
+        let key = format!(
+            "{}|{}|{stamps:?}|{}|{deadlines:?}|{who}",
+            host.url(),
+            host.skip_verify,
+            crate::digest::Digest::of(headers.as_bytes()).hex()
+        );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             // Capabilities may differ between files naming the same URL: keep the client, take the host.
@@ -163,6 +179,13 @@ impl Registry {
         clients.insert(key, c.clone());
         Ok(c)
     }
+}
+
+/// A file's path, modification time and size, to tell a replaced file from the one a client was built with.
+fn file_stamp(path: &std::path::Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let mtime = meta.as_ref().and_then(|m| m.modified().ok());
+    format!("{}@{mtime:?}/{:?}", path.display(), meta.map(|m| m.len()))
 }
 
 /// One pull's view of a repository: its hosts in order and the credentials to present.
