@@ -2,6 +2,7 @@
 //! unavailable and bad content, from HTTP statuses and transport errors in one place.
 
 use super::auth::AuthError;
+use super::helper::HelperError;
 use super::hosts::HostsError;
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
@@ -15,6 +16,9 @@ pub enum RegistryError {
     /// Credentials could not be read or decoded.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A docker credential helper failed.
+    #[error(transparent)]
+    Helper(#[from] HelperError),
     /// No connection could be made, or it broke.
     #[error("registry {host} is unreachable: {detail}")]
     Unreachable {
@@ -148,6 +152,7 @@ impl Classify for RegistryError {
                 ErrorKind::FailedPrecondition
             }
             RegistryError::Auth(_) => ErrorKind::InvalidArgument,
+            RegistryError::Helper(e) => e.kind(),
             RegistryError::Unreachable { .. }
             | RegistryError::ConnectTimedOut { .. }
             | RegistryError::TimedOut { .. } => ErrorKind::Unavailable,

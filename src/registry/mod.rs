@@ -17,6 +17,7 @@
 pub mod auth;
 mod deadline;
 mod error;
+pub mod helper;
 mod host_client;
 pub mod hosts;
 mod tls;
@@ -38,7 +39,7 @@ use host_client::HostClient;
 use crate::digest::Digest;
 use crate::metadata::Descriptor;
 use crate::reference::ImageRef;
-use auth::{AuthFile, Credentials};
+use auth::{AuthFile, CredentialSource, Credentials};
 
 /// How long a connection to a registry host may take, unless its `dial_timeout` says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +57,8 @@ pub struct RegistryOptions {
     pub connect_timeout_secs: u64,
     /// The response deadline of every request (see [`Deadlines`]).
     pub response_timeout: Duration,
+    /// How long a docker credential helper may take before it is killed.
+    pub credential_helper_timeout: Duration,
 }
 
 impl Default for RegistryOptions {
@@ -65,6 +68,7 @@ impl Default for RegistryOptions {
             auth_files: Vec::new(),
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT.as_secs(),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            credential_helper_timeout: helper::DEFAULT_HELPER_TIMEOUT,
         }
     }
 }
@@ -103,7 +107,7 @@ impl Registry {
     }
 
     /// Prepares to pull from `image`'s repository with `request_creds` (from the CRI request), falling back
-    /// to credentials from the auth files.
+    /// to credentials from the auth files (and the credential helpers they name).
     pub async fn session(
         &self,
         image: &ImageRef,
@@ -132,17 +136,24 @@ impl Registry {
         })
     }
 
+    /// The credentials the first auth file that knows `registry` gives: stored in it, or from the credential
+    /// helper it names. A helper without credentials for the registry lets the next file answer.
     async fn file_credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
         for path in &self.options.auth_files {
             if !path.exists() {
                 continue;
             }
-            let file = AuthFile::load(path)?;
-            if let Some(c) = file.lookup(registry) {
-                return Ok(Some(c));
-            }
-            for h in file.helpers() {
-                tracing::debug!(file = %path.display(), helper = %h, "credential helpers are not supported; ignored");
+            match AuthFile::load(path)?.source(registry) {
+                None => {}
+                Some(CredentialSource::Stored(c)) => return Ok(Some(c)),
+                Some(CredentialSource::Helper(name)) => {
+                    let timeout = self.options.credential_helper_timeout;
+                    if let Some(c) = helper::get(&name, registry, timeout).await? {
+                        tracing::debug!(registry, helper = %name, "credentials from a docker credential helper");
+                        return Ok(Some(c));
+                    }
+                    tracing::debug!(registry, helper = %name, "the credential helper has no credentials for the registry");
+                }
             }
         }
         Ok(None)
