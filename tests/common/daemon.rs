@@ -33,6 +33,8 @@ pub struct DaemonOptions {
     /// The socket path, instead of one in the daemon's temp dir (a runtime configured before imaged starts
     /// needs to know it).
     pub socket: Option<PathBuf>,
+    /// Extra environment variables (e.g. a `PATH` with credential helpers in front).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `imaged serve`, stopped (SIGTERM) on drop.
@@ -118,6 +120,9 @@ impl Daemon {
         cmd.args(&self.opts.extra_args);
         cmd.env("RUST_LOG", "imaged=debug,info")
             .env("DOCKER_CONFIG", self.dir.path());
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
         cmd
     }
 
