@@ -170,10 +170,11 @@ impl Registry {
         // Header values may be secrets: the key holds their digest, not the values. Certificate files are
         // keyed with their modification time and size, so a rotated certificate is picked up.
         let headers: String = host.header.0.iter().map(|(n, v)| format!("{n}\0{v}\0")).collect();
-        let files = host
-            .ca
-            .iter()
-            .chain(host.client.iter().flat_map(|p| std::iter::once(&p.cert).chain(p.key.as_ref())));
+        let files = host.ca.iter().chain(
+            host.client
+                .iter()
+                .flat_map(|p| std::iter::once(&p.cert).chain(p.key.as_ref())),
+        );
         let stamps: Vec<String> = files.map(|f| file_stamp(f)).collect();
         let key = format!(
             "{}|{}|{stamps:?}|{}|{deadlines:?}|{who}",
