@@ -21,8 +21,8 @@
 //!   chain id, and flattening them into a rootfs.
 //! - [`snapshotter`]: containerd's snapshot model (active, view, committed snapshots with parents and
 //!   labels) over those layers, for the runtimes that build containers' root filesystems on them.
-//! - [`registry`]: the only module that talks to registries (through `oci-client`): hosts and mirrors
-//!   (`hosts.toml`), credentials, manifest and blob fetches.
+//! - [`registry`]: the only module that talks to registries: hosts and mirrors (`hosts.toml`, with their TLS
+//!   and headers), credentials (and docker credential helpers), the token flow, manifest and blob fetches.
 //! - [`metadata`]: image records (tags, digests, size, user, pins, times) in a transactional redb database.
 //! - [`content`]: the content-addressed blob store, laid out as an OCI image layout, with crash-safe commits;
 //!   [`lease`] protects what operations in flight are about to reference.

@@ -2,7 +2,16 @@
 //!
 //! A manifest is identified by its `mediaType` field or, where it has none (the OCI spec allows that), by
 //! the `Content-Type` the registry served it with. Schema 1 manifests and non-image artifacts are refused
-//! with an error that says so.
+//! with an error that says so, and so is JSON that is not UTF-8 (RFC 8259 requires it; serde_json would
+//! let invalid bytes through in the fields it skips).
+//!
+//! Indexes list more than images in practice: buildx adds an attestation manifest per image (platform
+//! `unknown/unknown`, annotation `vnd.docker.reference.type: attestation-manifest`), SOCI-enabled images list
+//! their SOCI index with the image's own platform (`artifactType: application/vnd.amazon.soci.index.v2+json`),
+//! and cache exports list layers. [`Desc::not_an_image`] tells them apart, so platform selection only ever
+//! considers images.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -22,6 +31,10 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Docker image config.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// The index-entry annotation docker buildx uses for manifests that are not images but refer to one
+/// (`attestation-manifest`).
+pub const REFERENCE_TYPE_ANNOTATION: &str = "vnd.docker.reference.type";
 
 /// Media types imaged asks registries for, best first.
 pub const ACCEPTED: &[&str] = &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
@@ -45,6 +58,16 @@ pub enum Compression {
 /// Why a manifest, index or config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// Not UTF-8, so not JSON (RFC 8259 section 8.1).
+    #[error("invalid {what} {digest}: not UTF-8 JSON (RFC 8259): invalid byte at offset {offset}")]
+    NotUtf8 {
+        /// "manifest", "index" or "config".
+        what: &'static str,
+        /// The blob.
+        digest: Digest,
+        /// Where the first invalid byte is.
+        offset: usize,
+    },
     /// Not JSON of the expected shape.
     #[error("invalid {what} {digest}: {source}")]
     Parse {
@@ -96,6 +119,29 @@ pub struct Desc {
     /// The platform, in index entries.
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// The artifact type, in index entries of artifacts (OCI 1.1).
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    /// The annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Desc {
+    /// For an index entry: why it is not an image to choose by platform (an attestation, an artifact such as
+    /// a SOCI index, a blob), or `None` when it is an image manifest or a nested index.
+    pub fn not_an_image(&self) -> Option<String> {
+        if let Some(kind) = self.annotations.get(REFERENCE_TYPE_ANNOTATION) {
+            return Some(format!("a {kind} ({REFERENCE_TYPE_ANNOTATION})"));
+        }
+        if let Some(kind) = self.artifact_type.as_deref().filter(|a| !a.is_empty()) {
+            return Some(format!("an artifact of type {kind}"));
+        }
+        match self.media_type.as_str() {
+            OCI_MANIFEST | DOCKER_MANIFEST | OCI_INDEX | DOCKER_LIST => None,
+            other => Some(format!("not a manifest ({other})")),
+        }
+    }
 }
 
 /// What a fetched manifest turned out to be.
@@ -133,6 +179,7 @@ struct Versioned {
 /// Parses a manifest body, identifying it by its `mediaType` or else by `content_type`.
 /// Returns the manifest and its effective media type.
 pub fn parse(body: &[u8], content_type: Option<&str>, digest: Digest) -> Result<(Manifest, String), ManifestError> {
+    utf8(body, "manifest", digest)?;
     let perr = |what, source| ManifestError::Parse { what, digest, source };
     let v: Versioned = serde_json::from_slice(body).map_err(|e| perr("manifest", e))?;
     let media_type = match v.media_type.filter(|m| !m.is_empty()) {
@@ -258,6 +305,7 @@ pub struct RootFs {
 
 /// Parses an image config and checks it against the manifest's layer count.
 pub fn parse_config(body: &[u8], digest: Digest, layers: usize) -> Result<ImageConfig, ManifestError> {
+    utf8(body, "config", digest)?;
     let c: ImageConfig = serde_json::from_slice(body).map_err(|source| ManifestError::Parse {
         what: "config",
         digest,
@@ -275,89 +323,17 @@ pub fn parse_config(body: &[u8], digest: Digest, layers: usize) -> Result<ImageC
     Ok(c)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn d() -> Digest {
-        Digest::of(b"m")
-    }
-
-    const IMAGE: &str = r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0}]}"#;
-
-    #[test]
-    fn media_type_field_wins_over_content_type() {
-        let body = IMAGE.replace(
-            "{\"schemaVersion\":2,",
-            "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",",
-        );
-        let (m, mt) = parse(body.as_bytes(), Some("application/json"), d()).unwrap();
-        assert!(matches!(m, Manifest::Image(_)));
-        assert_eq!(mt, OCI_MANIFEST);
-    }
-
-    #[test]
-    fn content_type_identifies_a_manifest_without_media_type() {
-        let (m, mt) = parse(
-            IMAGE.as_bytes(),
-            Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"),
-            d(),
-        )
-        .unwrap();
-        assert_eq!(mt, OCI_MANIFEST);
-        let Manifest::Image(m) = m else { panic!("not an image") };
-        m.check_media_types(d()).unwrap();
-        let err = parse(IMAGE.as_bytes(), None, d()).unwrap_err();
-        assert!(err.to_string().contains("no mediaType"), "{err}");
-    }
-
-    #[test]
-    fn index_and_schema1_and_artifacts() {
-        let idx = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":1,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}}]}"#;
-        let (m, _) = parse(idx.as_bytes(), None, d()).unwrap();
-        let Manifest::Index(i) = m else { panic!("not an index") };
-        assert_eq!(i.manifests[0].platform.as_ref().unwrap().variant.as_deref(), Some("v8"));
-
-        let s1 = r#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#;
-        assert!(
-            parse(s1.as_bytes(), None, d())
-                .unwrap_err()
-                .to_string()
-                .contains("schema 1")
-        );
-
-        let helm = IMAGE.replace(
-            "application/vnd.oci.image.config.v1+json",
-            "application/vnd.cncf.helm.config.v1+json",
-        );
-        let (Manifest::Image(m), _) = parse(helm.as_bytes(), Some(OCI_MANIFEST), d()).unwrap() else {
-            panic!()
-        };
-        assert!(
-            m.check_media_types(d())
-                .unwrap_err()
-                .to_string()
-                .contains("not a container image")
-        );
-
-        let foreign = IMAGE.replace(
-            "application/vnd.oci.image.layer.v1.tar+zstd",
-            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-        );
-        let (Manifest::Image(m), _) = parse(foreign.as_bytes(), Some(OCI_MANIFEST), d()).unwrap() else {
-            panic!()
-        };
-        assert!(matches!(
-            m.check_media_types(d()),
-            Err(ManifestError::Unsupported { what: "layer", .. })
-        ));
-    }
-
-    #[test]
-    fn config_diff_ids_must_match_layer_count() {
-        let cfg = r#"{"architecture":"amd64","os":"linux","config":{"User":"1002:1002"},"rootfs":{"type":"layers","diff_ids":["sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"]}}"#;
-        let c = parse_config(cfg.as_bytes(), d(), 1).unwrap();
-        assert_eq!(c.config.unwrap().user.as_deref(), Some("1002:1002"));
-        assert!(parse_config(cfg.as_bytes(), d(), 2).is_err());
-    }
+/// Refuses bytes that are not UTF-8 (JSON exchanged between systems must be, RFC 8259 section 8.1).
+fn utf8(body: &[u8], what: &'static str, digest: Digest) -> Result<(), ManifestError> {
+    std::str::from_utf8(body)
+        .map(|_| ())
+        .map_err(|e| ManifestError::NotUtf8 {
+            what,
+            digest,
+            offset: e.valid_up_to(),
+        })
 }
+
+#[cfg(test)]
+#[path = "manifest_tests.rs"]
+mod tests;

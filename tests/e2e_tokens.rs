@@ -141,3 +141,61 @@ async fn without_credentials_the_anonymous_token_flow_is_used() {
         "{m:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_token_rejected_early_is_dropped_and_the_token_flow_run_once_more() {
+    let (fake, img) = token_registry().await;
+    let issue = |token: &str| {
+        let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
+        fake.route("/token", Canned::ok("application/json", body.into_bytes()));
+        fake.require_authorization(&format!("Bearer {token}"));
+    };
+    issue("tok-alpha-71");
+    // The registry as its only host, so each pull asks it once.
+    let hosts = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(hosts.path().join(fake.addr())).unwrap();
+    let toml = format!("server = \"http://{}\"\n", fake.addr());
+    std::fs::write(hosts.path().join(fake.addr()).join("hosts.toml"), toml).unwrap();
+    let d = common::daemon::Daemon::start(common::daemon::DaemonOptions {
+        hosts_dir: Some(hosts.path().into()),
+        ..Default::default()
+    })
+    .await;
+    let mut c = d.client().await;
+    let image = format!("{}/app:v1", fake.addr());
+    assert_eq!(pull(&mut c, &image, None).await.unwrap(), img.config_digest);
+    let tokens = |fake: &FakeRegistry| fake.seen().iter().filter(|r| r.starts_with("GET /token")).count();
+    assert_eq!(tokens(&fake), 1);
+
+    // The registry revokes the first token long before its 300 s are over; its token service now issues another.
+    issue("tok-beta-72");
+    let before = fake.requests().len();
+    assert_eq!(pull(&mut c, &image, None).await.unwrap(), img.config_digest);
+    let asked: Vec<String> = fake.requests()[before..]
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/app/manifests/v1"))
+        .map(|r| r.to_lowercase())
+        .collect();
+    assert_eq!(asked.len(), 2, "the rejected request is made once more: {asked:?}");
+    assert!(
+        asked[0].contains("authorization: bearer tok-alpha-71")
+            && asked[1].contains("authorization: bearer tok-beta-72")
+    );
+    assert_eq!(tokens(&fake), 2);
+
+    // A registry that refuses even the new token: one more try, then the pull fails as unauthenticated.
+    fake.require_authorization("Bearer never-issued");
+    let before = fake.requests().len();
+    let err = pull(&mut c, &image, None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let manifests = fake.requests()[before..]
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/app/manifests/v1"))
+        .count();
+    assert_eq!(manifests, 2, "{:?}", fake.seen());
+    assert_eq!(tokens(&fake), 3);
+    assert!(
+        !d.log().contains("tok-beta-72") && !d.log().contains("tok-alpha-71"),
+        "tokens are never logged"
+    );
+}

@@ -104,6 +104,9 @@ pub struct RegistrySection {
     /// How long a registry may take to send a response's headers, and stay silent in the middle of a body,
     /// before the request fails as unavailable and the next host is tried (default 20s).
     pub response_timeout: Option<crate::duration::ConfigDuration>,
+    /// How long a docker credential helper (`credsStore`, `credHelpers`) may take before it is killed and
+    /// the pull fails naming it (default 20s).
+    pub credential_helper_timeout: Option<crate::duration::ConfigDuration>,
 }
 
 /// The effective configuration.
@@ -127,6 +130,8 @@ pub struct Config {
     pub connect_timeout_secs: u64,
     /// Registry response deadline.
     pub response_timeout: std::time::Duration,
+    /// Time limit of a docker credential helper.
+    pub credential_helper_timeout: std::time::Duration,
     /// Caps on each layer.
     pub unpack: Limits,
     /// Pinned image patterns (file and `--pinned-image`).
@@ -236,6 +241,15 @@ impl Config {
                 "registry.response_timeout must be more than 0s".into(),
             ));
         }
+        let credential_helper_timeout = file
+            .registry
+            .credential_helper_timeout
+            .map_or(crate::registry::helper::DEFAULT_HELPER_TIMEOUT, |d| d.0);
+        if credential_helper_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "registry.credential_helper_timeout must be more than 0s".into(),
+            ));
+        }
         Ok(Config {
             root: o.root.or(file.root).unwrap_or(root),
             socket: o.socket.or(file.socket).unwrap_or(socket),
@@ -253,6 +267,7 @@ impl Config {
                 .connect_timeout_secs
                 .unwrap_or(crate::registry::DEFAULT_CONNECT_TIMEOUT.as_secs()),
             response_timeout,
+            credential_helper_timeout,
             unpack: file.unpack.unwrap_or_default(),
             pinned_images: file
                 .pinned_images

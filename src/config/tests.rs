@@ -90,6 +90,12 @@ fn bad_values_are_rejected() {
     let file = FileConfig::parse("[registry]\nresponse_timeout = \"1m30s\"\n", Path::new("c")).unwrap();
     let c = Config::resolve(file, Overrides::default()).unwrap();
     assert_eq!(c.response_timeout, std::time::Duration::from_secs(90));
+    let file = FileConfig::parse("[registry]\ncredential_helper_timeout = \"0s\"\n", Path::new("c")).unwrap();
+    let err = Config::resolve(file, Overrides::default()).unwrap_err().to_string();
+    assert!(err.contains("registry.credential_helper_timeout"), "{err}");
+    let file = FileConfig::parse("[registry]\ncredential_helper_timeout = \"5s\"\n", Path::new("c")).unwrap();
+    let c = Config::resolve(file, Overrides::default()).unwrap();
+    assert_eq!(c.credential_helper_timeout, std::time::Duration::from_secs(5));
 }
 
 #[test]

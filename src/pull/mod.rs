@@ -170,7 +170,7 @@ impl Puller {
     ) -> Result<Arc<ImageRecord>, PullError> {
         let platform = &self.options.platform;
         progress.phase("resolving");
-        let session = self.registry.session(image, creds)?;
+        let session = self.registry.session(image, creds).await?;
         let r = resolve::resolve(&session, image, platform).await?;
         // Manifests count as downloaded bytes too (they were fetched to resolve, whatever the store had).
         for (desc, body) in r.index.iter().chain([&r.manifest]) {

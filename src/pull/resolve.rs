@@ -1,5 +1,6 @@
 //! From a reference to one platform's image manifest: fetch what the reference names and, for an index,
-//! choose the entry for this node's platform and fetch it by digest.
+//! choose the image entry for this node's platform (never an attestation or another artifact listed beside
+//! the images) and fetch it by digest.
 
 use bytes::Bytes;
 
@@ -35,16 +36,25 @@ pub(super) async fn resolve(session: &Session, image: &ImageRef, platform: &Plat
             parsed: m,
         },
         Manifest::Index(idx) => {
+            // Only images are chosen from: attestations, SOCI indexes and other artifacts may carry a platform
+            // (even this node's) but cannot run.
+            let images: Vec<Option<&Platform>> = idx
+                .manifests
+                .iter()
+                .map(|d| match d.not_an_image() {
+                    Some(why) => {
+                        tracing::debug!(image = %image, entry = %d.digest, "index entry skipped: {why}");
+                        None
+                    }
+                    None => d.platform.as_ref(),
+                })
+                .collect();
             let chosen = platform
-                .select(idx.manifests.iter().map(|d| d.platform.as_ref()))
+                .select(images.iter().copied())
                 .ok_or_else(|| PullError::NoMatchingPlatform {
                     image: image.to_string(),
                     platform: platform.to_string(),
-                    available: idx
-                        .manifests
-                        .iter()
-                        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-                        .collect(),
+                    available: images.iter().flatten().map(|p| p.to_string()).collect(),
                 })?;
             let child = session
                 .fetch_manifest(&idx.manifests[chosen].digest.to_string())

@@ -1,5 +1,6 @@
 //! Registry credentials: from a CRI `AuthConfig` (sent by kubelet with each pull) or from a Docker
-//! `config.json` (`auths` only; credential helpers are not run).
+//! `config.json`: its `auths` entries, or the credential helper its `credHelpers` or `credsStore` names for
+//! the registry (run by [`super::helper`]).
 //!
 //! Secrets never reach a log or an error message: [`Credentials`] and [`AuthFile`] have redacted
 //! `Debug`, and [`AuthError`] names the source and the entry, never the value.
@@ -176,18 +177,35 @@ struct RawConfig {
 pub struct AuthFile {
     /// `(normalised registry, key as written, credentials)`, sorted by key.
     entries: Vec<(String, String, Credentials)>,
-    /// Credential helpers the file configures, which imaged does not run.
-    helpers: Vec<String>,
+    /// `credsStore`: the helper for registries without an entry of their own.
+    creds_store: Option<String>,
+    /// `credHelpers`: `(normalised registry, key as written, helper)`, sorted by key.
+    cred_helpers: Vec<(String, String, String)>,
 }
 
 impl fmt::Debug for AuthFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys: Vec<&str> = self.entries.iter().map(|(_, key, _)| key.as_str()).collect();
+        let helpers: Vec<(&str, &str)> = self
+            .cred_helpers
+            .iter()
+            .map(|(_, k, h)| (k.as_str(), h.as_str()))
+            .collect();
         f.debug_struct("AuthFile")
             .field("registries", &keys)
-            .field("helpers", &self.helpers)
+            .field("creds_store", &self.creds_store)
+            .field("cred_helpers", &helpers)
             .finish()
     }
+}
+
+/// Where a config.json says a registry's credentials are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// In the file (`auths`).
+    Stored(Credentials),
+    /// With this credential helper (`docker-credential-<name>`).
+    Helper(String),
 }
 
 impl AuthFile {
@@ -248,11 +266,11 @@ impl AuthFile {
                 file.entries.push((normalise_registry(&key), key, creds));
             }
         }
-        if let Some(store) = raw.creds_store.filter(|s| !s.is_empty()) {
-            file.helpers.push(format!("credsStore: {store}"));
-        }
-        for (registry, helper) in raw.cred_helpers.unwrap_or_default() {
-            file.helpers.push(format!("credHelpers[{registry}]: {helper}"));
+        file.creds_store = raw.creds_store.filter(|s| !s.is_empty());
+        for (key, helper) in raw.cred_helpers.unwrap_or_default() {
+            if !helper.is_empty() {
+                file.cred_helpers.push((normalise_registry(&key), key, helper));
+            }
         }
         Ok(file)
     }
@@ -269,10 +287,23 @@ impl AuthFile {
             .map(|(_, _, creds)| creds.clone())
     }
 
-    /// The credential helpers (`credsStore`, `credHelpers`) the file configures. imaged does not run
-    /// them; the caller should warn that registries relying on them will be pulled anonymously.
-    pub fn helpers(&self) -> Vec<String> {
-        self.helpers.clone()
+    /// Where the credentials for `registry` are, as docker looks: the registry's own `credHelpers` entry,
+    /// else its `auths` entry, else the `credsStore` helper (docker writes no credentials into `auths` when
+    /// it has a store, so the order of the last two only matters for hand-written files).
+    pub fn source(&self, registry: &str) -> Option<CredentialSource> {
+        let wanted = normalise_registry(registry);
+        let helpers = self.cred_helpers.iter().filter(|(host, _, _)| *host == wanted);
+        let helper = helpers
+            .clone()
+            .find(|(_, key, _)| key == registry)
+            .or_else(|| helpers.clone().next());
+        if let Some((_, _, h)) = helper {
+            return Some(CredentialSource::Helper(h.clone()));
+        }
+        if let Some(c) = self.lookup(registry) {
+            return Some(CredentialSource::Stored(c));
+        }
+        self.creds_store.clone().map(CredentialSource::Helper)
     }
 }
 

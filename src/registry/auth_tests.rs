@@ -121,7 +121,7 @@ fn config_json_keys_are_normalised_like_docker() {
     assert_eq!(f.lookup("ghcr.io"), Some(Credentials::RegistryToken("rgt".into())));
     assert_eq!(f.lookup("empty.io"), None);
     assert_eq!(f.lookup("gcr.io"), None);
-    assert!(f.helpers().is_empty());
+    assert!(f.cred_helpers.is_empty() && f.creds_store.is_none());
 }
 
 #[test]
@@ -142,20 +142,29 @@ fn config_json_precedence_within_and_across_entries() {
 }
 
 #[test]
-fn credential_helpers_are_recorded() {
+fn credential_helpers_are_found_as_docker_finds_them() {
     let f = file(
-        r#"{"auths": {}, "credsStore": "desktop", "credHelpers": {"gcr.io": "gcloud", "123.dkr.ecr.us-east-1.amazonaws.com": "ecr-login"}}"#,
+        r#"{"auths": {"quay.io": {"auth": "dTpw"}, "gcr.io": {}}, "credsStore": "desktop",
+            "credHelpers": {"https://gcr.io": "gcloud", "123.dkr.ecr.us-east-1.amazonaws.com": "ecr-login", "x.io": ""}}"#,
     );
+    let helper = |h: &str| Some(CredentialSource::Helper(h.to_string()));
     assert_eq!(
-        f.helpers(),
-        [
-            "credsStore: desktop",
-            "credHelpers[123.dkr.ecr.us-east-1.amazonaws.com]: ecr-login",
-            "credHelpers[gcr.io]: gcloud"
-        ]
+        f.source("gcr.io"),
+        helper("gcloud"),
+        "credHelpers first, keys normalised"
     );
+    assert_eq!(f.source("123.dkr.ecr.us-east-1.amazonaws.com"), helper("ecr-login"));
+    assert_eq!(
+        f.source("quay.io"),
+        Some(CredentialSource::Stored(basic("u", "p").unwrap()))
+    );
+    assert_eq!(f.source("ghcr.io"), helper("desktop"), "then the store");
+    assert_eq!(f.source("x.io"), helper("desktop"), "an empty helper name is no helper");
     assert_eq!(f.lookup("gcr.io"), None);
-    assert!(file("{}").helpers().is_empty() && file(r#"{"credsStore": ""}"#).helpers().is_empty());
+    assert_eq!(file("{}").source("gcr.io"), None);
+    assert_eq!(file(r#"{"credsStore": ""}"#).source("gcr.io"), None);
+    let debug = format!("{f:?}");
+    assert!(debug.contains("ecr-login") && !debug.contains("dTpw"), "{debug}");
 }
 
 #[test]

@@ -38,9 +38,9 @@ pub struct Deadlines {
 impl Deadlines {
     /// The deadlines of a host: `dial_timeout` from its hosts.toml entry, else `connect`; and `response`.
     /// A `dial_timeout` longer than `response` extends the wait for that host's headers, since connecting
-    /// is part of it.
+    /// is part of it. A zero `dial_timeout` means no limit of its own (as Go's dialer reads it): `connect`.
     pub fn for_host(dial_timeout: Option<Duration>, connect: Duration, response: Duration) -> Deadlines {
-        match dial_timeout {
+        match dial_timeout.filter(|d| !d.is_zero()) {
             Some(dial) => Deadlines {
                 connect: dial,
                 response: response.max(dial),

@@ -1,11 +1,8 @@
-//! Registry failures, sorted into the kinds the CRI layer reports.
-//!
-//! `oci-client`'s flat error enum (~30 variants) is classified here, in one place, into not found,
-//! unauthenticated, denied, unavailable and bad content.
-
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+//! Registry failures, sorted into the kinds the CRI layer reports: not found, unauthenticated, denied,
+//! unavailable and bad content, from HTTP statuses and transport errors in one place.
 
 use super::auth::AuthError;
+use super::helper::HelperError;
 use super::hosts::HostsError;
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
@@ -19,6 +16,9 @@ pub enum RegistryError {
     /// Credentials could not be read or decoded.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A docker credential helper failed.
+    #[error(transparent)]
+    Helper(#[from] HelperError),
     /// No connection could be made, or it broke.
     #[error("registry {host} is unreachable: {detail}")]
     Unreachable {
@@ -26,6 +26,16 @@ pub enum RegistryError {
         host: String,
         /// The transport error.
         detail: String,
+    },
+    /// No connection was made within the connect deadline (a host that drops connection attempts).
+    #[error("registry {host} did not accept a connection within {after:?} ({setting})")]
+    ConnectTimedOut {
+        /// The host URL.
+        host: String,
+        /// The connect deadline.
+        after: std::time::Duration,
+        /// Where the deadline comes from.
+        setting: &'static str,
     },
     /// The registry did not answer in time (response headers, or the next bytes of a body).
     #[error("registry {host} did not answer within {after:?} while asked for {what} (registry.response_timeout)")]
@@ -115,8 +125,8 @@ pub enum RegistryError {
         /// The capability needed.
         capability: &'static str,
     },
-    /// A TLS certificate file named in hosts.toml could not be read.
-    #[error("registry host {host}: cannot use CA certificate {path}: {detail}")]
+    /// A TLS certificate or key file named in hosts.toml (`ca`, `client`) could not be used.
+    #[error("registry host {host}: cannot use {path}: {detail}")]
     Certificate {
         /// The host URL.
         host: String,
@@ -142,7 +152,10 @@ impl Classify for RegistryError {
                 ErrorKind::FailedPrecondition
             }
             RegistryError::Auth(_) => ErrorKind::InvalidArgument,
-            RegistryError::Unreachable { .. } | RegistryError::TimedOut { .. } => ErrorKind::Unavailable,
+            RegistryError::Helper(e) => e.kind(),
+            RegistryError::Unreachable { .. }
+            | RegistryError::ConnectTimedOut { .. }
+            | RegistryError::TimedOut { .. } => ErrorKind::Unavailable,
             RegistryError::NotFound { .. } => ErrorKind::NotFound,
             RegistryError::Unauthorized { .. } => ErrorKind::Unauthenticated,
             RegistryError::Denied { .. } => ErrorKind::PermissionDenied,
@@ -175,79 +188,6 @@ impl RegistryError {
         }
     }
 
-    /// Sorts an `oci-client` error.
-    pub(crate) fn from_oci(host: &str, what: &str, e: OciDistributionError) -> RegistryError {
-        let (h, w) = (host.to_string(), what.to_string());
-        match e {
-            OciDistributionError::RequestError(e) => RegistryError::Unreachable {
-                host: h,
-                detail: transport_detail(&e),
-            },
-            OciDistributionError::IoError(e) => RegistryError::Unreachable {
-                host: h,
-                detail: e.to_string(),
-            },
-            OciDistributionError::UnauthorizedError { .. } => RegistryError::Unauthorized {
-                host: h,
-                what: w,
-                detail: "401 Unauthorized".into(),
-            },
-            OciDistributionError::AuthenticationFailure(detail) => RegistryError::Unauthorized {
-                host: h,
-                what: w,
-                detail: first_line(&detail),
-            },
-            OciDistributionError::ServerError { code, message, .. } => {
-                RegistryError::from_status(host, what, code, message.as_bytes())
-            }
-            OciDistributionError::RegistryError { envelope, .. } => {
-                let detail = envelope
-                    .errors
-                    .iter()
-                    .map(|e| e.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                match envelope.errors.first().map(|e| &e.code) {
-                    Some(
-                        OciErrorCode::BlobUnknown
-                        | OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound,
-                    ) => RegistryError::NotFound { host: h, what: w },
-                    Some(OciErrorCode::Unauthorized) => RegistryError::Unauthorized {
-                        host: h,
-                        what: w,
-                        detail,
-                    },
-                    Some(OciErrorCode::Denied) => RegistryError::Denied {
-                        host: h,
-                        what: w,
-                        detail,
-                    },
-                    Some(OciErrorCode::Toomanyrequests) => RegistryError::TooManyRequests { host: h, what: w },
-                    _ => RegistryError::Status {
-                        host: h,
-                        what: w,
-                        status: 400,
-                        detail,
-                    },
-                }
-            }
-            OciDistributionError::DigestError(e) => RegistryError::DigestMismatch {
-                host: h,
-                what: w,
-                expected: String::new(),
-                actual: e.to_string(),
-            },
-            other => RegistryError::Status {
-                host: h,
-                what: w,
-                status: 0,
-                detail: other.to_string(),
-            },
-        }
-    }
-
     /// A digest mismatch.
     pub(crate) fn mismatch(host: &str, what: &str, expected: &str, actual: &Digest) -> RegistryError {
         RegistryError::DigestMismatch {
@@ -273,7 +213,7 @@ pub(crate) fn transport_detail(e: &(dyn std::error::Error + 'static)) -> String 
     out
 }
 
-fn first_line(s: &str) -> String {
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().chars().take(200).collect()
 }
 

@@ -1,107 +1,83 @@
-//! One registry host (a mirror or the upstream server) and the HTTP clients that talk to it.
+//! One registry host (a mirror or the upstream server) and the HTTP client that talks to it, set up from the
+//! host's hosts.toml entry: its TLS trust and client certificates ([`super::tls`]), its `header`s (sent on
+//! every request to it, token requests included, as containerd sends them) and its connect deadline.
+//!
+//! Authorizations ([`super::token`]) are kept per repository while they are fresh, so a pull that finds
+//! everything present costs one manifest request, not a `/v2/` probe and a token round trip too. A kept
+//! authorization the registry rejects with 401 (a token revoked or expired early, a password changed) is
+//! dropped and the flow run again once for that request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::manifest::OciDescriptor;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Reference, RegistryOperation};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::auth::Credentials;
 use super::deadline::Deadlines;
 use super::error::transport_detail;
-use super::hosts::{RegistryHost, Scheme};
-use super::{BlobStream, FetchedManifest, RegistryError, token};
+use super::hosts::RegistryHost;
+use super::token::{self, Presented};
+use super::{BlobStream, FetchedManifest, RegistryError};
 use crate::digest::Hasher;
 use crate::manifest::{ACCEPTED, MAX_MANIFEST_BYTES};
 use crate::metadata::Descriptor;
 use crate::reference::ImageRef;
 
-/// A host plus an `oci-client` client (blobs, token flow) and a plain HTTP client (manifests) sharing its
-/// TLS settings.
+/// The most of an error response's body that is read (for its message).
+const MAX_ERROR_BODY: usize = 4096;
+
+/// A host and the HTTP client set up for it.
 pub(super) struct HostClient {
     host: RegistryHost,
     deadlines: Deadlines,
-    oci: oci_client::Client,
     http: reqwest::Client,
-    /// What to present per repository, while fresh: a pull that finds everything present then costs one
-    /// manifest request, not a `/v2/` probe and a token round trip too.
+    /// The host's `header`s, added to every request (a name may repeat: one line per value).
+    headers: HeaderMap,
+    /// Per repository: what to present, and until when.
     authorized: Arc<Mutex<HashMap<String, (Presented, Instant)>>>,
 }
-
-/// How long an authorization is reused; below the 60 s registries commonly give tokens.
-const AUTH_REUSE: Duration = Duration::from_secs(45);
 
 impl HostClient {
     pub(super) fn new(host: RegistryHost, deadlines: Deadlines) -> Result<HostClient, RegistryError> {
         let url = host.url();
-        let mut certs = Vec::new();
-        for path in &host.ca {
-            let data = std::fs::read(path).map_err(|e| RegistryError::Certificate {
-                host: url.clone(),
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            })?;
-            certs.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
-        }
-        let connect_timeout = deadlines.connect;
-        let protocol = match host.scheme {
-            Scheme::Http => ClientProtocol::Http,
-            Scheme::Https => ClientProtocol::Https,
-        };
-        let oci = oci_client::Client::try_from(ClientConfig {
-            protocol,
-            accept_invalid_certificates: host.skip_verify,
-            extra_root_certificates: certs.clone(),
-            // Index selection is ours (variant-aware), never oci-client's.
-            platform_resolver: None,
-            connect_timeout: Some(connect_timeout),
-            user_agent: concat!("imaged/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        })
-        .map_err(|e| RegistryError::Client {
+        let client_err = |detail: String| RegistryError::Client {
             host: url.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .user_agent(concat!("imaged/", env!("CARGO_PKG_VERSION")))
-            .tls_danger_accept_invalid_certs(host.skip_verify);
-        for c in &certs {
-            let cert = reqwest::Certificate::from_pem(&c.data).map_err(|e| RegistryError::Certificate {
-                host: url.clone(),
-                path: "(hosts.toml ca)".into(),
-                detail: e.to_string(),
-            })?;
-            http = http.tls_certs_merge([cert]);
+            detail,
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &host.header.0 {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| client_err(e.to_string()))?;
+            let mut value = HeaderValue::from_str(value).map_err(|e| client_err(e.to_string()))?;
+            // Header values may be credentials: never shown in debug output.
+            value.set_sensitive(true);
+            headers.append(name, value);
         }
-        let http = http.build().map_err(|e| RegistryError::Client {
-            host: url,
-            detail: transport_detail(&e),
-        })?;
+        // Not the client's default headers: those keep one value per name.
+        let http = reqwest::Client::builder()
+            .connect_timeout(deadlines.connect)
+            .user_agent(concat!("imaged/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(super::tls::client_config(&host)?)
+            .build()
+            .map_err(|e| client_err(transport_detail(&e)))?;
         Ok(HostClient {
             host,
             deadlines,
-            oci,
             http,
+            headers,
             authorized: Arc::default(),
         })
     }
 
-    /// The same clients, serving a host entry with possibly other capabilities.
+    /// The same client, serving a host entry with possibly other capabilities.
     pub(super) fn with_host(&self, host: RegistryHost) -> HostClient {
         HostClient {
             host,
             deadlines: self.deadlines,
-            oci: self.oci.clone(),
             http: self.http.clone(),
+            headers: self.headers.clone(),
             authorized: self.authorized.clone(),
         }
     }
@@ -118,64 +94,134 @@ impl HostClient {
         self.host.capabilities.resolve
     }
 
-    /// The reference as `oci-client` must see it for this host: the upstream registry name, with this host
-    /// as its "mirror" when they differ (which makes requests go here with `?ns=<registry>`, as containerd
-    /// sends them).
-    fn oci_ref(&self, image: &ImageRef, reference: &str) -> Reference {
-        let mut r = if reference.starts_with("sha256:") {
-            Reference::with_digest(image.registry().into(), image.repository().into(), reference.into())
-        } else {
-            Reference::with_tag(image.registry().into(), image.repository().into(), reference.into())
-        };
+    /// `/v2/<repo>/<kind>/<reference>`, with `?ns=<registry>` when this host is a mirror, as containerd asks.
+    fn endpoint(&self, image: &ImageRef, kind: &str, reference: &str) -> String {
+        let mut url = format!("{}/v2/{}/{kind}/{reference}", self.url(), image.repository());
         if self.host.host != image.registry() {
-            r.set_mirror_registry(self.host.host.clone());
+            url.push_str("?ns=");
+            url.push_str(image.registry());
         }
-        r
+        url
     }
 
-    /// Authenticates for pulling `r` (token flow if the host asks for one) and returns the bearer token or
-    /// credentials to present on our own requests.
-    async fn authorize(&self, r: &Reference, creds: Option<&Credentials>) -> Result<Presented, RegistryError> {
-        let repo = r.repository().to_string();
-        if let Some((p, at)) = self.authorized.lock().unwrap_or_else(|p| p.into_inner()).get(&repo)
-            && at.elapsed() < AUTH_REUSE
-        {
-            return Ok(p.clone());
-        }
-        let what = format!("authorization to pull {}", r.repository());
-        let presented = self
-            .deadlines
-            .headers_within(&self.url(), &what, self.authorize_now(r, creds))
-            .await?;
-        self.authorized
+    /// The authorization to present for `repository`, and whether it was kept from an earlier request.
+    async fn authorization(
+        &self,
+        repository: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<(Presented, bool), RegistryError> {
+        let kept = self
+            .authorized
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(repo, (presented.clone(), Instant::now()));
-        Ok(presented)
+            .get(repository)
+            .cloned();
+        if let Some((p, until)) = kept
+            && Instant::now() < until
+        {
+            return Ok((p, true));
+        }
+        let host = self.url();
+        let what = format!("authorization to pull {repository}");
+        let grant = self
+            .deadlines
+            .headers_within(
+                &host,
+                &what,
+                token::authorize(
+                    &self.http,
+                    &self.headers,
+                    |e| self.transport_error(e),
+                    &host,
+                    repository,
+                    creds,
+                ),
+            )
+            .await?;
+        let mut kept = self.authorized.lock().unwrap_or_else(|p| p.into_inner());
+        if grant.reuse.is_zero() {
+            kept.remove(repository);
+        } else {
+            kept.insert(
+                repository.to_string(),
+                (grant.presented.clone(), Instant::now() + grant.reuse),
+            );
+        }
+        Ok((grant.presented, false))
     }
 
-    async fn authorize_now(&self, r: &Reference, creds: Option<&Credentials>) -> Result<Presented, RegistryError> {
-        let url = self.url();
-        let auth = match creds {
-            None => RegistryAuth::Anonymous,
-            Some(Credentials::Basic { username, password }) => RegistryAuth::Basic(username.clone(), password.clone()),
-            Some(Credentials::RegistryToken(t)) => RegistryAuth::Bearer(t.clone()),
-            Some(Credentials::IdentityToken(t)) => {
-                let access = token::exchange_identity_token(&self.http, &url, r.repository(), t).await?;
-                RegistryAuth::Bearer(access)
+    /// Forgets the kept authorization of `repository` if it is still `rejected`.
+    fn forget(&self, repository: &str, rejected: &Presented) {
+        let mut kept = self.authorized.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.get(repository).is_some_and(|(p, _)| p == rejected) {
+            kept.remove(repository);
+        }
+    }
+
+    /// Sends the GET `url` with the authorization for `image`'s repository, and returns the response once its
+    /// headers came (within the response deadline). A kept authorization answered with 401 is dropped and the
+    /// request made once more with a new one.
+    async fn get(
+        &self,
+        image: &ImageRef,
+        creds: Option<&Credentials>,
+        url: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let host = self.url();
+        let repository = image.repository();
+        let (mut presented, mut kept) = self.authorization(repository, creds).await?;
+        let mut retried = false;
+        loop {
+            let mut req = self.http.get(url).headers(self.headers.clone());
+            if let Some(accept) = accept {
+                req = req.header(reqwest::header::ACCEPT, accept);
             }
-        };
-        let what = format!("{}/{}", r.registry(), r.repository());
-        let token = self
-            .oci
-            .auth(r, &auth, RegistryOperation::Pull)
+            let send = async { presented.apply(req).send().await.map_err(|e| self.transport_error(&e)) };
+            let resp = self.deadlines.headers_within(&host, what, send).await?;
+            if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            // A rejected authorization is never kept.
+            self.forget(repository, &presented);
+            if !kept || retried {
+                return Ok(resp);
+            }
+            tracing::debug!(host = %host, repository, "a kept authorization was rejected; authorizing again");
+            (presented, kept) = self.authorization(repository, creds).await?;
+            retried = true;
+        }
+    }
+
+    /// A transport failure as an error: a connection not made within the connect deadline says so.
+    fn transport_error(&self, e: &reqwest::Error) -> RegistryError {
+        if is_connect_timeout(e) {
+            return RegistryError::ConnectTimedOut {
+                host: self.url(),
+                after: self.deadlines.connect,
+                setting: if self.host.dial_timeout.is_some() {
+                    "its dial_timeout in hosts.toml"
+                } else {
+                    "registry.connect_timeout_secs"
+                },
+            };
+        }
+        RegistryError::Unreachable {
+            host: self.url(),
+            detail: transport_detail(e),
+        }
+    }
+
+    /// An error for a response that is not a success, with the start of its body as detail.
+    async fn status_error(&self, resp: reqwest::Response, what: &str) -> RegistryError {
+        let status = resp.status().as_u16();
+        let body = tokio::time::timeout(self.deadlines.response, token::read_capped(resp, MAX_ERROR_BODY))
             .await
-            .map_err(|e| RegistryError::from_oci(&url, &what, e))?;
-        Ok(match (token, auth) {
-            (Some(t), _) => Presented::Bearer(t),
-            (None, RegistryAuth::Basic(u, p)) => Presented::Basic(u, p),
-            (None, _) => Presented::Nothing,
-        })
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        RegistryError::from_status(&self.url(), what, status, &body)
     }
 
     pub(super) async fn fetch_manifest(
@@ -186,26 +232,12 @@ impl HostClient {
     ) -> Result<FetchedManifest, RegistryError> {
         let host = self.url();
         let what = format!("manifest {}:{reference}", image.name());
-        let r = self.oci_ref(image, reference);
-        let presented = self.authorize(&r, creds).await?;
-        let mut url = format!("{host}/v2/{}/manifests/{reference}", image.repository());
-        if self.host.host != image.registry() {
-            url.push_str("?ns=");
-            url.push_str(image.registry());
+        let url = self.endpoint(image, "manifests", reference);
+        let accept = ACCEPTED.join(", ");
+        let resp = self.get(image, creds, &url, Some(&accept), &what).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp, &what).await);
         }
-        let req = self.http.get(&url).header(reqwest::header::ACCEPT, ACCEPTED.join(", "));
-        let send = async {
-            presented
-                .apply(req)
-                .send()
-                .await
-                .map_err(|e| RegistryError::Unreachable {
-                    host: host.clone(),
-                    detail: transport_detail(&e),
-                })
-        };
-        let resp = self.deadlines.headers_within(&host, &what, send).await?;
-        let status = resp.status().as_u16();
         let content_type = header(&resp, reqwest::header::CONTENT_TYPE.as_str());
         let header_digest = header(&resp, "docker-content-digest");
         if let Some(len) = resp.content_length()
@@ -230,10 +262,7 @@ impl HostClient {
                     after: silent,
                 })?;
             let Some(chunk) = next else { break };
-            let chunk = chunk.map_err(|e| RegistryError::Unreachable {
-                host: host.clone(),
-                detail: transport_detail(&e),
-            })?;
+            let chunk = chunk.map_err(|e| self.transport_error(&e))?;
             if body.len() as u64 + chunk.len() as u64 > MAX_MANIFEST_BYTES {
                 return Err(RegistryError::TooLarge {
                     host,
@@ -243,9 +272,6 @@ impl HostClient {
             }
             hasher.update(&chunk);
             body.extend_from_slice(&chunk);
-        }
-        if !(200..300).contains(&status) {
-            return Err(RegistryError::from_status(&host, &what, status, &body));
         }
         let digest = hasher.finish();
         let expected = if reference.starts_with("sha256:") {
@@ -266,6 +292,9 @@ impl HostClient {
         })
     }
 
+    /// Starts streaming a blob. The bytes are not verified here: every caller hashes them as it stores them
+    /// (the content store's commit checks digest and size), and a second SHA-256 pass would cost ~0.5 ms per
+    /// MB on the pull's critical path.
     pub(super) async fn fetch_blob(
         &self,
         image: &ImageRef,
@@ -274,60 +303,35 @@ impl HostClient {
     ) -> Result<BlobStream, RegistryError> {
         let host = self.url();
         let what = format!("blob {} of {}", desc.digest, image.name());
-        let r = self.oci_ref(image, &desc.digest.to_string());
-        // Populates oci-client's token cache for this repository (bearer or basic).
-        self.authorize(&r, creds).await?;
-        let od = OciDescriptor {
-            media_type: desc.media_type.clone(),
-            digest: desc.digest.to_string(),
-            size: desc.size as i64,
-            ..OciDescriptor::default()
-        };
-        // Asked as the range "bytes=0-": the registry sends the whole blob, and oci-client hands it over
-        // without hashing it. Our callers hash every byte anyway (the content store's commit verifies digest
-        // and size), and a second SHA-256 pass costs ~0.5 ms per MB on the pull's critical path. A registry
-        // that ignores ranges answers 200, and oci-client then verifies as well.
-        let request = async {
-            self.oci
-                .pull_blob_stream_partial(&r, &od, 0, None)
-                .await
-                .map_err(|e| RegistryError::from_oci(&host, &what, e))
-        };
-        let sized = match self.deadlines.headers_within(&host, &what, request).await? {
-            oci_client::client::BlobResponse::Full(s) | oci_client::client::BlobResponse::Partial(s) => s,
-        };
-        // A digest mismatch at the end of the stream becomes `InvalidData`, so callers can tell bad content
-        // from a broken connection without knowing oci-client's error types.
-        let body: BlobStream = Box::pin(sized.stream.map(|r| {
-            r.map_err(|e| {
-                let bad = e.get_ref().is_some_and(|i| i.is::<oci_client::errors::DigestError>());
-                if bad {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-                } else {
-                    e
-                }
-            })
-        }));
+        let url = self.endpoint(image, "blobs", &desc.digest.to_string());
+        let resp = self.get(image, creds, &url, None, &what).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp, &what).await);
+        }
+        let body: BlobStream =
+            Box::pin(resp.bytes_stream().map(|r| {
+                r.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, transport_detail(&e)))
+            }));
         Ok(self.deadlines.idle_cut(&host, &what, body))
     }
 }
 
-/// What to present on a request we make ourselves.
-#[derive(Clone)]
-enum Presented {
-    Bearer(String),
-    Basic(String, String),
-    Nothing,
-}
-
-impl Presented {
-    fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self {
-            Presented::Bearer(t) => req.bearer_auth(t),
-            Presented::Basic(u, p) => req.basic_auth(u, Some(p)),
-            Presented::Nothing => req,
-        }
+/// Whether connecting timed out (reqwest's own predicates miss the connector's timeout error).
+fn is_connect_timeout(e: &reqwest::Error) -> bool {
+    if !e.is_connect() {
+        return false;
     }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<tokio::time::error::Elapsed>()
+            || s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    e.is_timeout()
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
@@ -335,4 +339,41 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection attempt to a listener whose accept queue is full hangs (its SYNs are dropped).
+    #[tokio::test]
+    async fn a_connection_not_made_in_time_is_a_connect_timeout() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _queued = std::net::TcpStream::connect(addr).unwrap();
+        let host = super::super::hosts::load_hosts(None, &addr.to_string())
+            .unwrap()
+            .remove(0);
+        let host = RegistryHost {
+            scheme: super::super::hosts::Scheme::Http,
+            dial_timeout: Some(std::time::Duration::from_millis(100)),
+            ..host
+        };
+        let deadlines = Deadlines::for_host(
+            host.dial_timeout,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(30),
+        );
+        let client = HostClient::new(host, deadlines).unwrap();
+        let e = client.http.get(format!("http://{addr}/v2/")).send().await.unwrap_err();
+        let err = client.transport_error(&e);
+        assert!(matches!(err, RegistryError::ConnectTimedOut { .. }), "{err}: {e:?}");
+        assert!(
+            err.to_string()
+                .contains("within 100ms (its dial_timeout in hosts.toml)"),
+            "{err}"
+        );
+    }
 }

@@ -8,9 +8,10 @@
 //! without `hosts.toml` is read in Docker's `certs.d` layout: its `*.crt` files are CA certificates for
 //! the upstream. With no directory at all, the upstream alone is used, over https.
 //!
-//! imaged supports `server`, `capabilities`, `skip_verify`, `ca`, `override_path` (only for the
-//! standard `/v2` API root) and `dial_timeout`. The other containerd keys (`client`, `header`, `proxy`)
-//! are accepted and listed in [`RegistryHost::unsupported`] so the caller can warn about them.
+//! imaged supports every key containerd reads: `server`, `capabilities`, `skip_verify`, `ca`, `client`,
+//! `header`, `override_path` (only for the standard `/v2` API root) and `dial_timeout`. `proxy`, which
+//! some guides write but containerd ignores, is accepted and listed in [`RegistryHost::unsupported`] so
+//! the caller can warn about it. The per-host keys are parsed in `hosts_keys.rs`.
 
 use std::fmt;
 use std::io;
@@ -18,14 +19,11 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
+#[path = "hosts_keys.rs"]
+mod keys;
 #[path = "hosts_url.rs"]
 mod url;
-use url::parse_url;
-
-/// Keys a host table may hold (the top level also holds `server` and `host`).
-const HOST_KEYS: &[&str] = &["capabilities", "ca", "skip_verify", "override_path", "dial_timeout"];
-/// containerd keys that are valid but not acted on by imaged.
-const UNSUPPORTED_KEYS: &[&str] = &["client", "header", "proxy"];
+use keys::{invalid, parse_host};
 
 /// Why a hosts configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +130,35 @@ pub struct RegistryHost {
     pub ca: Vec<PathBuf>,
     /// This is the upstream `server`, tried after every mirror.
     pub is_server: bool,
+    /// Client certificates to present (`client`, or Docker's `*.cert`/`*.key` files), in configured order.
+    pub client: Vec<ClientPair>,
+    /// Headers sent with every request to this host (`header`), in file order.
+    pub header: HostHeaders,
     /// How long to wait for a connection to this host (`dial_timeout`); the configured default when `None`.
     pub dial_timeout: Option<std::time::Duration>,
-    /// containerd keys set for this host that imaged ignores (e.g. `client`, `header`), to warn about.
+    /// Keys set for this host that imaged ignores (`proxy`), to warn about.
     pub unsupported: Vec<String>,
+}
+
+/// A client certificate and its private key, as containerd's `client` lists them: PEM files, the key in
+/// the certificate's file when `key` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientPair {
+    /// The PEM certificate (chain), leaf first.
+    pub cert: PathBuf,
+    /// The PEM private key; `None` means it is in `cert`'s file.
+    pub key: Option<PathBuf>,
+}
+
+/// The `header` table of a host: `(name, value)` pairs, a name repeated for each of its values. Values may
+/// be secrets (an `authorization` header), so `Debug` shows only the names.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct HostHeaders(pub Vec<(String, String)>);
+
+impl fmt::Debug for HostHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
 }
 
 impl RegistryHost {
@@ -158,6 +181,8 @@ impl RegistryHost {
             skip_verify: false,
             ca: Vec::new(),
             is_server: true,
+            client: Vec::new(),
+            header: HostHeaders::default(),
             dial_timeout: None,
             unsupported: Vec::new(),
         }
@@ -219,8 +244,8 @@ fn load_dir(dir: &Path, registry: &str) -> Result<Vec<RegistryHost>, HostsError>
     parse_hosts_file(&file, dir, &table, registry)
 }
 
-/// Docker's `certs.d` layout: `*.crt` are CA certificates for the upstream; `*.cert`/`*.key` are client
-/// certificates, which imaged does not support.
+/// Docker's `certs.d` layout: `*.crt` are CA certificates for the upstream; each `*.cert` is a client
+/// certificate, with its key in the `*.key` of the same name (or in the `*.cert` file itself).
 fn load_cert_files(dir: &Path, registry: &str) -> Result<Vec<RegistryHost>, HostsError> {
     let read_err = |source| HostsError::Read {
         path: dir.to_path_buf(),
@@ -238,9 +263,12 @@ fn load_cert_files(dir: &Path, registry: &str) -> Result<Vec<RegistryHost>, Host
     for name in names {
         if name.ends_with(".crt") {
             host.ca.push(dir.join(&name));
-        } else if name.ends_with(".cert") {
-            host.unsupported
-                .push(format!("client certificate {}", dir.join(&name).display()));
+        } else if let Some(stem) = name.strip_suffix(".cert") {
+            let key = dir.join(format!("{stem}.key"));
+            host.client.push(ClientPair {
+                cert: dir.join(&name),
+                key: key.is_file().then_some(key),
+            });
         }
     }
     Ok(vec![host])
@@ -273,109 +301,6 @@ fn parse_hosts_file(file: &Path, dir: &Path, table: &Table, registry: &str) -> R
     server.is_server = true;
     hosts.push(server);
     Ok(hosts)
-}
-
-/// Parses one host table. `url` is `None` for a top level without `server`: the registry itself, with
-/// containerd's defaults for it, plus the file's `skip_verify` and `ca`.
-fn parse_host(
-    file: &Path,
-    dir: &Path,
-    prefix: &str,
-    url: Option<&str>,
-    t: &Table,
-    registry: &str,
-) -> Result<RegistryHost, HostsError> {
-    let key = |k: &str| {
-        if prefix.is_empty() {
-            k.to_string()
-        } else {
-            format!("{prefix}.{k}")
-        }
-    };
-    let mut host = RegistryHost::upstream(registry);
-    host.is_server = false;
-    for k in t.keys() {
-        if UNSUPPORTED_KEYS.contains(&k.as_str()) {
-            host.unsupported.push(k.clone());
-        } else if !HOST_KEYS.contains(&k.as_str()) {
-            return Err(HostsError::UnknownKey {
-                path: file.to_path_buf(),
-                key: key(k),
-            });
-        }
-    }
-    let flag = |k: &str| match t.get(k) {
-        None => Ok(false),
-        Some(Value::Boolean(b)) => Ok(*b),
-        Some(_) => Err(invalid(file, &key(k), "true or false")),
-    };
-    let override_path = flag("override_path")?;
-    host.skip_verify = flag("skip_verify")?;
-    let bad_ca = || invalid(file, &key("ca"), "a path or an array of paths");
-    host.ca = match t.get("ca") {
-        None => Vec::new(),
-        Some(Value::String(p)) => vec![dir.join(p)],
-        Some(Value::Array(ps)) => ps
-            .iter()
-            .map(|p| p.as_str().map(|p| dir.join(p)))
-            .collect::<Option<_>>()
-            .ok_or_else(bad_ca)?,
-        Some(_) => return Err(bad_ca()),
-    };
-    host.dial_timeout = match t.get("dial_timeout") {
-        None => None,
-        Some(Value::String(d)) => Some(
-            crate::duration::parse(d).map_err(|_| invalid(file, &key("dial_timeout"), "a duration such as \"30s\""))?,
-        ),
-        Some(_) => return Err(invalid(file, &key("dial_timeout"), "a duration such as \"30s\"")),
-    };
-    if let Some(v) = t.get("capabilities") {
-        host.capabilities = parse_capabilities(v).ok_or_else(|| {
-            invalid(
-                file,
-                &key("capabilities"),
-                "an array of \"pull\", \"resolve\", \"push\"",
-            )
-        })?;
-    }
-    match url {
-        Some(url) => (host.scheme, host.host) = parse_url(file, url, override_path)?,
-        // Like containerd, the defaulted upstream always gets every capability.
-        None => host.capabilities = HostCapabilities::ALL,
-    }
-    Ok(host)
-}
-
-/// containerd's capability names, case-insensitively; an empty list means all. `referrers` (newer
-/// containerd) is accepted and ignored: imaged does not fetch referrers.
-fn parse_capabilities(v: &Value) -> Option<HostCapabilities> {
-    let list = v.as_array()?;
-    if list.is_empty() {
-        return Some(HostCapabilities::ALL);
-    }
-    let mut caps = HostCapabilities {
-        pull: false,
-        resolve: false,
-        push: false,
-    };
-    for c in list {
-        match c.as_str()?.to_ascii_lowercase().as_str() {
-            "pull" => caps.pull = true,
-            "resolve" => caps.resolve = true,
-            "push" => caps.push = true,
-            "referrers" => {}
-            _ => return None,
-        }
-    }
-    Some(caps)
-}
-
-fn invalid(file: &Path, key: &str, expected: &'static str) -> HostsError {
-    HostsError::InvalidValue {
-        path: file.to_path_buf(),
-        key: key.to_string(),
-        expected,
-    }
 }
 
 #[cfg(test)]

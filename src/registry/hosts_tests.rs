@@ -147,7 +147,12 @@ capabilities = ["pull"]
     assert!(hosts[0].skip_verify);
     let rel = root.path().join("_default/rel/ca.pem");
     assert_eq!(hosts[0].ca, [PathBuf::from("/etc/ca.pem"), rel]);
-    assert_eq!(hosts[0].unsupported, ["header"]);
+    assert_eq!(
+        hosts[0].header.0,
+        [("authorization".to_string(), "Bearer secret".to_string())]
+    );
+    assert!(hosts[0].unsupported.is_empty());
+    assert!(!format!("{hosts:?}").contains("secret"), "header values are not shown");
 }
 
 #[test]
@@ -162,23 +167,51 @@ fn dial_timeout_is_per_host_and_must_be_a_duration() {
 }
 
 #[test]
-fn unsupported_containerd_keys_are_reported_not_rejected() {
+fn every_containerd_key_is_read_and_proxy_is_reported() {
     let toml = r#"dial_timeout = "1s"
 [host."https://test-1.registry"]
   capabilities = ["PULL", "referrers"]
-  client = [["/etc/certs/client.cert", "/etc/certs/client.key"],["/etc/certs/client.pem", ""]]
+  client = [["/etc/certs/client.cert", "/etc/certs/client.key"],["client.pem", ""]]
   proxy = "http://my-proxy:8080"
 [host."https://mirror.registry/v2/"]
   capabilities = []
+  client = "/etc/certs/client.pem"
   [host."https://mirror.registry/v2/".header]
 x-custom-2 = ["value1", "value2"]
+X-Dragonfly-Registry = "https://index.docker.io"
 [host."https://compliant.registry/v2"]
   override_path = true
+  client = ["c1.pem", "/etc/certs/c2.pem"]
 "#;
-    let hosts = load(&root_with(&[("docker.io", toml)]), "docker.io");
+    let root = root_with(&[("docker.io", toml)]);
+    let hosts = load(&root, "docker.io");
     let unsupported: Vec<_> = hosts.iter().map(|h| h.unsupported.clone()).collect();
-    let expected: [&[&str]; 4] = [&["client", "proxy"], &["header"], &[], &[]];
+    let expected: [&[&str]; 4] = [&["proxy"], &[], &[], &[]];
     assert_eq!(unsupported, expected);
+    let dir = root.path().join("docker.io");
+    let pair = |cert: PathBuf, key: Option<PathBuf>| ClientPair { cert, key };
+    assert_eq!(
+        hosts[0].client,
+        [
+            pair("/etc/certs/client.cert".into(), Some("/etc/certs/client.key".into())),
+            pair(dir.join("client.pem"), None),
+        ]
+    );
+    assert_eq!(hosts[1].client, [pair("/etc/certs/client.pem".into(), None)]);
+    assert_eq!(
+        hosts[2].client,
+        [pair(dir.join("c1.pem"), None), pair("/etc/certs/c2.pem".into(), None)]
+    );
+    let header = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(
+        hosts[1].header.0,
+        [
+            header("x-custom-2", "value1"),
+            header("x-custom-2", "value2"),
+            header("X-Dragonfly-Registry", "https://index.docker.io"),
+        ]
+    );
+    assert!(hosts[0].header.0.is_empty() && hosts[3].client.is_empty());
     let dial: Vec<_> = hosts.iter().map(|h| h.dial_timeout).collect();
     let second = Some(std::time::Duration::from_secs(1));
     assert_eq!(
@@ -206,11 +239,14 @@ fn cert_files_directory_without_hosts_toml() {
     let hosts = load_hosts(Some(root.path()), "registry.test:5443").unwrap();
     assert_eq!(summary(&hosts), ["https://registry.test:5443 pull,resolve,push server"]);
     assert_eq!(hosts[0].ca, [dir.join("a.crt"), dir.join("b.crt")]);
-    let client = dir.join("client.cert");
     assert_eq!(
-        hosts[0].unsupported,
-        [format!("client certificate {}", client.display())]
+        hosts[0].client,
+        [ClientPair {
+            cert: dir.join("client.cert"),
+            key: Some(dir.join("client.key")),
+        }]
     );
+    assert!(hosts[0].unsupported.is_empty());
 }
 
 #[test]
@@ -232,6 +268,13 @@ fn rejects_bad_files_naming_the_file_and_key() {
         ),
         ("skip_verify = \"yes\"", "invalid value for \"skip_verify\""),
         ("ca = 5", "invalid value for \"ca\""),
+        ("client = 5", "invalid value for \"client\""),
+        ("client = [[\"a.cert\"]]", "invalid value for \"client\""),
+        ("client = [\"\"]", "invalid value for \"client\""),
+        ("[header]\n\"bad name\" = \"x\"", "invalid value for \"header\""),
+        ("[header]\nx-a = \"line\\nbreak\"", "invalid value for \"header\""),
+        ("[header]\nx-a = 5", "invalid value for \"header\""),
+        ("header = \"x\"", "invalid value for \"header\""),
         ("server = 5", "invalid value for \"server\""),
         ("host = 1", "invalid value for \"host\""),
         ("[host.\"ftp://m\"]", "the scheme must be http or https"),

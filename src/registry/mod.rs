@@ -1,4 +1,4 @@
-//! Registry access: the only module that talks to registries, and the only one that touches `oci-client`.
+//! Registry access: the only module that talks to registries.
 //!
 //! A [`Session`] serves one pull of one repository. It holds the registry's hosts in the order they are
 //! tried ([`hosts`]: mirrors from `hosts.toml` first, the upstream `server` last) and the credentials to
@@ -7,17 +7,20 @@
 //! while. Every request has a connect and a response deadline ([`Deadlines`]), so a registry that accepts
 //! connections and never answers fails the request as unavailable within seconds.
 //!
-//! Manifests are fetched with our own request (through the same TLS and token setup as `oci-client`)
-//! because `oci-client` neither exposes the response's `Content-Type` (needed to identify a manifest without
-//! a `mediaType` field) nor bounds the body it reads (a hostile registry could send gigabytes). Blobs are
-//! streamed by `oci-client`, which verifies their digest while streaming; the content store verifies again
-//! as it commits.
+//! Requests are made with one HTTP client per host ([`host_client`]), set up from the host's hosts.toml entry
+//! (TLS trust and client certificates in [`tls`], headers, connect deadline), and authorized by the
+//! distribution token flow ([`token`]). (imaged used `oci-client` here before; it builds its own HTTP client,
+//! so it could neither send a host's `header`s nor present a client certificate.) Manifest bodies are bounded
+//! and hashed as they arrive; blobs are streamed to callers that hash every byte and commit only verified
+//! content.
 
 pub mod auth;
 mod deadline;
 mod error;
+pub mod helper;
 mod host_client;
 pub mod hosts;
+mod tls;
 mod token;
 
 use std::collections::HashMap;
@@ -36,7 +39,7 @@ use host_client::HostClient;
 use crate::digest::Digest;
 use crate::metadata::Descriptor;
 use crate::reference::ImageRef;
-use auth::{AuthFile, Credentials};
+use auth::{AuthFile, CredentialSource, Credentials};
 
 /// How long a connection to a registry host may take, unless its `dial_timeout` says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +57,8 @@ pub struct RegistryOptions {
     pub connect_timeout_secs: u64,
     /// The response deadline of every request (see [`Deadlines`]).
     pub response_timeout: Duration,
+    /// How long a docker credential helper may take before it is killed.
+    pub credential_helper_timeout: Duration,
 }
 
 impl Default for RegistryOptions {
@@ -63,6 +68,7 @@ impl Default for RegistryOptions {
             auth_files: Vec::new(),
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT.as_secs(),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            credential_helper_timeout: helper::DEFAULT_HELPER_TIMEOUT,
         }
     }
 }
@@ -101,15 +107,17 @@ impl Registry {
     }
 
     /// Prepares to pull from `image`'s repository with `request_creds` (from the CRI request), falling back
-    /// to credentials from the auth files.
-    pub fn session(&self, image: &ImageRef, request_creds: Option<Credentials>) -> Result<Session, RegistryError> {
+    /// to credentials from the auth files (and the credential helpers they name).
+    pub async fn session(
+        &self,
+        image: &ImageRef,
+        request_creds: Option<Credentials>,
+    ) -> Result<Session, RegistryError> {
         let hosts = hosts::load_hosts(self.options.hosts_dir.as_deref(), image.registry())?;
-        let file_creds = if request_creds.is_none() {
-            self.file_credentials(image.registry())?
-        } else {
-            None
+        let creds = match request_creds {
+            Some(c) => Some(c),
+            None => self.file_credentials(image.registry()).await?,
         };
-        let creds = request_creds.or(file_creds);
         let who = creds
             .as_ref()
             .map_or_else(|| "anonymous".to_string(), Credentials::fingerprint);
@@ -128,32 +136,52 @@ impl Registry {
         })
     }
 
-    fn file_credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+    /// The credentials the first auth file that knows `registry` gives: stored in it, or from the credential
+    /// helper it names. A helper without credentials for the registry lets the next file answer.
+    async fn file_credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
         for path in &self.options.auth_files {
             if !path.exists() {
                 continue;
             }
-            let file = AuthFile::load(path)?;
-            if let Some(c) = file.lookup(registry) {
-                return Ok(Some(c));
-            }
-            for h in file.helpers() {
-                tracing::debug!(file = %path.display(), helper = %h, "credential helpers are not supported; ignored");
+            match AuthFile::load(path)?.source(registry) {
+                None => {}
+                Some(CredentialSource::Stored(c)) => return Ok(Some(c)),
+                Some(CredentialSource::Helper(name)) => {
+                    let timeout = self.options.credential_helper_timeout;
+                    if let Some(c) = helper::get(&name, registry, timeout).await? {
+                        tracing::debug!(registry, helper = %name, "credentials from a docker credential helper");
+                        return Ok(Some(c));
+                    }
+                    tracing::debug!(registry, helper = %name, "the credential helper has no credentials for the registry");
+                }
             }
         }
         Ok(None)
     }
 
     /// The clients for `host` and the credentials with fingerprint `who`: one per credential set, because
-    /// oci-client keeps the first credentials it is given per registry, and one pod's credentials must
-    /// never serve another pod's pull.
+    /// authorizations are kept per client, and one pod's credentials must never serve another pod's pull.
     fn client(&self, host: &hosts::RegistryHost, who: &str) -> Result<Arc<HostClient>, RegistryError> {
         let deadlines = Deadlines::for_host(
             host.dial_timeout,
             Duration::from_secs(self.options.connect_timeout_secs.max(1)),
             self.options.response_timeout,
         );
-        let key = format!("{}|{}|{:?}|{deadlines:?}|{who}", host.url(), host.skip_verify, host.ca);
+        // Header values may be secrets: the key holds their digest, not the values. Certificate files are
+        // keyed with their modification time and size, so a rotated certificate is picked up.
+        let headers: String = host.header.0.iter().map(|(n, v)| format!("{n}\0{v}\0")).collect();
+        let files = host.ca.iter().chain(
+            host.client
+                .iter()
+                .flat_map(|p| std::iter::once(&p.cert).chain(p.key.as_ref())),
+        );
+        let stamps: Vec<String> = files.map(|f| file_stamp(f)).collect();
+        let key = format!(
+            "{}|{}|{stamps:?}|{}|{deadlines:?}|{who}",
+            host.url(),
+            host.skip_verify,
+            crate::digest::Digest::of(headers.as_bytes()).hex()
+        );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             // Capabilities may differ between files naming the same URL: keep the client, take the host.
@@ -163,6 +191,13 @@ impl Registry {
         clients.insert(key, c.clone());
         Ok(c)
     }
+}
+
+/// A file's path, modification time and size, to tell a replaced file from the one a client was built with.
+fn file_stamp(path: &std::path::Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let mtime = meta.as_ref().and_then(|m| m.modified().ok());
+    format!("{}@{mtime:?}/{:?}", path.display(), meta.map(|m| m.len()))
 }
 
 /// One pull's view of a repository: its hosts in order and the credentials to present.

@@ -68,6 +68,7 @@ impl ImageService {
             auth_files: config.auth_files.clone(),
             connect_timeout_secs: config.connect_timeout_secs,
             response_timeout: config.response_timeout,
+            credential_helper_timeout: config.credential_helper_timeout,
         }));
         let options = PullOptions {
             platform: config.platform.clone(),

@@ -33,7 +33,8 @@ pub struct DaemonOptions {
     /// The socket path, instead of one in the daemon's temp dir (a runtime configured before imaged starts
     /// needs to know it).
     pub socket: Option<PathBuf>,
-    /// Extra environment variables, set after the defaults (so `RUST_LOG` here wins over `imaged=debug`).
+    /// Extra environment variables, set after the defaults (so `RUST_LOG` here wins over `imaged=debug`; a
+    /// `PATH` with credential helpers in front).
     pub env: Vec<(String, String)>,
 }
 

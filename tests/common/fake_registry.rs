@@ -1,5 +1,6 @@
 //! A deliberately misbehaving registry, for faults a real registry will not produce on demand: bytes that
-//! do not match their digest, oversized manifests, 5xx answers, connections that stall mid-blob.
+//! do not match their digest, oversized manifests, 5xx answers, connections that stall mid-blob, a token
+//! revoked before it expires (a 401 for a token the registry accepted a moment ago).
 //!
 //! It speaks just enough HTTP/1.1 (one request per connection, `Connection: close`) for imaged's clients,
 //! serves canned responses by path, and records every request it saw.
@@ -54,6 +55,7 @@ impl Canned {
 pub struct FakeRegistry {
     addr: String,
     routes: Arc<Mutex<HashMap<String, Canned>>>,
+    required_auth: Arc<Mutex<Option<String>>>,
     seen: Arc<Mutex<Vec<String>>>,
     requests: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
@@ -71,13 +73,14 @@ impl FakeRegistry {
             .insert("/v2/".into(), Canned::ok("application/json", b"{}".to_vec()));
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (r, s, f) = (routes.clone(), seen.clone(), requests.clone());
+        let required_auth: Arc<Mutex<Option<String>>> = Arc::default();
+        let (r, s, f, ra) = (routes.clone(), seen.clone(), requests.clone(), required_auth.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
-                let (r, s, full) = (r.clone(), s.clone(), f.clone());
+                let (r, s, full, ra) = (r.clone(), s.clone(), f.clone(), ra.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -111,12 +114,23 @@ impl FakeRegistry {
                     let target = parts.next().unwrap_or_default().to_string();
                     let path = target.split('?').next().unwrap_or_default().to_string();
                     s.lock().unwrap().push(format!("{method} {target}"));
-                    let canned = r
-                        .lock()
-                        .unwrap()
-                        .get(&path)
-                        .cloned()
-                        .unwrap_or_else(|| Canned::status(404));
+                    let authorization = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("authorization:"))
+                        .map(|v| v.trim().to_string());
+                    let required = ra.lock().unwrap().clone();
+                    let refused = required.is_some_and(|want| {
+                        path != "/v2/" && path != "/token" && authorization != Some(want.to_lowercase())
+                    });
+                    let canned = if refused {
+                        Canned::status(401)
+                    } else {
+                        r.lock()
+                            .unwrap()
+                            .get(&path)
+                            .cloned()
+                            .unwrap_or_else(|| Canned::status(404))
+                    };
                     let mut resp = format!(
                         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                         canned.status,
@@ -157,6 +171,7 @@ impl FakeRegistry {
         FakeRegistry {
             addr,
             routes,
+            required_auth,
             seen,
             requests,
             task,
@@ -166,6 +181,12 @@ impl FakeRegistry {
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Answers 401 to every request other than `/v2/` and `/token` whose `Authorization` is not `value`
+    /// (e.g. `Bearer t1`, compared case-insensitively): a registry that takes only that token.
+    pub fn require_authorization(&self, value: &str) {
+        *self.required_auth.lock().unwrap() = Some(value.to_string());
     }
 
     /// Serves `canned` for `path` (without query string).

@@ -8,6 +8,9 @@
 //! - [`Fault::Stall`]: forward the response head and the first N body bytes, then send nothing more.
 //! - [`Fault::Drip`]: forward the response head at once, then the body in small chunks with pauses.
 //!
+//! A proxy can also stand for a P2P mirror that routes by a header (Dragonfly's `X-Dragonfly-Registry`):
+//! with [`FaultProxy::require_header`], a request without that header is answered 400 and not forwarded.
+//!
 //! The fault for a request is the first rule ([`FaultProxy::set_for`]) whose pattern the request target
 //! contains, else the default ([`FaultProxy::set`]). Every accepted request is logged with the fault applied
 //! and when its response started and ended ([`FaultProxy::requests`]), so tests can see what a client asked
@@ -64,6 +67,8 @@ pub struct ProxiedRequest {
     pub status: Option<u16>,
     /// When the last byte of the response was about to be sent; `None` while it is not (yet) complete.
     pub finished: Option<Instant>,
+    /// The request's headers, names in lower case, in the order sent.
+    pub headers: Vec<(String, String)>,
 }
 
 impl ProxiedRequest {
@@ -71,11 +76,23 @@ impl ProxiedRequest {
     pub fn is_blob_get(&self) -> bool {
         self.method == "GET" && self.path.contains("/blobs/")
     }
+
+    /// The values of header `name` (any case) the request carried.
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 #[derive(Default)]
 struct Shared {
     rules: Vec<(String, Fault)>,
+    /// A header every request must carry, `(lower-case name, value)`.
+    required: Option<(String, String)>,
     log: Vec<ProxiedRequest>,
     tasks: Vec<AbortHandle>,
 }
@@ -139,6 +156,11 @@ impl FaultProxy {
         let mut s = self.shared.lock().unwrap();
         s.rules.retain(|(p, _)| p != pattern);
         s.rules.push((pattern.to_string(), fault));
+    }
+
+    /// Answers 400 (without forwarding) every request that does not carry the header `name: value`.
+    pub fn require_header(&self, name: &str, value: &str) {
+        self.shared.lock().unwrap().required = Some((name.to_ascii_lowercase(), value.to_string()));
     }
 
     /// Removes every rule (the default stays).
@@ -255,13 +277,24 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, fallback: Fault, sha
     let mut first = text.lines().next().unwrap_or_default().split(' ');
     let method = first.next().unwrap_or_default().to_string();
     let path = first.next().unwrap_or_default().to_string();
-    let fault = {
+    let headers: Vec<(String, String)> = text
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let (fault, missing) = {
         let s = shared.lock().unwrap();
-        s.rules
+        let fault = s
+            .rules
             .iter()
             .find(|(p, _)| path.contains(p.as_str()))
-            .map_or(fallback, |(_, f)| f.clone())
+            .map_or(fallback, |(_, f)| f.clone());
+        let missing = s.required.as_ref().is_some_and(|req| !headers.contains(req));
+        (fault, missing)
     };
+    // A request without the required header is refused as such, whatever the fault.
+    let fault = if missing { Fault::Status(400) } else { fault };
     let index = {
         let mut s = shared.lock().unwrap();
         s.log.push(ProxiedRequest {
@@ -271,6 +304,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, fallback: Fault, sha
             started: Instant::now(),
             status: None,
             finished: None,
+            headers,
         });
         s.log.len() - 1
     };

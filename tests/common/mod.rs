@@ -12,8 +12,12 @@
 //!   read a container's root filesystem from inside.
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
 //! - [`podman`]: a real podman 4.3 with its own storage, reading imaged's containers-storage store.
+//! - [`pki`]: a CA, server and client certificates made with openssl, for HTTPS and mutual-TLS registries;
+//!   [`registry`] serves HTTPS with them, or runs as a pull-through cache (`proxy.remoteurl`).
+//! - [`blackhole`]: a loopback port that swallows connection attempts (a dead peer).
 //! - [`fault_proxy`]: a proxy in front of the real registry that refuses, answers 500, never answers,
-//!   stalls or drips on demand, and logs every request (when it started and ended); [`proxied`]: a
+//!   stalls or drips on demand, can require a header (a P2P mirror routing by it), and logs every request
+//!   (its headers, when it started and ended); [`proxied`]: a
 //!   registry, that proxy and a daemon pulling through it.
 //! - `soak/` (not declared here): the soak engine of issue 12, compiled only into `tests/soak.rs` through
 //!   `#[path]`, so the other test binaries do not build it.
@@ -24,6 +28,7 @@
 // Test code: panicking is the failure report, and not every test binary uses every helper.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
 
+pub mod blackhole;
 pub mod bridge;
 pub mod busybox;
 pub mod containerd;
@@ -35,6 +40,7 @@ pub mod hostile;
 pub mod image;
 pub mod layer;
 pub mod podman;
+pub mod pki;
 pub mod proxied;
 pub mod push;
 pub mod rawtar;

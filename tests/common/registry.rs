@@ -30,6 +30,30 @@ const BIND_ATTEMPTS: usize = 3;
 pub struct RegistryOptions {
     /// When set, the registry requires HTTP Basic auth with this `(user, password)` (`auth.htpasswd`).
     pub htpasswd: Option<(String, String)>,
+    /// When set, the registry serves HTTPS (`http.tls`), and requires client certificates when
+    /// [`RegistryTls::client_ca`] is set.
+    pub tls: Option<RegistryTls>,
+    /// When set, the registry is a pull-through cache of this upstream URL (`proxy.remoteurl`): it serves
+    /// what it has and fetches (and keeps) what it lacks.
+    pub proxy_remote: Option<String>,
+    /// The storage directory, instead of one in the registry's temp dir: a second registry process (e.g.
+    /// HTTPS-only) can serve what was pushed to a first one.
+    pub storage: Option<PathBuf>,
+}
+
+/// The TLS files of an HTTPS test registry (see [`super::pki::TestPki`]).
+#[derive(Clone, Debug)]
+pub struct RegistryTls {
+    /// The server certificate (for `127.0.0.1`).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// Client certificates signed by this CA are required (`http.tls.clientcas`).
+    pub client_ca: Option<PathBuf>,
+    /// The CA that signed `cert`, trusted by the readiness probe.
+    pub ca: PathBuf,
+    /// The client certificate and key (one PEM file) the readiness probe presents.
+    pub probe_identity: Option<PathBuf>,
 }
 
 impl RegistryOptions {
@@ -37,6 +61,7 @@ impl RegistryOptions {
     pub fn with_htpasswd(user: &str, password: &str) -> Self {
         Self {
             htpasswd: Some((user.to_owned(), password.to_owned())),
+            ..Self::default()
         }
     }
 }
@@ -58,6 +83,7 @@ pub struct LoggedRequest {
 pub struct TestRegistry {
     child: Option<Child>,
     port: u16,
+    https: bool,
     credentials: Option<(String, String)>,
     log_path: PathBuf,
     // Dropped last: the child must be gone before its storage is removed.
@@ -85,14 +111,15 @@ impl TestRegistry {
             let port = free_port();
             let htpasswd = opts.htpasswd.is_some().then_some(htpasswd_path.as_path());
             let config_path = dir.path().join("config.yml");
-            fs::write(&config_path, config_yaml(dir.path(), port, htpasswd)).expect("write registry config");
+            fs::write(&config_path, config_yaml(dir.path(), port, htpasswd, &opts)).expect("write registry config");
             // `spawn` truncates the log, so each attempt's log stands alone.
             let mut child = spawn(&config_path, &log_path);
-            match wait_ready(&mut child, port).await {
+            match wait_ready(&mut child, port, opts.tls.as_ref()).await {
                 Ok(()) => {
                     return TestRegistry {
                         child: Some(child),
                         port,
+                        https: opts.tls.is_some(),
                         credentials: opts.htpasswd.clone(),
                         log_path,
                         dir,
@@ -128,9 +155,10 @@ impl TestRegistry {
         self.port
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
+    /// The base URL, `http://127.0.0.1:PORT` (`https://…` for a TLS registry).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// An image reference into this registry: `127.0.0.1:PORT/<repo>:<tag>`, or `…/<repo>@<digest>` when
@@ -208,12 +236,20 @@ pub fn require_tool(tool: &str) {
 }
 
 /// Polls `GET /v2/` until it answers 200 or 401; fails early if the registry exits.
-async fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("build http client");
-    let url = format!("http://127.0.0.1:{port}/v2/");
+async fn wait_ready(child: &mut Child, port: u16, tls: Option<&RegistryTls>) -> Result<(), String> {
+    let mut client = reqwest::Client::builder().timeout(Duration::from_secs(2));
+    let mut scheme = "http";
+    if let Some(tls) = tls {
+        scheme = "https";
+        let ca = reqwest::Certificate::from_pem(&fs::read(&tls.ca).expect("read CA")).expect("CA pem");
+        client = client.tls_certs_only([ca]);
+        if let Some(id) = &tls.probe_identity {
+            let id = reqwest::Identity::from_pem(&fs::read(id).expect("read identity")).expect("identity pem");
+            client = client.identity(id);
+        }
+    }
+    let client = client.build().expect("build http client");
+    let url = format!("{scheme}://127.0.0.1:{port}/v2/");
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -267,8 +303,8 @@ fn write_htpasswd(path: &Path, user: &str, password: &str) {
     fs::write(path, out.stdout).expect("write htpasswd file");
 }
 
-fn config_yaml(dir: &Path, port: u16, htpasswd: Option<&Path>) -> String {
-    let storage = dir.join("storage");
+fn config_yaml(dir: &Path, port: u16, htpasswd: Option<&Path>, opts: &RegistryOptions) -> String {
+    let storage = opts.storage.clone().unwrap_or_else(|| dir.join("storage"));
     let mut yaml = format!(
         "version: 0.1
 log:
@@ -290,11 +326,24 @@ http:
 ",
         storage = storage.display()
     );
+    if let Some(tls) = &opts.tls {
+        yaml.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            tls.cert.display(),
+            tls.key.display()
+        ));
+        if let Some(ca) = &tls.client_ca {
+            yaml.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+        }
+    }
     if let Some(path) = htpasswd {
         yaml.push_str(&format!(
             "auth:\n  htpasswd:\n    realm: imaged-test\n    path: {}\n",
             path.display()
         ));
+    }
+    if let Some(remote) = &opts.proxy_remote {
+        yaml.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
     }
     yaml
 }
