@@ -96,7 +96,7 @@ pub mod proto {
         pub mod v1 {
             tonic::include_proto!("runtime.v1");
 
-            pub use crate::wire::ListImagesResponse;
+            pub use crate::wire::{ListImagesResponse, StreamImagesResponse};
 
             impl std::fmt::Debug for AuthConfig {
                 fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

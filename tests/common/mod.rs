@@ -7,6 +7,7 @@
 //!   [`layer`]'s items so `use common::image::*` is enough to build images.
 //! - [`push`]: pushes blobs, images and indexes to a registry over the distribution API.
 //! - [`tools`]: independent checks with `skopeo` and `umoci`.
+//! - [`many_images`]: thousands of image records written straight into a stopped daemon's store.
 //! - [`busybox`]: images that run: a static busybox layer, the pause image, an image of every layer change.
 //! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
 //!   read a container's root filesystem from inside.
@@ -31,6 +32,7 @@ pub mod fault_proxy;
 pub mod hostile;
 pub mod image;
 pub mod layer;
+pub mod many_images;
 pub mod proxied;
 pub mod push;
 pub mod rawtar;
