@@ -124,3 +124,32 @@ fn containerd_publishing_is_off_by_default_and_its_socket_becomes_the_runtime_en
     );
     assert!(FileConfig::parse("[containerd]\nadress = \"/x\"\n", Path::new("x")).is_err());
 }
+
+#[test]
+fn credential_verification_is_kubelets_default_and_reads_kubelets_names() {
+    use crate::ensure::verify::VerifyPolicy;
+    let path = Path::new("imaged.toml");
+    let empty = FileConfig::parse("", path).unwrap();
+    assert_eq!(
+        empty.pull.verify_rules().unwrap().policy(),
+        VerifyPolicy::NeverVerifyPreloadedImages
+    );
+    let text = "[pull]\ncredentials_verification_policy = \"NeverVerifyAllowlistedImages\"\n\
+                preloaded_images_verification_allowlist = [\"registry.example/team/*\"]\n";
+    let rules = FileConfig::parse(text, path).unwrap().pull.verify_rules().unwrap();
+    assert_eq!(rules.policy(), VerifyPolicy::NeverVerifyAllowlistedImages);
+    let unused = "[pull]\npreloaded_images_verification_allowlist = [\"registry.example/team/*\"]\n";
+    let err = FileConfig::parse(unused, path)
+        .unwrap()
+        .pull
+        .verify_rules()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only read by the policy NeverVerifyAllowlistedImages"),
+        "{err}"
+    );
+    let typo = "[pull]\ncredentials_verification_policy = \"AlwaysVerifyy\"\n";
+    let err = FileConfig::parse(typo, path).unwrap_err().to_string();
+    assert!(err.contains("AlwaysVerify"), "the valid names are listed: {err}");
+}

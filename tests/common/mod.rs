@@ -2,6 +2,7 @@
 //!
 //! - [`registry`]: a real `docker-registry` process on a free loopback port, optionally with htpasswd
 //!   auth, and containerd-style `hosts.toml` files pointing at it.
+//! - [`registry_log`]: which user the registry's own log says made each request (htpasswd auth).
 //! - [`layer`]: deterministic layer tars (files, dirs, links, whiteouts), plain, gzip or zstd.
 //! - [`image`]: images (OCI or Docker schema2) and multi-platform indexes over those layers; re-exports
 //!   [`layer`]'s items so `use common::image::*` is enough to build images.
@@ -37,6 +38,7 @@ pub mod proxied;
 pub mod push;
 pub mod rawtar;
 pub mod registry;
+pub mod registry_log;
 pub mod rootfs;
 pub mod setup;
 pub mod tmpfs;
