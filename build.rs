@@ -18,8 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // AuthConfig carries passwords and tokens (`debug_redact` upstream, which prost ignores): its Debug
         // is written by hand in src/lib.rs and redacts them.
         .skip_debug(["runtime.v1.AuthConfig"])
-        // Written by hand (src/wire.rs) so the server can send a cached, pre-encoded list; same wire format.
+        // Written by hand (src/wire.rs) so the server can send a cached, pre-encoded list, whole or in slices;
+        // same wire format.
         .extern_path(".runtime.v1.ListImagesResponse", "crate::wire::ListImagesResponse")
+        .extern_path(".runtime.v1.StreamImagesResponse", "crate::wire::StreamImagesResponse")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

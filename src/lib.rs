@@ -11,8 +11,8 @@
 //!   on [`service::ImageService`] and domain errors into gRPC statuses (in [`server::status`]); [`wire`]
 //!   holds the one message written by hand (a ListImages answer that can be sent pre-encoded).
 //! - [`service`]: the image service in domain types: pull, status, list, remove, filesystem info, GC, prune.
-//! - [`ensure`]: kubelet's image manager inside the server: pull policy, back-off, coalescing, limits, the
-//!   progress watchdog, events.
+//! - [`ensure`]: kubelet's image manager inside the server: pull policy, credential re-verification
+//!   (KEP-2535), back-off, coalescing, limits, the progress watchdog, events.
 //! - [`gc`]: disk-threshold GC and graph pruning (pure policies in `gc::policy` and `gc::prune`, executed on
 //!   the stores by `gc::run`).
 //! - [`pull`]: one image pull: resolve the reference, choose the platform, fetch and verify every blob,
@@ -23,7 +23,8 @@
 //!   labels) over those layers, for the runtimes that build containers' root filesystems on them.
 //! - [`registry`]: the only module that talks to registries: hosts and mirrors (`hosts.toml`, with their TLS
 //!   and headers), credentials (and docker credential helpers), the token flow, manifest and blob fetches.
-//! - [`metadata`]: image records (tags, digests, size, user, pins, times) in a transactional redb database.
+//! - [`metadata`]: image records (tags, digests, size, user, pins, times), and who the registry served each
+//!   image to, in a transactional redb database.
 //! - [`content`]: the content-addressed blob store, laid out as an OCI image layout, with crash-safe commits;
 //!   [`lease`] protects what operations in flight are about to reference.
 //! - [`metrics`]: Prometheus metrics and their endpoint.
@@ -97,7 +98,7 @@ pub mod proto {
         pub mod v1 {
             tonic::include_proto!("runtime.v1");
 
-            pub use crate::wire::ListImagesResponse;
+            pub use crate::wire::{ListImagesResponse, StreamImagesResponse};
 
             impl std::fmt::Debug for AuthConfig {
                 fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub gc_images_removed: Counter,
     /// Bytes freed by garbage collection and prune (measured, not estimated).
     pub gc_freed_bytes: Counter,
+    /// Credential re-verifications with the registry, by result (`verified`, `refused`).
+    pub credential_verifications: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -77,6 +79,7 @@ impl Metrics {
             gc_runs: Counter::default(),
             gc_images_removed: Counter::default(),
             gc_freed_bytes: Counter::default(),
+            credential_verifications: Family::default(),
             registry: Registry::default(),
         };
         registry.register("pulls", "Image pull requests by result", m.pulls.clone());
@@ -138,12 +141,26 @@ impl Metrics {
             Unit::Bytes,
             m.gc_freed_bytes.clone(),
         );
+        registry.register(
+            "credential_verifications",
+            "Credential re-verifications with the registry, by result",
+            m.credential_verifications.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// Counts a pull request with `result`.
     pub fn pull_result(&self, result: &str) {
         self.pulls
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a credential re-verification with `result` (`verified` or `refused`).
+    pub fn verification(&self, result: &str) {
+        self.credential_verifications
             .get_or_create(&ResultLabel {
                 result: result.to_string(),
             })

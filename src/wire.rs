@@ -1,4 +1,5 @@
-//! `runtime.v1.ListImagesResponse`, written by hand so that the server can answer from a pre-encoded copy.
+//! `runtime.v1.ListImagesResponse` and `StreamImagesResponse`, written by hand so that the server can answer
+//! from a pre-encoded copy.
 //!
 //! kubelet lists images every few seconds, and with thousands of images building and encoding the
 //! answer (5,000 `Image` messages: digests to hex, strings cloned, pin patterns matched, ~1.6 MB encoded)
@@ -6,6 +7,10 @@
 //! server keeps the encoded `images` field of the last answer and sends those bytes again while the
 //! metadata has not changed. On the wire this is exactly the generated message (field 1, repeated
 //! `Image`); `build.rs` maps the message here with `extern_path`, and clients decode into `images`.
+//!
+//! `StreamImagesResponse` (Kubernetes 1.36) has the same single field, so it is the same type: StreamImages
+//! sends the same cached bytes cut at image boundaries by [`batches`], each slice a complete response,
+//! without copying them or building the list a second time.
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::DecodeError;
@@ -21,6 +26,10 @@ pub struct ListImagesResponse {
     /// Field 1, already encoded: sent instead of `images` when present (server side only).
     pub encoded: Option<Bytes>,
 }
+
+/// `StreamImagesResponse { repeated Image images = 1; }`: one message of a StreamImages stream. Identical to
+/// [`ListImagesResponse`] on the wire, and sent pre-encoded the same way (a slice from [`batches`]).
+pub type StreamImagesResponse = ListImagesResponse;
 
 impl ListImagesResponse {
     /// A response whose body is `encoded`, the output of [`ListImagesResponse::encode_images`].
@@ -39,6 +48,59 @@ impl ListImagesResponse {
         }
         Bytes::from(buf)
     }
+}
+
+/// Cuts `encoded` (the output of [`ListImagesResponse::encode_images`]) into slices of whole images, each
+/// at most `max_bytes` long unless one image alone is longer (it then travels alone): every slice is the
+/// body of a valid response, and every image is in exactly one. The slices share `encoded`'s memory.
+pub fn batches(encoded: Bytes, max_bytes: usize) -> Batches {
+    Batches {
+        rest: encoded,
+        max_bytes,
+    }
+}
+
+/// The iterator [`batches`] returns.
+#[derive(Debug, Clone)]
+pub struct Batches {
+    rest: Bytes,
+    max_bytes: usize,
+}
+
+impl Iterator for Batches {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        while end < self.rest.len() {
+            let Some(len) = entry_len(&self.rest[end..]) else {
+                // Not what encode_images writes: send the rest whole rather than cut it somewhere wrong.
+                end = self.rest.len();
+                break;
+            };
+            if end > 0 && end + len > self.max_bytes {
+                break;
+            }
+            end += len;
+        }
+        Some(self.rest.split_to(end))
+    }
+}
+
+/// The length of the field entry (key, length, payload) at the start of `buf`, if it is a whole
+/// length-delimited field 1.
+fn entry_len(buf: &[u8]) -> Option<usize> {
+    let mut cursor = buf;
+    let key = encoding::decode_varint(&mut cursor).ok()?;
+    if key != (1 << 3 | WireType::LengthDelimited as u64) {
+        return None;
+    }
+    let payload = usize::try_from(encoding::decode_varint(&mut cursor).ok()?).ok()?;
+    let header = buf.len() - cursor.len();
+    (payload <= cursor.len()).then_some(header + payload)
 }
 
 impl prost::Message for ListImagesResponse {
@@ -128,6 +190,43 @@ mod tests {
         assert_eq!(plain.encode_to_vec(), reference_encoding(&images));
         assert_eq!(cached.encode_to_vec(), reference_encoding(&images));
         assert_eq!(cached.encoded_len(), plain.encoded_len());
+    }
+
+    #[test]
+    fn batches_cut_at_image_boundaries_and_cover_every_image_once() {
+        let images: Vec<Image> = (0..50)
+            .map(|i| Image {
+                id: format!("sha256:{i:064x}"),
+                // Sizes vary, so boundaries fall at different offsets.
+                repo_tags: (0..i % 4).map(|t| format!("docker.io/library/x:{i}-{t}")).collect(),
+                size: 1 + i,
+                ..Default::default()
+            })
+            .collect();
+        let encoded = ListImagesResponse::encode_images(&images);
+        let one = reference_encoding(&images[..1]).len();
+        for max in [1, one, one + 1, 1000, 4096, encoded.len(), usize::MAX] {
+            let mut seen = Vec::new();
+            for batch in batches(encoded.clone(), max) {
+                let response = StreamImagesResponse::decode(batch.clone()).unwrap();
+                assert!(!response.images.is_empty(), "max {max}: an empty message");
+                assert!(
+                    batch.len() <= max || response.images.len() == 1,
+                    "max {max}: {} bytes for {} images",
+                    batch.len(),
+                    response.images.len()
+                );
+                seen.extend(response.images);
+            }
+            assert_eq!(seen, images, "max {max}");
+        }
+        assert_eq!(batches(Bytes::new(), 10).count(), 0, "no images, no message");
+    }
+
+    #[test]
+    fn a_malformed_buffer_is_sent_whole_not_cut() {
+        let bytes = Bytes::from_static(&[0x12, 0x01, 0x00, 0x0a, 0x05]); // field 2, then a truncated field 1
+        assert_eq!(batches(bytes.clone(), 1).collect::<Vec<_>>(), [bytes]);
     }
 
     #[test]

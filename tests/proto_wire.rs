@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 
 use imaged::proto::runtime::v1::{
-    AuthConfig, FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoResponse, ImageSpec, Int64Value,
+    AuthConfig, FilesystemIdentifier, FilesystemUsage, Image, ImageFilter, ImageFsInfoResponse, ImageSpec, Int64Value,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, PullImageRequest, PullImageResponse, UInt64Value, WindowsPodSandboxConfig,
-    WindowsSandboxSecurityContext,
+    PodSandboxMetadata, PullImageRequest, PullImageResponse, StreamImagesRequest, StreamImagesResponse, UInt64Value,
+    WindowsPodSandboxConfig, WindowsSandboxSecurityContext,
 };
 use prost::Message;
 
@@ -157,6 +157,52 @@ fn image_wire_format() {
         0x40, 0x01,                                          // field 8 (pinned), VARINT 1
     ];
     assert_wire(&image, wire);
+}
+
+#[test]
+fn stream_images_wire_format() {
+    // Kubernetes 1.36: StreamImagesRequest { ImageFilter filter = 1 }, StreamImagesResponse { repeated Image
+    // images = 1 }, the same shapes as ListImages'.
+    let req = StreamImagesRequest {
+        filter: Some(ImageFilter {
+            image: Some(ImageSpec {
+                image: "bb".into(),
+                ..Default::default()
+            }),
+        }),
+    };
+    #[rustfmt::skip]
+    let wire: &[u8] = &[
+        0x0a, 0x06,                     // field 1 (filter: ImageFilter), LEN, 6 bytes
+            0x0a, 0x04,                 //   field 1 (image: ImageSpec), LEN, 4 bytes
+                0x0a, 0x02, b'b', b'b', //     field 1 (image), LEN, 2 bytes
+    ];
+    assert_wire(&req, wire);
+
+    let image = |id: &str| Image {
+        id: id.into(),
+        ..Default::default()
+    };
+    let resp = StreamImagesResponse {
+        images: vec![image("a"), image("b")],
+        encoded: None,
+    };
+    #[rustfmt::skip]
+    let wire: &[u8] = &[
+        0x0a, 0x03,           // field 1 (images: Image), LEN, 3 bytes
+            0x0a, 0x01, b'a', //   field 1 (id), LEN, 1 byte
+        0x0a, 0x03,           // field 1 (images: Image), LEN, 3 bytes
+            0x0a, 0x01, b'b', //   field 1 (id), LEN, 1 byte
+    ];
+    assert_wire(&resp, wire);
+    // What the server sends: a slice of its cached ListImages bytes, the same bytes.
+    let encoded = StreamImagesResponse::encode_images(&resp.images);
+    let sliced: Vec<_> = imaged::wire::batches(encoded, 5).collect();
+    assert_eq!(sliced.len(), 2, "one image per message when each is 5 bytes");
+    assert_eq!(
+        StreamImagesResponse::pre_encoded(sliced[1].clone()).encode_to_vec(),
+        &wire[5..]
+    );
 }
 
 #[test]

@@ -4,6 +4,10 @@
 //!
 //! Every image has one small gzip layer of its own. imaged gets all of them; containerd gets as many as
 //! it pulls within a time budget (`--api-containerd-budget`), and the report says how many.
+//!
+//! Then imaged's memory while it answers the whole list: its peak RSS (`VmHWM`, reset before each call)
+//! over a ListImages and over a StreamImages (Kubernetes 1.36; containerd 1.6 does not serve it) that the
+//! client reads message by message, each after a fresh start and a warm-up call of the other RPC.
 
 use std::time::{Duration, Instant};
 
@@ -134,6 +138,15 @@ struct Row {
     rss: u64,
 }
 
+/// imaged's memory over one whole-list call: RSS before, peak RSS during (bytes), and the messages.
+struct Memory {
+    rpc: &'static str,
+    before: u64,
+    peak: u64,
+    messages: usize,
+    images: usize,
+}
+
 /// Runs scale mode on `daemons` (imaged first, then containerd) with `refs` pushed; returns the report.
 pub async fn run(opts: &ApiOpts, daemons: &mut [Daemon], refs: &[String]) -> Result<String> {
     let mut rows: Vec<Row> = daemons.iter().map(|_| Row::default()).collect();
@@ -228,7 +241,78 @@ pub async fn run(opts: &ApiOpts, daemons: &mut [Daemon], refs: &[String]) -> Res
     for d in daemons.iter() {
         d.pause(false);
     }
-    Ok(table(opts, daemons, &rows))
+    let mut memory = Vec::new();
+    if let Some(d) = daemons.iter().find(|d| d.name == "imaged") {
+        for other in daemons.iter() {
+            other.pause(other.name != "imaged");
+        }
+        memory.push(list_memory(d, false).await?);
+        memory.push(list_memory(d, true).await?);
+        for d in daemons.iter() {
+            d.pause(false);
+        }
+    }
+    Ok(table(opts, daemons, &rows) + &memory_table(&memory))
+}
+
+/// One whole-list call of imaged (`stream`: StreamImages, else ListImages), after a warm-up call that
+/// builds the cached list: its peak RSS over the call.
+async fn list_memory(d: &Daemon, stream: bool) -> Result<Memory> {
+    let mut c = d.client().await?;
+    c.list_images(cri::ListImagesRequest { filter: None }).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    d.reset_peak_rss()?;
+    let before = d.rss()?;
+    let (messages, images) = if stream {
+        let mut s = c
+            .stream_images(cri::StreamImagesRequest { filter: None })
+            .await?
+            .into_inner();
+        let (mut messages, mut images) = (0, 0);
+        while let Some(m) = s.message().await? {
+            messages += 1;
+            images += m.images.len();
+        }
+        (messages, images)
+    } else {
+        let n = c
+            .list_images(cri::ListImagesRequest { filter: None })
+            .await?
+            .into_inner()
+            .images
+            .len();
+        (1, n)
+    };
+    let peak = d.peak_rss()?;
+    Ok(Memory {
+        rpc: if stream { "StreamImages" } else { "ListImages" },
+        before,
+        peak,
+        messages,
+        images,
+    })
+}
+
+fn memory_table(m: &[Memory]) -> String {
+    if m.is_empty() {
+        return String::new();
+    }
+    let mut s = "\nimaged's memory over one whole-list call (the cached list already built; VmHWM reset before \
+                 the call; the other daemons paused):\n\n"
+        .to_string();
+    s += "| RPC | images | messages | RSS before MB | peak RSS during MB | peak − before MB |\n|---|---|---|---|---|---|\n";
+    for r in m {
+        s += &format!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} |\n",
+            r.rpc,
+            r.images,
+            r.messages,
+            r.before as f64 / 1e6,
+            r.peak as f64 / 1e6,
+            r.peak.saturating_sub(r.before) as f64 / 1e6
+        );
+    }
+    s
 }
 
 fn table(opts: &ApiOpts, daemons: &[Daemon], rows: &[Row]) -> String {

@@ -57,6 +57,18 @@ impl ImageService for Fake {
         Ok(Response::new(cri::ListImagesResponse { images, encoded: None }))
     }
 
+    type StreamImagesStream =
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<cri::StreamImagesResponse, Status>> + Send>>;
+
+    async fn stream_images(
+        &self,
+        _req: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        Err(Status::unimplemented(
+            "the fake is a runtime before Kubernetes 1.36: no StreamImages",
+        ))
+    }
+
     async fn image_status(
         &self,
         req: Request<cri::ImageStatusRequest>,

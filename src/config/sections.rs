@@ -30,6 +30,14 @@ pub struct PullSection {
     /// Server-side pull policy: `default` and `[[pull.policy.rules]]` of `pattern` and `policy`
     /// (`always`, `if-not-present`, `never`).
     pub policy: Option<crate::ensure::policy::PolicyConfig>,
+    /// kubelet's `imagePullCredentialsVerificationPolicy`, spelled as kubelet spells it: which requests for
+    /// an image in the store must first have their credentials confirmed by the registry
+    /// (`NeverVerify`, `NeverVerifyPreloadedImages`, `NeverVerifyAllowlistedImages`, `AlwaysVerify`).
+    /// Default `NeverVerifyPreloadedImages`, as kubelet's.
+    pub credentials_verification_policy: Option<crate::ensure::verify::VerifyPolicy>,
+    /// kubelet's `preloadedImagesVerificationAllowlist`, read by `NeverVerifyAllowlistedImages` only:
+    /// repositories (`registry.example/team/app`) or prefixes (`registry.example/team/*`) never verified.
+    pub preloaded_images_verification_allowlist: Option<Vec<String>>,
 }
 
 impl PullSection {
@@ -46,6 +54,16 @@ impl PullSection {
     /// `backoff_max` or its default.
     pub fn backoff_max(&self) -> Duration {
         self.backoff_max.map_or(Duration::from_secs(300), |d| d.0)
+    }
+
+    /// The credential verification policy and its allowlist, checked.
+    pub fn verify_rules(&self) -> Result<crate::ensure::verify::VerifyRules, crate::ensure::verify::AllowlistError> {
+        crate::ensure::verify::VerifyRules::new(
+            self.credentials_verification_policy.unwrap_or_default(),
+            self.preloaded_images_verification_allowlist
+                .as_deref()
+                .unwrap_or_default(),
+        )
     }
 
     /// `progress_timeout` or its default; `None` when disabled.

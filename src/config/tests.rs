@@ -166,3 +166,32 @@ fn containers_storage_is_off_by_default_and_reads_primary_stores_by_default_when
     assert_eq!(ImageIdFormat::Hex.render(&id), id.hex());
     assert_eq!(ImageIdFormat::Digest.render(&id), id.to_string());
 }
+
+#[test]
+fn credential_verification_is_kubelets_default_and_reads_kubelets_names() {
+    use crate::ensure::verify::VerifyPolicy;
+    let path = Path::new("imaged.toml");
+    let empty = FileConfig::parse("", path).unwrap();
+    assert_eq!(
+        empty.pull.verify_rules().unwrap().policy(),
+        VerifyPolicy::NeverVerifyPreloadedImages
+    );
+    let text = "[pull]\ncredentials_verification_policy = \"NeverVerifyAllowlistedImages\"\n\
+                preloaded_images_verification_allowlist = [\"registry.example/team/*\"]\n";
+    let rules = FileConfig::parse(text, path).unwrap().pull.verify_rules().unwrap();
+    assert_eq!(rules.policy(), VerifyPolicy::NeverVerifyAllowlistedImages);
+    let unused = "[pull]\npreloaded_images_verification_allowlist = [\"registry.example/team/*\"]\n";
+    let err = FileConfig::parse(unused, path)
+        .unwrap()
+        .pull
+        .verify_rules()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only read by the policy NeverVerifyAllowlistedImages"),
+        "{err}"
+    );
+    let typo = "[pull]\ncredentials_verification_policy = \"AlwaysVerifyy\"\n";
+    let err = FileConfig::parse(typo, path).unwrap_err().to_string();
+    assert!(err.contains("AlwaysVerify"), "the valid names are listed: {err}");
+}

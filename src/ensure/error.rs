@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::limits::LimitError;
+use super::verify::VerifyPolicy;
 use crate::error::{Classify, ErrorKind, Reason};
 use crate::pull::PullError;
+use crate::registry::RegistryError;
 
 /// A failed pull request. Cloneable: every caller joined to one pull gets the same error.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,6 +39,36 @@ pub enum EnsureError {
     /// The pull itself failed.
     #[error(transparent)]
     Pull(Arc<PullError>),
+    /// The store holds the image, but the registry did not confirm that the request may pull it
+    /// (credential re-verification, KEP-2535).
+    #[error(
+        "the registry did not confirm that {who} may pull {image} ({digest}), which is on this node from \
+         another pull (pull.credentials_verification_policy = {policy}): {source}"
+    )]
+    Unverified {
+        /// The image as requested.
+        image: String,
+        /// The manifest asked for.
+        digest: String,
+        /// Whose credentials were presented, in words.
+        who: &'static str,
+        /// The policy that asked for the verification.
+        policy: VerifyPolicy,
+        /// What the registry said (or why it could not be asked).
+        source: Arc<RegistryError>,
+    },
+    /// The pull policy `never` forbids asking the registry, and the request's credentials have not been
+    /// verified for the image the store holds.
+    #[error(
+        "Container image {image:?} is present, but the request's credentials have not been verified for it and \
+         its pull policy is never: the registry cannot be asked (pull.credentials_verification_policy = {policy})"
+    )]
+    NeverVerifiable {
+        /// The image as requested.
+        image: String,
+        /// The policy that asked for the verification.
+        policy: VerifyPolicy,
+    },
 }
 
 impl Classify for EnsureError {
@@ -47,6 +79,8 @@ impl Classify for EnsureError {
             EnsureError::Qps(_) => ErrorKind::ResourceExhausted,
             EnsureError::Stalled { .. } => ErrorKind::DeadlineExceeded,
             EnsureError::Pull(e) => e.kind(),
+            EnsureError::Unverified { source, .. } => source.kind(),
+            EnsureError::NeverVerifiable { .. } => ErrorKind::FailedPrecondition,
         }
     }
 }
@@ -58,7 +92,8 @@ impl EnsureError {
     pub fn arms_backoff(&self) -> bool {
         match self {
             EnsureError::NeverPull(_) | EnsureError::BackOff { .. } | EnsureError::Qps(_) => false,
-            EnsureError::Stalled { .. } => true,
+            EnsureError::NeverVerifiable { .. } => false,
+            EnsureError::Stalled { .. } | EnsureError::Unverified { .. } => true,
             EnsureError::Pull(e) => !e.is_local(),
         }
     }
@@ -66,10 +101,11 @@ impl EnsureError {
     /// kubelet's reason for this failure.
     pub fn reason(&self) -> Reason {
         match self {
-            EnsureError::NeverPull(_) => Reason::ErrImageNeverPull,
+            EnsureError::NeverPull(_) | EnsureError::NeverVerifiable { .. } => Reason::ErrImageNeverPull,
             EnsureError::BackOff { .. } => Reason::ImagePullBackOff,
             EnsureError::Qps(_) | EnsureError::Stalled { .. } => Reason::ErrImagePull,
             EnsureError::Pull(e) => Reason::for_pull(e.kind()),
+            EnsureError::Unverified { source, .. } => Reason::for_pull(source.kind()),
         }
     }
 }

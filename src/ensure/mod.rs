@@ -5,6 +5,9 @@
 //! A PullImage request goes through, in order:
 //! 1. the **pull policy** of its image (`never`, `if-not-present`, `always`): a present image may be
 //!    answered without any registry request, an absent one under `never` fails with `ErrImageNeverPull`;
+//!    before a present image answers, **credential verification** ([`verify`], kubelet's KEP-2535) decides
+//!    whether the request's credentials must first be confirmed by the registry (one manifest request, run
+//!    like a pull through the steps below);
 //! 2. the **back-off** of its key (pod UID + image): after a failure, requests fail at once with
 //!    `ImagePullBackOff` until the delay (10 s doubling to 5 min) has passed;
 //! 3. **coalescing**: requests for the same image with the same credentials join the pull in flight, which
@@ -25,6 +28,7 @@ mod error;
 mod flight;
 pub mod limits;
 pub mod policy;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +38,7 @@ use tokio::sync::oneshot;
 pub use error::EnsureError;
 pub use flight::{Caller, JOIN_IDLE_LIMIT};
 
-use crate::metadata::ImageRecord;
+use crate::metadata::{Grant, ImageRecord};
 use crate::metrics::Metrics;
 use crate::pull::{LayerState, Progress, Puller};
 use crate::reference::ImageRef;
@@ -42,7 +46,8 @@ use crate::registry::auth::Credentials;
 use backoff::{Backoff, BackoffPolicy};
 use flight::{Flights, Joined, PullResult, Waiter};
 use limits::{PullSlots, RateLimiter};
-use policy::{Decision, PolicySet};
+use policy::{Decision, PolicySet, PullPolicy};
+use verify::{Check, Verifier};
 
 /// How the ensure logic is set up.
 #[derive(Debug, Clone)]
@@ -74,6 +79,7 @@ pub struct Ensurer {
     rate: Arc<RateLimiter>,
     metrics: Arc<Metrics>,
     events: Arc<dyn crate::events::ImageEvents>,
+    verifier: Arc<Verifier>,
 }
 
 /// A request on its way: [`Ticket::progress`] while waiting, [`Ticket::finish`] for the result.
@@ -91,13 +97,14 @@ enum TicketState {
 }
 
 impl Ensurer {
-    /// The ensure logic with `options`, pulling through `puller`.
+    /// The ensure logic with `options`, pulling through `puller` and verifying credentials with `verifier`.
     /// Successful answers are announced to `events` (bridges) before they are returned.
     pub fn new(
         puller: Arc<Puller>,
         options: EnsureOptions,
         metrics: Arc<Metrics>,
         events: Arc<dyn crate::events::ImageEvents>,
+        verifier: Verifier,
     ) -> Result<Ensurer, EnsureError> {
         let bucket = limits::TokenBucket::new(options.qps, options.burst, options.max_qps_wait)?;
         Ok(Ensurer {
@@ -112,6 +119,7 @@ impl Ensurer {
             options,
             metrics,
             events,
+            verifier: Arc::new(verifier),
         })
     }
 
@@ -125,45 +133,72 @@ impl Ensurer {
         self.begin(image, creds, caller).finish().await
     }
 
-    /// Starts a request: decides at once when it can, else joins or starts the pull.
+    /// Starts a request: decides at once when it can, else joins or starts the pull (or the verification).
     pub fn begin(&self, image: ImageRef, creds: Option<Credentials>, caller: Caller) -> Ticket<'_> {
         let name = image.to_string();
         let present = self.present(&image);
-        let decision = policy::decide(
-            self.options.policy.for_image(&name),
-            present.is_some(),
-            image.digest().is_some(),
-        );
-        let state = match (decision, &present) {
-            (Decision::UseLocal, Some(rec)) => {
+        let pull_policy = self.options.policy.for_image(&name);
+        let decision = policy::decide(pull_policy, present.is_some(), image.digest().is_some());
+        // May the store answer these credentials with the image it holds (KEP-2535)?
+        let check = present
+            .as_ref()
+            .map(|rec| self.verifier.check(rec, &image, creds.as_ref()));
+        let state = match (decision, present, check) {
+            (Decision::UseLocal, Some(rec), Some(Check::Local)) => {
                 self.metrics.pull_result("present");
                 self.puller.stores().metadata.touch(&rec.id, crate::service::now_ns());
-                TicketState::Done(Ok(rec.clone()))
+                TicketState::Done(Ok(rec))
             }
-            (Decision::NeverPullError, _) => {
+            (Decision::UseLocal, _, Some(Check::Verify(_))) if pull_policy == PullPolicy::Never => {
+                self.metrics.pull_result("never");
+                TicketState::Done(Err(EnsureError::NeverVerifiable {
+                    image: name,
+                    policy: self.verifier.policy(),
+                }))
+            }
+            (Decision::UseLocal, _, Some(Check::Verify(target))) => self.start(caller, name, None, "verify", |w| {
+                self.join_verify(&image, creds, target, w)
+            }),
+            (Decision::NeverPullError, _, _) => {
                 self.metrics.pull_result("never");
                 TicketState::Done(Err(EnsureError::NeverPull(policy::never_pull_message(&name))))
             }
-            _ => match self.check_backoff(&caller, &name) {
-                Some(err) => TicketState::Done(Err(err)),
-                None => {
-                    tracing::info!(reason = "Pulling", image = %name, pod = %caller.pod, namespace = %caller.namespace, pod_uid = %caller.uid, "Pulling image");
-                    let (tx, rx) = oneshot::channel();
-                    let waiter = Waiter {
-                        caller,
-                        name,
-                        present,
-                        started: Instant::now(),
-                        tx,
-                    };
-                    TicketState::Waiting {
-                        progress: self.join(&image, creds, waiter),
-                        result: rx,
-                    }
-                }
-            },
+            (_, present, check) => {
+                // Served stale only to requests the store could have answered anyway.
+                let stale = present.filter(|_| matches!(check, Some(Check::Local)));
+                let grant = self.verifier.grant_for(&image, creds.as_ref());
+                self.start(caller, name, stale, "pull", |w| self.join(&image, creds, grant, w))
+            }
         };
         Ticket { state, ensurer: self }
+    }
+
+    /// Past the back-off, hands a new waiter to `join` (which joins or starts the `work` it waits for: a
+    /// pull or a verification).
+    fn start(
+        &self,
+        caller: Caller,
+        name: String,
+        present: Option<Arc<ImageRecord>>,
+        work: &'static str,
+        join: impl FnOnce(Waiter) -> Arc<Progress>,
+    ) -> TicketState {
+        if let Some(err) = self.check_backoff(&caller, &name) {
+            return TicketState::Done(Err(err));
+        }
+        tracing::info!(reason = "Pulling", image = %name, pod = %caller.pod, namespace = %caller.namespace, pod_uid = %caller.uid, work, "Pulling image");
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter {
+            caller,
+            name,
+            present,
+            started: Instant::now(),
+            tx,
+        };
+        TicketState::Waiting {
+            progress: join(waiter),
+            result: rx,
+        }
     }
 
     fn present(&self, image: &ImageRef) -> Option<Arc<ImageRecord>> {
@@ -192,13 +227,8 @@ impl Ensurer {
 
     /// Joins the pull of `image` with these credentials, or starts one; returns its progress. The pull runs
     /// in its own task, which settles every waiting request when it ends (see [`flight`]).
-    fn join(&self, image: &ImageRef, creds: Option<Credentials>, waiter: Waiter) -> Arc<Progress> {
-        let key = format!(
-            "{image}|{}",
-            creds
-                .as_ref()
-                .map_or_else(|| "anonymous".into(), Credentials::fingerprint)
-        );
+    fn join(&self, image: &ImageRef, creds: Option<Credentials>, grant: Grant, waiter: Waiter) -> Arc<Progress> {
+        let key = flight_key("pull", image, creds.as_ref());
         let flight = match self.flights.join_or_start(&key, waiter) {
             Joined::Joined(progress) => return progress,
             Joined::Started(flight) => flight,
@@ -214,7 +244,7 @@ impl Ensurer {
         let (image, flights, progress) = (image.clone(), self.flights.clone(), flight.progress.clone());
         let events = self.events.clone();
         tokio::spawn(async move {
-            let result = task.run(&image, creds).await;
+            let result = task.run(&image, creds, grant).await;
             // The runtimes see the image before any request hears of it: kubelet's next call creates a
             // container from it.
             if let Ok(rec) = &result {
@@ -224,6 +254,43 @@ impl Ensurer {
         });
         progress
     }
+
+    /// Joins the verification of `image` with these credentials, or starts one, like [`Ensurer::join`]
+    /// does pulls: in its own task, past the rate limit (not a pull slot: it is one small request).
+    fn join_verify(
+        &self,
+        image: &ImageRef,
+        creds: Option<Credentials>,
+        target: verify::Target,
+        waiter: Waiter,
+    ) -> Arc<Progress> {
+        let key = flight_key("verify", image, creds.as_ref());
+        let flight = match self.flights.join_or_start(&key, waiter) {
+            Joined::Joined(progress) => return progress,
+            Joined::Started(flight) => flight,
+        };
+        let (image, flights, progress) = (image.clone(), self.flights.clone(), flight.progress.clone());
+        let (verifier, rate, events) = (self.verifier.clone(), self.rate.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let result = match rate.wait().await {
+                Ok(_waited) => verifier.verify(&image, creds, target).await,
+                Err(e) => Err(e.into()),
+            };
+            // Like a pull's answer: the runtimes must have the image. A refusal is announced to nobody.
+            if let Ok(rec) = &result {
+                events.recorded(rec).await;
+            }
+            flights.finish(&key, &flight, result);
+        });
+        progress
+    }
+}
+
+/// The flight of `what` (`pull`, `verify`) for `image` with these credentials (by fingerprint: the key
+/// lives in memory only).
+fn flight_key(what: &str, image: &ImageRef, creds: Option<&Credentials>) -> String {
+    let who = creds.map_or_else(|| "anonymous".into(), Credentials::fingerprint);
+    format!("{what}|{image}|{who}")
 }
 
 impl Ticket<'_> {
@@ -264,7 +331,12 @@ struct PullTask {
 }
 
 impl PullTask {
-    async fn run(self, image: &ImageRef, creds: Option<Credentials>) -> Result<Arc<ImageRecord>, EnsureError> {
+    async fn run(
+        self,
+        image: &ImageRef,
+        creds: Option<Credentials>,
+        grant: Grant,
+    ) -> Result<Arc<ImageRecord>, EnsureError> {
         let queued = Instant::now();
         let waiting = self.progress.queued();
         let _slot = self.slots.acquire().await;
@@ -274,7 +346,7 @@ impl PullTask {
         self.metrics.pulls_in_progress.inc();
         let started = Instant::now();
         self.progress.advance();
-        let pull = self.puller.pull(image, creds, &self.progress);
+        let pull = self.puller.pull(image, creds, Some(grant), &self.progress);
         let result = match self.timeout {
             None => pull.await.map_err(|e| EnsureError::Pull(Arc::new(e))),
             Some(timeout) => watchdog(pull, &self.progress, timeout, image).await,

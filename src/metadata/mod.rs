@@ -12,7 +12,11 @@
 //! right before they delete anything (see [`crate::lease`]). A pull records its image before it drops its
 //! lease, so an item an image needs is always held by a lease or a record, and no removal, however stale
 //! its view, can delete it.
+//!
+//! Beside the images it keeps who the registry let pull them ([`access`]), for credential re-verification;
+//! those records are written and removed in the transactions of the images they belong to.
 
+pub mod access;
 mod error;
 mod record;
 mod state;
@@ -23,6 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use access::AccessChanges;
+pub use access::{AccessView, Accessor, Grant, MAX_ACCESSORS};
 pub use error::MetadataError;
 pub use record::{Descriptor, ImageRecord, LayerRecord, chain_ids};
 use state::State;
@@ -80,6 +86,7 @@ impl MetadataStore {
         let tx = db.begin_write().map_err(|e| err(e.into()))?;
         tx.open_table(IMAGES).map_err(|e| err(e.into()))?;
         tx.open_table(TAG_HISTORY).map_err(|e| err(e.into()))?;
+        tx.open_table(access::ACCESS).map_err(|e| err(e.into()))?;
         tx.commit().map_err(|e| err(e.into()))?;
 
         let mut state = State::default();
@@ -105,6 +112,8 @@ impl MetadataStore {
                 })?;
             state.history.insert(k.value().to_string(), revs);
         }
+        drop(tx);
+        state.access = access::load(&db, |id| state.images.contains_key(id)).map_err(err)?;
         Ok(MetadataStore {
             db,
             path: path.to_path_buf(),
@@ -166,6 +175,17 @@ impl MetadataStore {
     /// it, and takes `tag` away from any other image that had it. `rec.repo_tags`/`repo_digests` are the
     /// names this pull adds. Returns the record as stored and the ids of images that lost a tag.
     pub fn record(&self, rec: ImageRecord) -> Result<Recorded, MetadataError> {
+        self.record_granted(rec, None, 0)
+    }
+
+    /// [`MetadataStore::record`], and in the same transaction `grant` for the image (the access its pull
+    /// proved), at `now_ns`.
+    pub fn record_granted(
+        &self,
+        rec: ImageRecord,
+        grant: Option<&Grant>,
+        now_ns: i64,
+    ) -> Result<Recorded, MetadataError> {
         let _writer = self.writer();
         let state = self.read();
         let mut changed: Vec<ImageRecord> = Vec::new();
@@ -209,10 +229,14 @@ impl MetadataStore {
             }
         }
         let id = merged.id;
+        let access = grant.map_or_else(AccessChanges::default, |g| {
+            AccessChanges::grant(&state.access, &id, g, now_ns)
+        });
         changed.push(merged);
         drop(state);
-        self.commit_all(&changed, &[], &history)?;
+        self.commit_all(&changed, &[], &history, &access)?;
         let mut state = self.write();
+        access.apply(&mut state.access);
         state.generation += 1;
         for c in changed {
             state.dirty.remove(&c.id);
@@ -253,7 +277,7 @@ impl MetadataStore {
         if dirty.is_empty() {
             return Ok(0);
         }
-        if let Err(e) = self.commit_all(&dirty, &[], &[]) {
+        if let Err(e) = self.commit_all(&dirty, &[], &[], &AccessChanges::default()) {
             // Still to be written: the next flush tries again.
             let mut state = self.write();
             let still: Vec<Digest> = dirty
@@ -290,7 +314,7 @@ impl MetadataStore {
         keep: impl FnOnce(&Arc<ImageRecord>) -> bool,
     ) -> Result<Option<Arc<ImageRecord>>, MetadataError> {
         let _writer = self.writer();
-        let rec = {
+        let (rec, access) = {
             let mut state = self.write();
             match state.images.get(id) {
                 Some(current) if keep(current) => {}
@@ -299,16 +323,18 @@ impl MetadataStore {
             // Hidden now, in the same step as the decision; its references stay counted until durable.
             state.generation += 1;
             state.dirty.remove(id);
-            state.unlink(id)
+            (state.unlink(id), AccessChanges::forget(&state.access, id))
         };
         let Some(rec) = rec else { return Ok(None) };
-        if let Err(e) = self.commit_all(&[], &[*id], &[]) {
+        if let Err(e) = self.commit_all(&[], &[*id], &[], &access) {
             let mut state = self.write();
             state.generation += 1;
             state.link(rec);
             return Err(e);
         }
-        self.write().drop_refs(&rec);
+        let mut state = self.write();
+        state.drop_refs(&rec);
+        access.apply(&mut state.access);
         Ok(Some(rec))
     }
 
@@ -322,6 +348,7 @@ impl MetadataStore {
         put: &[ImageRecord],
         delete: &[Digest],
         history: &[(String, Vec<TagRevision>)],
+        access: &AccessChanges,
     ) -> Result<(), MetadataError> {
         let err = |e: redb::Error| MetadataError::Db {
             path: self.path.clone(),
@@ -346,6 +373,7 @@ impl MetadataStore {
                 table.insert(tag.as_str(), json.as_slice()).map_err(|e| err(e.into()))?;
             }
         }
+        access.write(&tx).map_err(err)?;
         tx.commit().map_err(|e| err(e.into()))
     }
 

@@ -25,6 +25,8 @@ pub(super) struct State {
     /// Bumped whenever an image or its names change (not on last-use updates): lets readers cache what
     /// they derive from [`super::MetadataStore::list`].
     pub generation: u64,
+    /// Who the registry let pull each image (see [`super::access`]).
+    pub access: super::access::AccessMap,
 }
 
 impl State {

@@ -25,7 +25,7 @@ use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::lease::{Item, Lease, LeaseTable};
 use crate::manifest;
-use crate::metadata::{Descriptor, ImageRecord, LayerRecord, MetadataStore};
+use crate::metadata::{Descriptor, Grant, ImageRecord, LayerRecord, MetadataStore};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
@@ -130,17 +130,24 @@ impl Puller {
         &self.stores
     }
 
+    /// The registry adapter.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// The platform images are selected for.
     pub fn platform(&self) -> &Platform {
         &self.options.platform
     }
 
-    /// Pulls `image` and records it, reporting to `progress`; returns the recorded image. A failed or
-    /// cancelled (dropped) pull keeps nothing.
+    /// Pulls `image` and records it, with `grant` (the access this pull proves, see
+    /// [`crate::metadata::access`]) in the same transaction, reporting to `progress`; returns the recorded
+    /// image. A failed or cancelled (dropped) pull keeps nothing.
     pub async fn pull(
         &self,
         image: &ImageRef,
         creds: Option<Credentials>,
+        grant: Option<Grant>,
         progress: &Progress,
     ) -> Result<Arc<ImageRecord>, PullError> {
         let mut cleanup = Cleanup {
@@ -148,7 +155,7 @@ impl Puller {
             lease: Some(self.stores.leases.lease()),
         };
         let lease = cleanup.lease.as_mut().ok_or(PullError::Interrupted)?;
-        let result = self.pull_leased(image, creds, lease, progress).await;
+        let result = self.pull_leased(image, creds, grant, lease, progress).await;
         let lease = cleanup.lease.take();
         if let (Err(_), Some(lease)) = (&result, lease) {
             // Failed: discard what it committed before answering, so the caller never sees leftovers.
@@ -165,6 +172,7 @@ impl Puller {
         &self,
         image: &ImageRef,
         creds: Option<Credentials>,
+        grant: Option<Grant>,
         lease: &mut Lease,
         progress: &Progress,
     ) -> Result<Arc<ImageRecord>, PullError> {
@@ -301,7 +309,7 @@ impl Puller {
         // that came before (RemoveImage, GC, prune) is undone by this record, which creates the image again.
         // Everything it names is still leased here, and referenced by the record before the lease ends.
         tokio::task::spawn_blocking(move || {
-            let recorded = stores.metadata.record(record)?;
+            let recorded = stores.metadata.record_granted(record, grant.as_ref(), now)?;
             // index.json is derived (and rebuilt at start): failing to refresh it does not fail the pull.
             if let Err(e) = stores.refresh_index() {
                 tracing::warn!(error = %e, "could not refresh index.json");

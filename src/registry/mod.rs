@@ -113,7 +113,28 @@ impl Registry {
         image: &ImageRef,
         request_creds: Option<Credentials>,
     ) -> Result<Session, RegistryError> {
-        let hosts = hosts::load_hosts(self.options.hosts_dir.as_deref(), image.registry())?;
+        self.session_with(image, request_creds, false).await
+    }
+
+    /// Like [`Registry::session`], with the registry's upstream `server` alone, without its mirrors: for
+    /// asking the registry itself whether credentials may pull an image, which a mirror (a pull-through
+    /// cache, a peer-to-peer node) cannot answer for it.
+    pub async fn upstream_session(
+        &self,
+        image: &ImageRef,
+        request_creds: Option<Credentials>,
+    ) -> Result<Session, RegistryError> {
+        self.session_with(image, request_creds, true).await
+    }
+
+    async fn session_with(
+        &self,
+        image: &ImageRef,
+        request_creds: Option<Credentials>,
+        upstream_only: bool,
+    ) -> Result<Session, RegistryError> {
+        let mut hosts = hosts::load_hosts(self.options.hosts_dir.as_deref(), image.registry())?;
+        hosts.retain(|h| h.is_server || !upstream_only);
         let creds = match request_creds {
             Some(c) => Some(c),
             None => self.file_credentials(image.registry()).await?,

@@ -37,7 +37,6 @@ impl ImagedImages for Imaged {
         let service = self.service.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            let image = request.image.clone();
             let ticket = match service.begin_pull(request) {
                 Ok(t) => t,
                 Err(e) => {
@@ -78,10 +77,7 @@ impl ImagedImages for Imaged {
                         event: Some(pb::pull_event::Event::ImageRef(service.image_id(&rec))),
                     })
                 }
-                Err(source) => {
-                    let e = crate::service::ServiceError::Ensure { image, source };
-                    Err(status::to_status(&e, Some(e.pull_reason())))
-                }
+                Err(e) => Err(status::to_status(&e, Some(e.pull_reason()))),
             };
             let _ = tx.send(message).await;
         });

@@ -1,7 +1,7 @@
 //! The thin gRPC layer: CRI `runtime.v1.ImageService` on a unix socket.
 //!
-//! Each RPC lives in its own file and only converts between protobuf and domain types; errors become gRPC
-//! statuses in one place ([`status`]).
+//! Each RPC lives in its own file and only converts between protobuf and domain types (StreamImages sends
+//! slices of ListImages' cached answer); errors become gRPC statuses in one place ([`status`]).
 
 mod convert;
 mod image_fs_info;
@@ -12,6 +12,9 @@ pub mod listener;
 mod pull_image;
 mod remove_image;
 pub mod status;
+mod stream_images;
+
+pub use stream_images::STREAM_BATCH_BYTES;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,6 +68,15 @@ impl CriImageService for Images {
         req: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
         self.list_images(req.into_inner()).map(Response::new)
+    }
+
+    type StreamImagesStream = stream_images::ImageStream;
+
+    async fn stream_images(
+        &self,
+        req: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        self.stream_images(req.into_inner()).map(Response::new)
     }
 
     async fn image_status(

@@ -51,5 +51,6 @@ pub(super) fn to_domain(req: cri::PullImageRequest) -> Result<PullRequest, Statu
         creds,
         pod,
         runtime_handler: spec.map(|s| s.runtime_handler.clone()).unwrap_or_default(),
+        image_ref: spec.map(|s| s.image_ref.clone()).unwrap_or_default(),
     })
 }

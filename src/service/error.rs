@@ -34,6 +34,29 @@ pub enum ServiceError {
         /// Why.
         source: AuthError,
     },
+    /// `ImageSpec.image_ref` is not a digest of the requested image's repository.
+    #[error("invalid image_ref {image_ref:?}: {reason}")]
+    InvalidImageRef {
+        /// The value as given.
+        image_ref: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The image a pull answered is not the one `ImageSpec.image_ref` pins.
+    #[error(
+        "pulling image {image:?}: image_ref {image_ref:?} pins the pull to another image than the one the registry \
+         serves for it now (image {id}, manifest {manifest}); pull by a digest of the pinned image"
+    )]
+    PinMismatch {
+        /// The reference as the caller gave it.
+        image: String,
+        /// The pin as given.
+        image_ref: String,
+        /// The id of the image the pull found.
+        id: crate::digest::Digest,
+        /// Its manifest (or index) digest.
+        manifest: crate::digest::Digest,
+    },
     /// The request names a runtime handler imaged does not serve.
     #[error("unknown runtime handler {0:?}: configure it in runtime_handlers or omit it")]
     UnknownRuntimeHandler(String),
@@ -66,6 +89,8 @@ impl Classify for ServiceError {
     fn kind(&self) -> ErrorKind {
         match self {
             ServiceError::InvalidReference(_) | ServiceError::UnknownRuntimeHandler(_) => ErrorKind::InvalidArgument,
+            ServiceError::InvalidImageRef { .. } => ErrorKind::InvalidArgument,
+            ServiceError::PinMismatch { .. } => ErrorKind::FailedPrecondition,
             ServiceError::Ensure { source, .. } => source.kind(),
             ServiceError::Gc(e) => e.kind(),
             ServiceError::Auth { .. } => ErrorKind::InvalidArgument,

@@ -7,6 +7,7 @@ mod fsck;
 mod housekeeping;
 mod lookup;
 mod open;
+mod pin;
 mod verbose;
 
 use std::path::PathBuf;
@@ -16,8 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use error::ServiceError;
 pub use fsck::{FsckReport, leftovers as fsck_leftovers};
 pub use housekeeping::Housekeeping;
+pub use pin::PullTicket;
 
-use crate::ensure::{Caller, Ensurer, Ticket};
+use crate::ensure::{Caller, Ensurer};
 use crate::gc::run::{Collector, GcOutcome, Pinned, PruneOutcome};
 use crate::metadata::ImageRecord;
 use crate::metrics::Metrics;
@@ -60,6 +62,9 @@ pub struct PullRequest {
     pub pod: Option<PodInfo>,
     /// `ImageSpec.runtime_handler`.
     pub runtime_handler: String,
+    /// `ImageSpec.image_ref` (Kubernetes 1.36): the digest the pull is pinned to, if not empty (see
+    /// [`PullTicket`] and `service/pin.rs`).
+    pub image_ref: String,
 }
 
 /// The image service.
@@ -83,19 +88,16 @@ impl ImageService {
     /// Pulls an image (as policy, back-off and limits allow) and returns its record, whose id is the
     /// `image_ref` kubelet gets.
     pub async fn pull(&self, req: PullRequest) -> Result<Arc<ImageRecord>, ServiceError> {
-        let name = req.image.clone();
-        self.begin_pull(req)?
-            .finish()
-            .await
-            .map_err(|source| ServiceError::Ensure { image: name, source })
+        self.begin_pull(req)?.finish().await
     }
 
-    /// Starts a pull and returns its ticket (for progress streaming); [`Ticket::finish`] gives the result.
-    pub fn begin_pull(&self, req: PullRequest) -> Result<Ticket<'_>, ServiceError> {
+    /// Starts a pull and returns its ticket (for progress streaming); [`PullTicket::finish`] gives the
+    /// result.
+    pub fn begin_pull(&self, req: PullRequest) -> Result<PullTicket<'_>, ServiceError> {
         self.check_runtime_handler(&req.runtime_handler)?;
-        let image = ImageRef::parse(&req.image)?;
+        let (image, pin) = self.pinned(ImageRef::parse(&req.image)?, &req.image_ref)?;
         let pod = req.pod.unwrap_or_default();
-        Ok(self.ensurer.begin(
+        let ticket = self.ensurer.begin(
             image,
             req.creds,
             Caller {
@@ -103,7 +105,12 @@ impl ImageService {
                 namespace: pod.namespace,
                 uid: pod.uid,
             },
-        ))
+        );
+        Ok(PullTicket {
+            ticket,
+            image: req.image,
+            pin,
+        })
     }
 
     /// The image `name` refers to (an id, a short id, a tag, a repo digest), or `None`. Counts as a use of

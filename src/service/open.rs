@@ -7,6 +7,7 @@ use super::{ImageService, ServiceError};
 use crate::config::Config;
 use crate::content::ContentStore;
 use crate::ensure::backoff::BackoffPolicy;
+use crate::ensure::verify::{CredentialKey, Verifier};
 use crate::ensure::{EnsureOptions, Ensurer};
 use crate::gc::in_use::RuntimeEndpoint;
 use crate::gc::run::{Collector, Pinned};
@@ -76,9 +77,14 @@ impl ImageService {
             limits: config.unpack,
             caps,
         };
-        let puller = Arc::new(Puller::new(stores.clone(), registry, options));
         let metrics = Arc::new(Metrics::new());
         let p = &config.pull;
+        let rules = p
+            .verify_rules()
+            .map_err(|e| open_err(format!("pull.preloaded_images_verification_allowlist: {e}")))?;
+        let key = CredentialKey::load_or_create(&config.root).map_err(|e| open_err(e.to_string()))?;
+        let verifier = Verifier::new(rules, key, registry.clone(), stores.metadata.clone(), metrics.clone());
+        let puller = Arc::new(Puller::new(stores.clone(), registry, options));
         let policy = match &p.policy {
             Some(pc) => pc.build().map_err(|e| open_err(format!("pull.policy: {e}")))?,
             None => Default::default(),
@@ -120,7 +126,7 @@ impl ImageService {
             1 => bridges.remove(0),
             _ => Arc::new(crate::events::Bridges::new(bridges)),
         };
-        let ensurer = Ensurer::new(puller, ensure, metrics.clone(), events.clone())
+        let ensurer = Ensurer::new(puller, ensure, metrics.clone(), events.clone(), verifier)
             .map_err(|e| open_err(format!("[pull]: {e}")))?;
         let patterns = config
             .pinned_images

@@ -2,11 +2,13 @@
 //!
 //! - [`registry`]: a real `docker-registry` process on a free loopback port, optionally with htpasswd
 //!   auth, and containerd-style `hosts.toml` files pointing at it.
+//! - [`registry_log`]: which user the registry's own log says made each request (htpasswd auth).
 //! - [`layer`]: deterministic layer tars (files, dirs, links, whiteouts), plain, gzip or zstd.
 //! - [`image`]: images (OCI or Docker schema2) and multi-platform indexes over those layers; re-exports
 //!   [`layer`]'s items so `use common::image::*` is enough to build images.
 //! - [`push`]: pushes blobs, images and indexes to a registry over the distribution API.
 //! - [`tools`]: independent checks with `skopeo` and `umoci`.
+//! - [`many_images`]: thousands of image records written straight into a stopped daemon's store.
 //! - [`busybox`]: images that run: a static busybox layer, the pause image, an image of every layer change.
 //! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
 //!   read a container's root filesystem from inside.
@@ -39,12 +41,14 @@ pub mod fault_proxy;
 pub mod hostile;
 pub mod image;
 pub mod layer;
-pub mod podman;
+pub mod many_images;
 pub mod pki;
+pub mod podman;
 pub mod proxied;
 pub mod push;
 pub mod rawtar;
 pub mod registry;
+pub mod registry_log;
 pub mod rootfs;
 pub mod setup;
 pub mod tmpfs;
