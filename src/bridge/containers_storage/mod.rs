@@ -234,8 +234,13 @@ impl Shared {
                         *pending = later;
                         done
                     };
-                    // A removal still waiting deletes its layers itself once this returns (and counts them).
-                    for p in done.iter().filter(|p| p.returned.load(Ordering::Acquire)) {
+                    // A removal still waiting deletes its layers itself once this returns (and counts them);
+                    // one that returned already left them to this sync.
+                    let (returned, waiting): (Vec<&Pending>, Vec<&Pending>) =
+                        done.iter().partition(|p| p.returned.load(Ordering::Acquire));
+                    let theirs: HashSet<Digest> = waiting.iter().flat_map(|p| p.lease.digests()).collect();
+                    released.retain(|c| !theirs.contains(c));
+                    for p in returned {
                         released.extend(p.lease.digests());
                     }
                     drop(done);

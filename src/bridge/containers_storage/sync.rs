@@ -67,14 +67,14 @@ impl State {
 
     /// Brings the files in line with the records (see the module doc); `refresh_holds` reads the primary
     /// stores even when no layer leaves. Returns the layers no longer leased, to be deleted if nothing else
-    /// needs them. Whatever happens, what the store lists and no record protects is leased afterwards.
+    /// needs them. Whatever happens, every layer the store lists is leased afterwards.
     pub fn sync(&mut self, stores: &Stores, refresh_holds: bool) -> io::Result<Vec<Digest>> {
         let records = stores.metadata.list();
         let result = self.sync_files(stores, &records, refresh_holds);
         if result.is_err() {
             self.verify = true;
         }
-        let released = self.protect_listed(stores, &records);
+        let released = self.protect_listed(stores);
         result.map(|()| released)
     }
 
@@ -279,15 +279,13 @@ impl State {
         Ok(())
     }
 
-    /// Leases every listed layer no record references; returns the chains that lost their lease.
-    fn protect_listed(&mut self, stores: &Stores, records: &[std::sync::Arc<ImageRecord>]) -> Vec<Digest> {
-        let recorded: HashSet<Digest> = records.iter().flat_map(|r| r.chain_ids()).collect();
-        let want: BTreeSet<Digest> = self
-            .layers
-            .values()
-            .filter_map(LayerJson::chain)
-            .filter(|c| !recorded.contains(c))
-            .collect();
+    /// Leases every listed layer, recorded or not; returns the chains that lost their lease.
+    ///
+    /// Recorded layers too: a removal takes its record out before it tells the bridge, and in between
+    /// another deletion (a removal of an image sharing the layer, GC, the start's sweep) would find a
+    /// layer that runtimes still read, or that a container sits on, protected by nothing.
+    fn protect_listed(&mut self, stores: &Stores) -> Vec<Digest> {
+        let want: BTreeSet<Digest> = self.layers.values().filter_map(LayerJson::chain).collect();
         if want == self.leased {
             return Vec::new();
         }

@@ -206,6 +206,29 @@ async fn the_store_lists_what_imaged_records_on_its_layer_directories_and_reader
 }
 
 #[tokio::test]
+async fn a_listed_layer_survives_a_deletion_between_its_records_removal_and_the_bridges_event() {
+    let f = Fixture::new();
+    let app = f.image("app", &["a", "b"]);
+    let bridge = ContainersStorageBridge::open(&f.config(), f.stores.clone()).unwrap();
+    let ids = layer_ids(app.layers.iter().map(|l| l.diff_id));
+    let chains = app.chain_ids();
+    f.container_on(&[link_of(&f.store(), &ids[1]), link_of(&f.store(), &ids[0])]);
+    assert_eq!(bridge.in_use().await, [app.id].into());
+
+    // A removal has taken the record out, and has not told the bridge yet; meanwhile another removal (of
+    // an image sharing these layers, GC, the start's sweep) deletes what nothing protects.
+    f.stores.metadata.remove(&app.id).unwrap();
+    f.stores.discard_unreferenced(&chains);
+    assert!(
+        chains.iter().all(|c| f.stores.snapshots.exists(c)),
+        "listed layers a container sits on were deleted in the window"
+    );
+    bridge.removed(&app).await;
+    assert_eq!(f.layers().len(), 2, "the container's layers stay listed");
+    assert!(chains.iter().all(|c| f.stores.snapshots.exists(c)));
+}
+
+#[tokio::test]
 async fn a_layer_a_primary_container_sits_on_stays_leased_until_the_container_is_gone() {
     let f = Fixture::new();
     let app = f.image("app", &["a", "b"]);
