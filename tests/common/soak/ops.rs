@@ -154,7 +154,7 @@ impl Client {
                         self.violation("ImageStatus answers the tag's image, complete", p);
                     }
                     if let Some(info) = info {
-                        self.on_disk(tag, info, a.issued);
+                        self.on_disk(tag, info, a.issued).await;
                     }
                     Some(true)
                 }
@@ -167,28 +167,57 @@ impl Client {
     }
 
     /// An image ImageStatus found recorded (the call was issued at `issued`) has every blob and snapshot
-    /// on disk, unless a removal that may have acted since then took some.
-    fn on_disk(&self, tag: &Tag, info: &str, issued: f64) {
-        let s = &self.shared;
+    /// on disk, unless a removal that may have acted since then took some, or a pull of the same id
+    /// recorded it again in another form meanwhile (the tags of one id are gzip, zstd, Docker and plain
+    /// forms: a pull replaces the record's manifest and layers, and what only the old form named is
+    /// garbage). Then the image as recorded now must be whole.
+    async fn on_disk(&mut self, tag: &Tag, info: &str, issued: f64) {
+        let s = self.shared.clone();
         s.counters.checked_on_disk.fetch_add(1, Ordering::Relaxed);
         let missing = check::missing_on_disk(&s.root, info);
         if missing.is_empty() {
             return;
         }
         let now = s.clock.now();
-        if s.ledger.may_have_acted(Kind::Removal, &tag.id, issued, now) {
+        if s.ledger.may_have_acted(Kind::Removal, &tag.id, issued, now)
+            || (s.ledger.may_have_acted(Kind::Pull, &tag.id, issued, now) && self.replaced_and_whole(tag, info).await)
+        {
             s.counters.excused_on_disk.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.violation(
-                "a recorded image has every blob and snapshot on disk",
-                format!(
-                    "{} ({}): recorded at t={issued:.3}s, at t={now:.3}s {missing:?} are missing, and no removal, \
-                     GC or prune that could remove it ran in between",
-                    self.reference(tag),
-                    tag.id
-                ),
-            );
+            return;
         }
+        self.violation(
+            "a recorded image has every blob and snapshot on disk",
+            format!(
+                "{} ({}): recorded at t={issued:.3}s, at t={now:.3}s {missing:?} are missing, and no removal, \
+                 GC or prune that could remove it ran in between (nor was it recorded again in another form)",
+                self.reference(tag),
+                tag.id
+            ),
+        );
+    }
+
+    /// Whether `tag`'s image is now recorded with another manifest than `info` names, and has every blob
+    /// and snapshot of that record on disk.
+    async fn replaced_and_whole(&mut self, tag: &Tag, info: &str) -> bool {
+        let reference = self.reference(tag);
+        let req = cri::ImageStatusRequest {
+            image: crate::common::daemon::spec(&reference),
+            verbose: true,
+        };
+        let a = self
+            .call(Rpc::Status, Some(&tag.id), &reference, |mut c, _| async move {
+                c.image_status(req).await.map(|r| r.into_inner())
+            })
+            .await;
+        let Some(now_info) = a.result.ok().and_then(|r| r.info.get("info").cloned()) else {
+            return false;
+        };
+        let manifest = |i: &str| {
+            serde_json::from_str::<serde_json::Value>(i)
+                .ok()
+                .map(|v| v["manifestDigest"].clone())
+        };
+        manifest(info) != manifest(&now_info) && check::missing_on_disk(&self.shared.root, &now_info).is_empty()
     }
 
     /// ListImages; checks every image. Returns the ids listed and when the call answered.
