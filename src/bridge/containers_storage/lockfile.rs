@@ -146,7 +146,7 @@ fn new_token() -> io::Result<[u8; TOKEN_LEN]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -176,22 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("images.lock");
         LockFile::open_rw(&path).unwrap();
-        // `perl` is in every Debian base system; it takes a POSIX write lock on the whole file (struct flock
-        // on x86-64 Linux: type, whence, padding, start, len, pid, padding) and holds it for a second.
-        let script = format!(
-            "use Fcntl; open(my $f, '+<', '{}') or die; my $l = pack('s s x4 q q l x4', F_WRLCK, 0, 0, 0, 0); \
-             fcntl($f, F_SETLKW, $l) or die; $| = 1; print \"locked\\n\"; sleep 1;",
-            path.display()
-        );
-        let mut child = std::process::Command::new("perl")
-            .arg("-e")
-            .arg(&script)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        assert_eq!(line, "locked\n");
+        let mut child = hold_lock_elsewhere(&path, 1);
         let err = LockFile::open_rw(&path)
             .unwrap()
             .lock(Mode::Shared, Duration::from_millis(100))
@@ -203,5 +188,27 @@ mod tests {
             .unwrap();
         assert!(child.wait().unwrap().success());
         drop(got);
+    }
+
+    /// Holds `path` (a lock file) for writing from another process for `secs` seconds, as a stuck runtime
+    /// would; returns once it holds it.
+    pub(in crate::bridge::containers_storage) fn hold_lock_elsewhere(path: &Path, secs: u32) -> std::process::Child {
+        // `perl` is in every Debian base system; it takes a POSIX write lock on the whole file (struct flock
+        // on x86-64 Linux: type, whence, padding, start, len, pid, padding) and holds it.
+        let script = format!(
+            "use Fcntl; open(my $f, '+<', '{}') or die; my $l = pack('s s x4 q q l x4', F_WRLCK, 0, 0, 0, 0); \
+             fcntl($f, F_SETLKW, $l) or die; $| = 1; print \"locked\\n\"; sleep {secs};",
+            path.display()
+        );
+        let mut child = std::process::Command::new("perl")
+            .arg("-e")
+            .arg(&script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "locked\n");
+        child
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::layout::{ImageJson, LayerJson, layer_ids};
+use super::lockfile::tests::hold_lock_elsewhere;
 use super::*;
 use crate::content::ContentStore;
 use crate::events::ImageEvents;
@@ -302,26 +303,6 @@ async fn open_repairs_what_a_crash_or_a_hand_left_and_refuses_a_second_owner() {
         [app.id.hex()]
     );
     assert_eq!(std::fs::read_dir(store.join("overlay/l")).unwrap().count(), 2);
-}
-
-/// Holds `path` (a lock file) for writing from another process for `secs` seconds, as a stuck runtime
-/// would; returns once it holds it.
-fn hold_lock_elsewhere(path: &Path, secs: u32) -> std::process::Child {
-    let script = format!(
-        "use Fcntl; open(my $f, '+<', '{}') or die; my $l = pack('s s x4 q q l x4', F_WRLCK, 0, 0, 0, 0); \
-         fcntl($f, F_SETLKW, $l) or die; $| = 1; print \"locked\\n\"; sleep {secs};",
-        path.display()
-    );
-    let mut child = std::process::Command::new("perl")
-        .arg("-e")
-        .arg(&script)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(line, "locked\n");
-    child
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
