@@ -20,6 +20,9 @@ use crate::metadata::ImageRecord;
 use crate::pull::Stores;
 use crate::reference::ImageRef;
 
+mod resources;
+use resources::{digest_of, resources_of};
+
 /// Why a GC or prune run could not be done.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -296,16 +299,6 @@ impl Collector {
         }
     }
 
-    fn exists(&self, r: &ResourceId) -> bool {
-        match digest_of(r) {
-            Some(d) => match r {
-                ResourceId::Blob(_) => self.stores.content.contains(&d),
-                ResourceId::Snapshot(_) => self.stores.snapshots.exists(&d),
-            },
-            None => false,
-        }
-    }
-
     /// Ids of images the runtime's containers use, and those the bridges see runtimes' containers use.
     async fn in_use(&self) -> Result<HashSet<Digest>, GcError> {
         let mut ids = self.events.in_use().await;
@@ -355,52 +348,5 @@ impl Collector {
             }
         }
         (gc, sizes)
-    }
-
-    /// Every blob and snapshot in the store that no lease protects, with its size.
-    fn all_resources(&self) -> HashMap<ResourceId, u64> {
-        let s = &self.stores;
-        let mut out = HashMap::new();
-        for d in s.content.list().unwrap_or_default() {
-            if !s.leases.is_leased(&Item::Blob(d)) {
-                let r = ResourceId::Blob(d.to_string());
-                out.insert(r.clone(), self.size_of(&r));
-            }
-        }
-        for c in s.snapshots.list().unwrap_or_default() {
-            if !s.leases.is_leased(&Item::Snapshot(c)) {
-                let r = ResourceId::Snapshot(c.to_string());
-                out.insert(r.clone(), self.size_of(&r));
-            }
-        }
-        out
-    }
-
-    fn size_of(&self, r: &ResourceId) -> u64 {
-        match r {
-            ResourceId::Blob(d) => d
-                .parse()
-                .ok()
-                .and_then(|d| self.stores.content.allocated(&d))
-                .unwrap_or(0),
-            ResourceId::Snapshot(c) => c
-                .parse()
-                .ok()
-                .and_then(|c| self.stores.snapshots.meta(&c))
-                .map_or(0, |m| m.bytes),
-        }
-    }
-}
-
-fn resources_of(r: &ImageRecord) -> Vec<ResourceId> {
-    r.blobs()
-        .map(|d| ResourceId::Blob(d.to_string()))
-        .chain(r.chain_ids().into_iter().map(|c| ResourceId::Snapshot(c.to_string())))
-        .collect()
-}
-
-fn digest_of(r: &ResourceId) -> Option<Digest> {
-    match r {
-        ResourceId::Blob(d) | ResourceId::Snapshot(d) => d.parse().ok(),
     }
 }

@@ -17,6 +17,7 @@
 //! those records are written and removed in the transactions of the images they belong to.
 
 pub mod access;
+mod commit;
 mod error;
 mod record;
 mod state;
@@ -29,6 +30,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use access::AccessChanges;
 pub use access::{AccessView, Accessor, Grant, MAX_ACCESSORS};
+use commit::union;
 pub use error::MetadataError;
 pub use record::{Descriptor, ImageRecord, LayerRecord, chain_ids};
 use state::State;
@@ -343,40 +345,6 @@ impl MetadataStore {
         self.read().refs.contains_key(item)
     }
 
-    fn commit_all(
-        &self,
-        put: &[ImageRecord],
-        delete: &[Digest],
-        history: &[(String, Vec<TagRevision>)],
-        access: &AccessChanges,
-    ) -> Result<(), MetadataError> {
-        let err = |e: redb::Error| MetadataError::Db {
-            path: self.path.clone(),
-            source: Box::new(e),
-        };
-        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut table = tx.open_table(IMAGES).map_err(|e| err(e.into()))?;
-            for rec in put {
-                // Serialising a struct of strings and numbers cannot fail.
-                let json = serde_json::to_vec(rec).unwrap_or_default();
-                table
-                    .insert(rec.id.to_string().as_str(), json.as_slice())
-                    .map_err(|e| err(e.into()))?;
-            }
-            for id in delete {
-                table.remove(id.to_string().as_str()).map_err(|e| err(e.into()))?;
-            }
-            let mut table = tx.open_table(TAG_HISTORY).map_err(|e| err(e.into()))?;
-            for (tag, revs) in history {
-                let json = serde_json::to_vec(revs).unwrap_or_default();
-                table.insert(tag.as_str(), json.as_slice()).map_err(|e| err(e.into()))?;
-            }
-        }
-        access.write(&tx).map_err(err)?;
-        tx.commit().map_err(|e| err(e.into()))
-    }
-
     fn read(&self) -> RwLockReadGuard<'_, State> {
         // Memory is only updated after a successful commit and each update completes without panicking
         // paths, so a poisoned lock still guards a consistent state.
@@ -390,16 +358,6 @@ impl MetadataStore {
     fn writer(&self) -> MutexGuard<'_, ()> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn union(a: &[String], b: &[String]) -> Vec<String> {
-    let mut out = a.to_vec();
-    for x in b {
-        if !out.contains(x) {
-            out.push(x.clone());
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@
 //! a concurrent removal cannot delete them in between. A failed pull removes what it committed that no
 //! image references; a crash leaves unreferenced items, which the service sweeps at start.
 
+mod cleanup;
 mod download;
 mod error;
 mod layer;
 mod progress;
 mod resolve;
 
+use cleanup::{CancelOnDrop, Cleanup};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -351,39 +353,6 @@ impl Puller {
             .await
             .map_err(|e| PullError::Task(e.to_string()))??;
         Ok(())
-    }
-}
-
-/// Sets the flag when dropped: a dropped pull tells its layer workers to stop and commit nothing.
-struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// On drop, unless disarmed by taking the lease: ends the lease and removes what the pull committed that
-/// no image references. Runs whether the pull failed or its future was dropped (cancelled, timed out).
-struct Cleanup {
-    stores: Stores,
-    lease: Option<Lease>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let Some(lease) = self.lease.take() else { return };
-        let named = lease.digests().to_vec();
-        drop(lease);
-        let stores = self.stores.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(move || stores.discard_unreferenced(&named));
-            }
-            Err(_) => {
-                stores.discard_unreferenced(&named);
-            }
-        }
     }
 }
 
