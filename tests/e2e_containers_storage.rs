@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,167 +15,11 @@ use std::time::Duration;
 use common::busybox::{busybox_image, changes_layers};
 use common::containerd::inside::{PROBE_SCRIPT, comparable, parse_probe};
 use common::containerd::pods::PROBE_BUSYBOX;
-use common::daemon::{Daemon, DaemonOptions};
-use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle};
-use common::podman::{Podman, container_args};
-use common::push::push_image;
-use common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
+use common::image::BuiltImage;
+use common::podman::container_args;
+use common::podman_node::{Node, app_image, chain_ids, cs_size, hex, layer_ids};
 use common::rootfs::umoci_unpack;
 use common::tree::{self, walk};
-use tempfile::TempDir;
-
-/// imaged with a containers-storage store, podman reading it, one registry.
-struct Node {
-    /// Dropped first: its containers sit on imaged's layers.
-    podman: Podman,
-    imaged: Daemon,
-    registry: TestRegistry,
-    /// The containers-storage store.
-    store: TempDir,
-    _hosts: TempDir,
-}
-
-impl Node {
-    /// Starts the registry and imaged (CRI-O's image id form, `extra` appended to its config).
-    async fn start(extra: &str) -> Node {
-        let registry = TestRegistry::start(RegistryOptions::default()).await;
-        let hosts = TempDir::new().unwrap();
-        write_hosts_toml(hosts.path(), &registry.addr(), &registry.url());
-        let store = tempfile::Builder::new().prefix("imaged-cs-").tempdir().unwrap();
-        let podman = Podman::new(store.path());
-        let config = format!(
-            "image_id_format = \"hex\"\n[pull]\nbackoff_initial = \"0s\"\n[containers_storage]\nroot = \"{}\"\n\
-             primary_roots = [\"{}\"]\n{extra}",
-            store.path().display(),
-            podman.graph_root().display()
-        );
-        let imaged = Daemon::start(DaemonOptions {
-            hosts_dir: Some(hosts.path().to_path_buf()),
-            config: Some(config),
-            ..Default::default()
-        })
-        .await;
-        Node {
-            podman,
-            imaged,
-            registry,
-            store,
-            _hosts: hosts,
-        }
-    }
-
-    async fn push(&self, repo: &str, image: &BuiltImage) {
-        push_image(&self.registry.addr(), repo, "v1", image, None).await;
-    }
-
-    /// PullImage of `repo:v1` through imaged; returns the image ref.
-    async fn pull(&self, repo: &str) -> String {
-        let image = self.registry.image_ref(repo, "v1");
-        let mut c = self.imaged.client().await;
-        common::daemon::pull(&mut c, &image, None)
-            .await
-            .unwrap_or_else(|e| panic!("PullImage {image}: {e}; imaged log:\n{}", self.imaged.log()))
-    }
-
-    async fn remove(&self, name: &str) {
-        let mut c = self.imaged.client().await;
-        common::daemon::remove(&mut c, name).await.unwrap();
-    }
-
-    /// Runs imaged's garbage collection now; returns the ids it removed.
-    async fn gc(&self) -> Vec<String> {
-        let channel = imaged::uds::channel(&self.imaged.socket).await.unwrap();
-        let mut gc = imaged::proto::imaged::v1::images_client::ImagesClient::new(channel);
-        let out = gc
-            .garbage_collect(imaged::proto::imaged::v1::GarbageCollectRequest { dry_run: false })
-            .await
-            .unwrap()
-            .into_inner();
-        out.removed.into_iter().map(|r| r.id).collect()
-    }
-
-    /// The chain-id directories of imaged's layer store.
-    fn layer_dirs(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.imaged.root.join("snapshots"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.len() == 64)
-            .collect()
-    }
-
-    /// The layer ids `layers.json` lists.
-    fn listed_layers(&self) -> BTreeSet<String> {
-        let data = std::fs::read(self.store.path().join("overlay-layers/layers.json")).unwrap();
-        let layers: Vec<serde_json::Value> = serde_json::from_slice(&data).unwrap();
-        layers.iter().map(|l| l["id"].as_str().unwrap().to_string()).collect()
-    }
-
-    /// `imaged fsck` with this node's config (the daemon must be stopped).
-    fn fsck(&self) -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
-            .args(["fsck", "--root"])
-            .arg(&self.imaged.root)
-            .arg("--config")
-            .arg(self.imaged.dir().join("config.toml"))
-            .output()
-            .unwrap();
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success() && report.contains("\nok"), "fsck: {report}");
-        report
-    }
-}
-
-/// busybox + `/etc/marker`, cmd `cat /etc/marker`.
-fn app_image(marker: &str) -> BuiltImage {
-    let layer = Layer::build(
-        &[Entry::dir("etc"), Entry::file("etc/marker", marker)],
-        Compression::Gzip,
-        MediaStyle::Oci,
-    );
-    busybox_image().layer(layer).cmd(&["/bin/cat", "/etc/marker"]).build()
-}
-
-/// The size of a layer's uncompressed tar.
-fn tar_len(layer: &Layer) -> u64 {
-    let mut tar = Vec::new();
-    if layer.media_type.ends_with("gzip") {
-        flate2::read::GzDecoder::new(&layer.blob[..])
-            .read_to_end(&mut tar)
-            .unwrap();
-    } else if layer.media_type.ends_with("zstd") {
-        tar = zstd::decode_all(&layer.blob[..]).unwrap();
-    } else {
-        tar = layer.blob.clone();
-    }
-    tar.len() as u64
-}
-
-/// The size containers/storage reports for an image: its layers' tars, its config and its manifest
-/// (kept twice: under its digest and as `manifest`).
-fn cs_size(image: &BuiltImage) -> u64 {
-    image.layers.iter().map(tar_len).sum::<u64>() + image.config.len() as u64 + 2 * image.manifest.len() as u64
-}
-
-/// containers/image's layer ids for `image`'s layers (what imaged's store names them).
-fn layer_ids(image: &BuiltImage) -> Vec<String> {
-    imaged::bridge::containers_storage::layout::layer_ids(image.layers.iter().map(|l| l.diff_id.parse().unwrap()))
-}
-
-fn chain_ids(image: &BuiltImage) -> Vec<String> {
-    imaged::metadata::chain_ids(image.layers.iter().map(|l| l.diff_id.parse().unwrap()))
-        .iter()
-        .map(|c| c.hex())
-        .collect()
-}
-
-fn hex(digest: &str) -> String {
-    digest.trim_start_matches("sha256:").to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_lists_inspects_and_runs_imaged_images_on_imaged_layers_and_downloads_nothing() {

@@ -14,6 +14,7 @@
 //!   read a container's root filesystem from inside.
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
 //! - [`podman`]: a real podman 4.3 with its own storage, reading imaged's containers-storage store.
+//!   [`podman_node`]: imaged keeping such a store, podman reading it, one registry.
 //! - [`pki`]: a CA, server and client certificates made with openssl, for HTTPS and mutual-TLS registries;
 //!   [`registry`] serves HTTPS with them, or runs as a pull-through cache (`proxy.remoteurl`).
 //! - [`blackhole`]: a loopback port that swallows connection attempts (a dead peer).
@@ -44,6 +45,7 @@ pub mod layer;
 pub mod many_images;
 pub mod pki;
 pub mod podman;
+pub mod podman_node;
 pub mod proxied;
 pub mod push;
 pub mod rawtar;
