@@ -6,7 +6,9 @@
 //! tools touch them). Each test also checks the outcome against what the layers say, so the two tools
 //! cannot agree on a wrong answer unnoticed; that the snapshots are overlay-ready (whiteouts as 0/0
 //! character devices, opaque directories marked `trusted.overlay.opaque=y`); that images sharing a base
-//! layer share its snapshot; and how `imaged mount` fails.
+//! layer share its snapshot; and how `imaged mount` fails. What a single file carries (modes, owners,
+//! devices, xattrs, sparse files) is in `e2e_unpack_attrs.rs`.
+
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,72 +16,22 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
+use common::busybox::changes_layers;
 use common::daemon::{pull, remove};
-use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
+use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
 use common::rawtar::{Kind as RawKind, RawHeader, RawTar};
 use common::rootfs::{Mounted, mount, mount_fresh, same_as_umoci, snapshots, verbose_info};
 use common::setup::Setup;
 use common::tree::{self, Kind, walk};
 
-/// A directory entry with the given mode and owner.
-fn dir_with(path: &str, mode: u32, uid: u64, gid: u64) -> Entry {
-    Entry::Dir {
-        path: path.into(),
-        mode,
-        uid,
-        gid,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whiteouts_opaque_dirs_hard_links_and_type_changes_match_umoci() {
     let s = Setup::start().await;
-    let style = MediaStyle::Oci;
-    let base = [
-        Entry::dir("etc"),
-        Entry::file("etc/old", "whited out by layer 1\n"),
-        Entry::file("etc/keep", "replaced by layer 2\n"),
-        Entry::dir("opt"),
-        Entry::dir("opt/data"),
-        Entry::file("opt/data/old1", "hidden by the opaque dir"),
-        Entry::dir("opt/data/sub"),
-        Entry::file("opt/data/sub/old2", "hidden by the opaque dir"),
-        Entry::dir("hl"),
-        Entry::file_with("hl/orig", "one inode, three names\n", 0o640, 1002, 1002),
-        Entry::hardlink("hl/link1", "hl/orig"),
-        Entry::hardlink("hl/link2", "hl/orig"),
-        Entry::file("hl/pair-a", "two names"),
-        Entry::hardlink("hl/pair-b", "hl/pair-a"),
-        Entry::file("swap", "a file first"),
-        Entry::dir("swap2"),
-        Entry::file("swap2/inner", "a directory first"),
-    ];
-    let middle = [
-        Entry::dir("etc"),
-        Entry::whiteout("etc/old"),
-        Entry::file("etc/added", "layer 1"),
-        Entry::dir("opt"),
-        Entry::dir("opt/data"),
-        Entry::opaque("opt/data"),
-        Entry::file("opt/data/new", "new in the opaque dir"),
-        Entry::dir("opt/data/sub"),
-        Entry::file("opt/data/sub/new2", "also new"),
-        Entry::dir("hl"),
-        Entry::whiteout("hl/link1"),
-        Entry::dir("swap"),
-        Entry::file("swap/inner", "now a directory"),
-        Entry::file("swap2", "now a file"),
-    ];
-    let top = [
-        Entry::file("swap", "a file again"),
-        Entry::dir("etc"),
-        Entry::file_with("etc/keep", "replaced in layer 2\n", 0o600, 65534, 65534),
-    ];
-    let img = ImageBuilder::new(style)
-        .layer(Layer::build(&base, Compression::Gzip, style))
-        .layer(Layer::build(&middle, Compression::Zstd, style))
-        .layer(Layer::build(&top, Compression::None, style))
-        .build();
+    let mut img = ImageBuilder::new(MediaStyle::Oci);
+    for layer in changes_layers() {
+        img = img.layer(layer);
+    }
+    let img = img.build();
     s.push("unpack/changes", "v1", &img).await;
     let m = same_as_umoci(&s, "unpack/changes", "v1").await;
 
@@ -107,6 +59,12 @@ async fn whiteouts_opaque_dirs_hard_links_and_type_changes_match_umoci() {
     );
     assert_eq!(m.node("hl/link2").mode, 0o640);
     assert_eq!(m.node("hl/pair-b").link_group, Some(PathBuf::from("hl/pair-a")));
+    assert_eq!(m.read("etc/replaced"), "a file where a symlink was");
+    assert_eq!(
+        m.node("etc/dangling").kind,
+        Kind::Symlink("../nowhere".into()),
+        "a dangling symlink is kept"
+    );
 
     // The snapshots: one per layer under its chain id, overlay-ready, lowerdir top first.
     let image = s.image("unpack/changes", "v1");
@@ -223,142 +181,6 @@ async fn a_directory_replaced_by_a_file_has_the_files_mtime() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permissions_owners_symlinks_and_implicit_dirs_match_umoci() {
-    let s = Setup::start().await;
-    let style = MediaStyle::Docker;
-    let base = [
-        Entry::dir("bin"),
-        Entry::file_with("bin/busybox", "#!busybox\n", 0o755, 0, 0),
-        Entry::symlink("bin/sh", "busybox"),
-        Entry::file_with("bin/su", "setuid root", 0o4755, 0, 0),
-        Entry::file_with("bin/wall", "setgid tty", 0o2755, 0, 5),
-        Entry::file_with("bin/app-suid", "setuid app", 0o4750, 1002, 1002),
-        Entry::file_with("bin/private", "owner only", 0o700, 0, 0),
-        dir_with("tmp", 0o1777, 0, 0),
-        dir_with("srv", 0o755, 0, 0),
-        dir_with("srv/shared", 0o2775, 1002, 1002),
-        dir_with("home", 0o755, 0, 0),
-        dir_with("home/app", 0o700, 1002, 1002),
-        Entry::file_with("home/app/.secret", "s3cret", 0o600, 1002, 1002),
-        dir_with("nonexistent", 0o755, 65534, 65534),
-        Entry::file_with("nonexistent/x", "nobody's", 0o644, 65534, 65534),
-        Entry::dir("empty"),
-        Entry::file("implicit/deeper/file", "in directories the tar never lists"),
-        Entry::dir("usr"),
-        Entry::dir("usr/lib"),
-        Entry::file("usr/lib/libc.so", "libc"),
-        Entry::symlink("lib", "usr/lib"),
-        Entry::symlink("lib64", "/usr/lib"),
-        Entry::dir("etc"),
-        Entry::symlink("etc/localtime", "/usr/share/zoneinfo/UTC"),
-        Entry::symlink("dangling", "../nowhere/at/all"),
-    ];
-    let top = [
-        dir_with("tmp", 0o1777, 0, 0),
-        Entry::file_with("tmp/.keep", "", 0o600, 65534, 65534),
-        Entry::dir("bin"),
-        Entry::file_with("bin/su", "setuid root, updated", 0o4711, 0, 0),
-    ];
-    let img = ImageBuilder::new(style)
-        .layer(Layer::build(&base, Compression::Gzip, style))
-        .layer(Layer::build(&top, Compression::Gzip, style))
-        .build();
-    s.push("unpack/perms", "v1", &img).await;
-    let m = same_as_umoci(&s, "unpack/perms", "v1").await;
-
-    let expect = [
-        ("bin/su", 0o4711, 0, 0),
-        ("bin/wall", 0o2755, 0, 5),
-        ("bin/app-suid", 0o4750, 1002, 1002),
-        ("bin/private", 0o700, 0, 0),
-        ("tmp", 0o1777, 0, 0),
-        ("tmp/.keep", 0o600, 65534, 65534),
-        ("srv/shared", 0o2775, 1002, 1002),
-        ("home/app", 0o700, 1002, 1002),
-        ("home/app/.secret", 0o600, 1002, 1002),
-        ("nonexistent/x", 0o644, 65534, 65534),
-    ];
-    for (p, mode, uid, gid) in expect {
-        let n = m.node(p);
-        assert_eq!((n.mode, n.uid, n.gid), (mode, uid, gid), "{p}: {n}");
-    }
-    assert_eq!(m.node("empty").kind, Kind::Dir);
-    assert!(std::fs::read_dir(m.root.join("empty")).unwrap().next().is_none());
-    assert_eq!(m.read("implicit/deeper/file"), "in directories the tar never lists");
-    for (link, target) in [
-        ("bin/sh", "busybox"),
-        ("lib", "usr/lib"),
-        ("lib64", "/usr/lib"),
-        ("etc/localtime", "/usr/share/zoneinfo/UTC"),
-        ("dangling", "../nowhere/at/all"),
-    ] {
-        assert_eq!(m.node(link).kind, Kind::Symlink(target.into()), "{link}");
-    }
-    assert_eq!(m.node("bin/busybox").mtime, Some(common::image::MTIME as i64));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_fifos_xattrs_and_sparse_files_match_umoci() {
-    let s = Setup::start().await;
-    let style = MediaStyle::Oci;
-    let mut tty = RawHeader::new("dev/tty0", RawKind::Char);
-    (tty.dev, tty.mode, tty.gid) = ((4, 0), 0o620, 5);
-    let mut fifo = RawHeader::new("run/app.fifo", RawKind::Fifo);
-    (fifo.mode, fifo.uid, fifo.gid) = (0o600, 1002, 1002);
-    let nodes = RawTar::new()
-        .dir("dev")
-        .device("dev/null", RawKind::Char, (1, 3), 0o666)
-        .device("dev/loop0", RawKind::Block, (7, 0), 0o660)
-        .entry(tty, &[])
-        .dir("run")
-        .entry(fifo, &[])
-        .dir("data")
-        .pax(&[("SCHILY.xattr.user.origin", b"layer 0")])
-        .file("data/labelled", b"has a user xattr")
-        .finish();
-    // 16 MiB of zeros with data in the middle and at the end, and a file that is one long hole.
-    let mut sparse = vec![0u8; 16 << 20];
-    sparse[5 << 20..(5 << 20) + 4096].copy_from_slice(&random_bytes(3, 4096));
-    let n = sparse.len();
-    sparse[n - 7..].copy_from_slice(b"the end");
-    let big = [
-        Entry::dir("data"),
-        Entry::file("data/sparse", &sparse),
-        Entry::file("data/zeros", vec![0u8; (3 << 20) + 1]),
-    ];
-    let img = ImageBuilder::new(style)
-        .layer(Layer::from_tar(nodes, Compression::Gzip, style))
-        .layer(Layer::build(&big, Compression::Zstd, style))
-        .build();
-    s.push("unpack/nodes", "v1", &img).await;
-    let m = same_as_umoci(&s, "unpack/nodes", "v1").await;
-
-    assert_eq!(m.node("dev/null").kind, Kind::Char(1, 3));
-    assert_eq!(m.node("dev/null").mode, 0o666);
-    assert_eq!(m.node("dev/loop0").kind, Kind::Block(7, 0));
-    assert_eq!(
-        (m.node("dev/tty0").kind.clone(), m.node("dev/tty0").gid),
-        (Kind::Char(4, 0), 5)
-    );
-    let f = m.node("run/app.fifo");
-    assert_eq!((&f.kind, f.mode, f.uid), (&Kind::Fifo, 0o600, 1002));
-    assert_eq!(
-        m.node("data/labelled").xattrs.get("user.origin").map(Vec::as_slice),
-        Some(&b"layer 0"[..])
-    );
-    assert_eq!(std::fs::read(m.root.join("data/sparse")).unwrap(), sparse);
-    for (p, len) in [("data/sparse", sparse.len()), ("data/zeros", (3 << 20) + 1)] {
-        let meta = std::fs::metadata(m.root.join(p)).unwrap();
-        assert_eq!(meta.len(), len as u64, "{p}");
-        assert!(
-            meta.blocks() * 512 < 1 << 20,
-            "{p} is sparse ({} blocks)",
-            meta.blocks()
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_sharing_a_base_layer_share_its_snapshot() {
     let s = Setup::start().await;
     let base = Layer::build(
@@ -428,10 +250,10 @@ async fn a_layer_adding_to_a_lower_directory_keeps_its_mode_and_owner() {
     let img = ImageBuilder::new(style)
         .layer(Layer::build(
             &[
-                dir_with("home", 0o755, 0, 0),
-                dir_with("home/app", 0o700, 1002, 1002),
+                Entry::dir_with("home", 0o755, 0, 0),
+                Entry::dir_with("home/app", 0o700, 1002, 1002),
                 Entry::file_with("home/app/.profile", "old", 0o644, 1002, 1002),
-                dir_with("srv", 0o2750, 65534, 65534),
+                Entry::dir_with("srv", 0o2750, 65534, 65534),
             ],
             Compression::Gzip,
             style,

@@ -159,6 +159,16 @@ impl Entry {
         }
     }
 
+    /// A directory with the given mode and owner.
+    pub fn dir_with(path: &str, mode: u32, uid: u64, gid: u64) -> Entry {
+        Entry::Dir {
+            path: path.to_owned(),
+            mode,
+            uid,
+            gid,
+        }
+    }
+
     /// A symlink `path -> target`.
     pub fn symlink(path: &str, target: &str) -> Entry {
         Entry::Symlink {
