@@ -117,7 +117,7 @@ async fn removal_keeps_running_containers_frees_layers_after_them_and_survives_c
     let node = Node::start(None).await;
     let app = app_image(MARKER);
     push(&node, "app", &app).await;
-    let keep = app_with_file("kept across containerd's GC\n");
+    let keep = app_image("kept across containerd's GC\n");
     push(&node, "keep", &keep).await;
     let id = node.pull("app", "v1").await;
     let name = node.registry.image_ref("app", "v1");
@@ -152,7 +152,7 @@ async fn removal_keeps_running_containers_frees_layers_after_them_and_survives_c
     // containerd's own garbage collection (run synchronously here) removes nothing of imaged's.
     let keep_id = node.pull("keep", "v1").await;
     let before = node.layer_dirs();
-    containerd_gc(&node.ctd).await;
+    node.ctd.collect_garbage().await.expect("containerd GC");
     assert_eq!(node.layer_dirs(), before);
     let out = node.ctd.run_to_exit(&pod, &ContainerSpec::new("keep", &keep_id)).await;
     assert_eq!(out, (0, "kept across containerd's GC\n".to_string()));
@@ -367,38 +367,6 @@ async fn gc_keeps_what_containerds_containers_use_and_a_failed_publication_shows
         .into_inner()
         .images;
     assert!(listed.iter().all(|i| i.id != id), "half-published: {listed:?}");
-}
-
-/// busybox + `/etc/marker` with `marker` (another image than [`app_image`]'s).
-fn app_with_file(marker: &str) -> BuiltImage {
-    app_image(marker)
-}
-
-/// Runs containerd's garbage collection now: deleting a lease with `sync` waits for a collection.
-async fn containerd_gc(ctd: &Containerd) {
-    use containerd_client::services::v1 as api;
-    let channel = ctd.channel().await.unwrap();
-    let mut leases = api::leases_client::LeasesClient::new(channel);
-    let with_ns = |msg| {
-        let mut r = tonic::Request::new(msg);
-        r.metadata_mut()
-            .insert("containerd-namespace", "k8s.io".parse().unwrap());
-        r
-    };
-    leases
-        .create(with_ns(api::CreateRequest {
-            id: "imaged-test-gc".into(),
-            labels: Default::default(),
-        }))
-        .await
-        .unwrap();
-    let mut r = tonic::Request::new(api::DeleteRequest {
-        id: "imaged-test-gc".into(),
-        sync: true,
-    });
-    r.metadata_mut()
-        .insert("containerd-namespace", "k8s.io".parse().unwrap());
-    leases.delete(r).await.unwrap();
 }
 
 async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) {

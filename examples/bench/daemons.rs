@@ -14,8 +14,12 @@ use imaged::proto::runtime::v1::image_service_client::ImageServiceClient;
 use rustix::process::{Pid, Signal, kill_process};
 use tonic::transport::Channel;
 
+use super::common::containerd::{self, ContainerdOptions};
+
 /// How long a daemon may take to serve CRI after it is spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The CRI plugin's `sandbox_image` for the pull benchmark's containerds (never pulled: no pods run).
+const UNUSED_SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.6";
 
 /// Which daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,11 +67,12 @@ impl Daemon {
     pub fn containerd(dir: &Path, hosts: &Path, snapshotter: &str) -> Result<Daemon> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let socket = dir.join("containerd.sock");
-        fs::write(
-            dir.join("config.toml"),
-            containerd_config(dir, &socket, hosts, snapshotter),
-        )
-        .context("write containerd config.toml")?;
+        // The test fixture's config (tests/common/containerd.rs).
+        let opts = ContainerdOptions::new(UNUSED_SANDBOX_IMAGE)
+            .snapshotter(snapshotter)
+            .hosts_dir(hosts);
+        fs::write(dir.join("config.toml"), containerd::config_toml(dir, &socket, &opts))
+            .context("write containerd config.toml")?;
         Ok(Daemon {
             name: format!("containerd ({snapshotter})"),
             kind: Kind::Containerd(snapshotter.into()),
@@ -285,57 +290,6 @@ pub fn count_files(dir: &Path) -> u64 {
             _ => 0,
         })
         .sum()
-}
-
-/// containerd's `config.toml` (version 2): everything under `dir`, CRI on `socket` only, the registry
-/// hosts from `hosts`, pulls unpacked with `snapshotter`.
-fn containerd_config(dir: &Path, socket: &Path, hosts: &Path, snapshotter: &str) -> String {
-    let d = dir.display();
-    format!(
-        r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-# Snapshotters that cannot run here (no btrfs, zfs, devmapper pool or aufs module); they would only log errors.
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = "{socket}"
-
-[ttrpc]
-  address = "{socket}.ttrpc"
-
-[debug]
-  address = ""
-  level = "info"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-  # Port 0: two instances must not fight over the default streaming port (a bind failure is fatal).
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "{snapshotter}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{d}/cni/bin"
-    conf_dir = "{d}/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{hosts}"
-"#,
-        socket = socket.display(),
-        hosts = hosts.display(),
-    )
 }
 
 /// Whether overlayfs mounts here: mounts a two-lower-layer overlay in a scratch dir under `dir` (as

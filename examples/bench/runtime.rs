@@ -31,7 +31,7 @@ use imaged::proto::runtime::v1 as cri;
 
 use super::common::busybox::{busybox_entries, push_pause};
 use super::common::containerd::pods::Pod;
-use super::common::containerd::{Containerd, ContainerdOptions, NAMESPACE};
+use super::common::containerd::{Containerd, ContainerdOptions};
 use super::common::image::{BuiltImage, Compression, ImageBuilder, Layer, MediaStyle, build_tar};
 use super::common::push::push_image;
 use super::common::registry::TestRegistry;
@@ -234,7 +234,10 @@ impl Bench {
         }
         let started = Instant::now();
         for s in &self.sides {
-            containerd_gc(&s.ctd).await?;
+            s.ctd
+                .collect_garbage()
+                .await
+                .context("containerd: garbage collection")?;
         }
         loop {
             let busy: Vec<String> = self
@@ -255,7 +258,10 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(200)).await;
             // containerd removes a container's snapshot in a later collection: ask again.
             for s in &self.sides {
-                containerd_gc(&s.ctd).await?;
+                s.ctd
+                    .collect_garbage()
+                    .await
+                    .context("containerd: garbage collection")?;
             }
         }
         sync()
@@ -330,33 +336,4 @@ async fn remove_image(socket: &Path, image: &str) -> Result<()> {
         .await
         .with_context(|| format!("RemoveImage {image} on {}", socket.display()))?;
     Ok(())
-}
-
-/// Runs containerd's garbage collection now: deleting a lease with `sync` waits for a collection.
-async fn containerd_gc(ctd: &Containerd) -> Result<()> {
-    use containerd_client::services::v1 as api;
-    let mut leases = api::leases_client::LeasesClient::new(ctd.channel().await?);
-    let id = "imaged-bench-gc".to_string();
-    leases
-        .create(with_ns(api::CreateRequest {
-            id: id.clone(),
-            labels: Default::default(),
-        }))
-        .await
-        .context("containerd: create a lease")?;
-    leases
-        .delete(with_ns(api::DeleteRequest { id, sync: true }))
-        .await
-        .context("containerd: delete a lease (sync)")?;
-    Ok(())
-}
-
-/// `msg` in containerd's CRI namespace.
-fn with_ns<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "containerd-namespace",
-        tonic::metadata::MetadataValue::from_static(NAMESPACE),
-    );
-    r
 }

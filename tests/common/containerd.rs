@@ -40,6 +40,16 @@ use super::registry::require_tool;
 /// The containerd namespace of the CRI plugin.
 pub const NAMESPACE: &str = "k8s.io";
 
+/// `msg` as a request in the CRI plugin's namespace ([`NAMESPACE`]), for containerd's own services.
+pub fn in_namespace<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "containerd-namespace",
+        tonic::metadata::MetadataValue::from_static(NAMESPACE),
+    );
+    r
+}
+
 /// How long containerd may take to serve CRI after it is spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -277,6 +287,25 @@ impl Containerd {
         Ok(ImageServiceClient::new(self.channel().await?))
     }
 
+    /// Runs containerd's garbage collection now and waits for it: creating a lease and deleting it with
+    /// `sync` makes containerd collect before it answers.
+    pub async fn collect_garbage(&self) -> Result<(), tonic::Status> {
+        use containerd_client::services::v1 as api;
+        let channel = self.channel().await.map_err(|e| {
+            tonic::Status::unavailable(format!("connect to containerd at {}: {e}", self.socket().display()))
+        })?;
+        let mut leases = api::leases_client::LeasesClient::new(channel);
+        let id = "imaged-test-gc".to_string();
+        let labels = Default::default();
+        leases
+            .create(in_namespace(api::CreateRequest { id: id.clone(), labels }))
+            .await?;
+        leases
+            .delete(in_namespace(api::DeleteRequest { id, sync: true }))
+            .await?;
+        Ok(())
+    }
+
     /// What to check after this instance is dropped; see [`Traces::remaining`].
     pub fn traces(&self) -> Traces {
         Traces::new(self.dir.path(), &self.socket(), self.sandboxes.clone())
@@ -297,12 +326,19 @@ impl Containerd {
 
     /// `config.toml` (version 2): everything under the temp dir, see the module doc.
     fn config_toml(&self) -> String {
-        let d = self.dir.path().display();
-        let socket = self.socket();
-        let socket = socket.display();
-        let o = &self.opts;
-        let mut toml = format!(
-            r#"version = 2
+        config_toml(self.dir.path(), &self.socket(), &self.opts)
+    }
+}
+
+/// containerd's `config.toml` (version 2) for `opts`: root, state, opt, runc root and CNI dirs under `dir`,
+/// gRPC on `socket` (ttrpc next to it), no TCP streaming port, the CRI plugin set up for this machine (see
+/// the module doc). The benchmark's containerds are written by it too.
+pub fn config_toml(dir: &Path, socket: &Path, opts: &ContainerdOptions) -> String {
+    let d = dir.display();
+    let socket = socket.display();
+    let o = opts;
+    let mut toml = format!(
+        r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
 # Snapshotters that cannot run here (no btrfs, zfs, devmapper pool or aufs module); they would only log errors.
@@ -351,28 +387,27 @@ disabled_plugins = [
     bin_dir = "{d}/cni/bin"
     conf_dir = "{d}/cni/conf"
 "#,
-            sandbox = o.sandbox_image,
-            snapshotter = o.snapshotter,
-            level = o.log_level,
-        );
-        if let Some(hosts) = &o.hosts_dir {
-            toml.push_str(&format!(
-                "  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = \"{}\"\n",
-                hosts.display()
-            ));
-        }
-        for (name, address) in &o.proxy_snapshotters {
-            toml.push_str(&format!(
-                "\n[proxy_plugins.{name}]\n  type = \"snapshot\"\n  address = \"{}\"\n",
-                address.display()
-            ));
-        }
-        if !o.extra_config.is_empty() {
-            toml.push('\n');
-            toml.push_str(&o.extra_config);
-        }
-        toml
+        sandbox = o.sandbox_image,
+        snapshotter = o.snapshotter,
+        level = o.log_level,
+    );
+    if let Some(hosts) = &o.hosts_dir {
+        toml.push_str(&format!(
+            "  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = \"{}\"\n",
+            hosts.display()
+        ));
     }
+    for (name, address) in &o.proxy_snapshotters {
+        toml.push_str(&format!(
+            "\n[proxy_plugins.{name}]\n  type = \"snapshot\"\n  address = \"{}\"\n",
+            address.display()
+        ));
+    }
+    if !o.extra_config.is_empty() {
+        toml.push('\n');
+        toml.push_str(&o.extra_config);
+    }
+    toml
 }
 
 impl Drop for Containerd {
