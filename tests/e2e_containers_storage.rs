@@ -271,38 +271,6 @@ fn removed_after_listing(stderr: &str, images: &HashMap<String, (String, u64)>) 
     gone && !stderr.contains("layer not known") && !stderr.contains("JSON") && !stderr.contains("invalid character")
 }
 
-/// Holds `images.lock` of the store for writing, as a runtime writing it would: imaged's next update of
-/// `images.json` waits for it. Released on drop.
-fn hold_images_lock(store: &Path) -> std::fs::File {
-    let f = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open(store.join("overlay-images/images.lock"))
-        .unwrap();
-    rustix::fs::fcntl_lock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
-    f
-}
-
-/// The image ids `images.json` lists.
-fn listed_images(store: &Path) -> BTreeSet<String> {
-    let data = std::fs::read(store.join("overlay-images/images.json")).unwrap();
-    let images: Vec<serde_json::Value> = serde_json::from_slice(&data).unwrap();
-    images.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
-}
-
-/// Waits (up to a minute) until imaged's ImageStatus of `name` is `present` or not.
-async fn wait_status(node: &Node, name: &str, present: bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut c = node.imaged.client().await;
-    while common::daemon::status(&mut c, name).await.is_some() != present {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ImageStatus({name}) never became {present}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_the_metadata_and_the_store_is_repaired_at_start() {
     let mut node = Node::start("").await;
@@ -312,7 +280,7 @@ async fn a_crash_between_the_metadata_and_the_store_is_repaired_at_start() {
     let kept_id = node.pull("kept").await;
 
     // A pull recorded in imaged's metadata, killed before images.json lists it.
-    let lock = hold_images_lock(node.store.path());
+    let lock = node.hold_images_lock();
     let image = node.registry.image_ref("pulled", "v1");
     let socket = node.imaged.socket.clone();
     let pull = tokio::spawn(async move {
@@ -320,23 +288,20 @@ async fn a_crash_between_the_metadata_and_the_store_is_repaired_at_start() {
         let _ = common::daemon::pull(&mut c, &image, None).await;
     });
     let pulled_id = hex(&pulled.config_digest);
-    wait_status(&node, &pulled_id, true).await;
+    node.wait_status(&pulled_id, true).await;
     node.imaged.kill();
     pull.abort();
     drop(lock);
-    assert_eq!(listed_images(node.store.path()), [kept_id.clone()].into());
+    assert_eq!(node.listed_images(), [kept_id.clone()].into());
     node.imaged.start_again().await;
-    assert_eq!(
-        listed_images(node.store.path()),
-        [kept_id.clone(), pulled_id.clone()].into()
-    );
+    assert_eq!(node.listed_images(), [kept_id.clone(), pulled_id.clone()].into());
     assert_eq!(
         node.podman.run(&pulled_id, &["/bin/cat", "/etc/marker"]).await,
         "pulled before the crash\n"
     );
 
     // A removal from imaged's metadata, killed before images.json forgets the image.
-    let lock = hold_images_lock(node.store.path());
+    let lock = node.hold_images_lock();
     let name = node.registry.image_ref("kept", "v1");
     let socket = node.imaged.socket.clone();
     let remove = tokio::spawn(async move {
@@ -358,10 +323,10 @@ async fn a_crash_between_the_metadata_and_the_store_is_repaired_at_start() {
     node.imaged.kill();
     remove.abort();
     drop(lock);
-    assert!(listed_images(node.store.path()).contains(&kept_id));
+    assert!(node.listed_images().contains(&kept_id));
     node.imaged.start_again().await;
     assert_eq!(
-        listed_images(node.store.path()),
+        node.listed_images(),
         [pulled_id.clone()].into(),
         "{}",
         node.imaged.log()
@@ -403,7 +368,7 @@ async fn a_podman_pull_of_an_image_imaged_holds_reuses_its_layers_which_stay_whi
     node.podman.ok(&["pull", "--tls-verify=false", "--quiet", &name]).await;
     let fetched: Vec<String> = node.registry.requests()[before..]
         .iter()
-        .filter(|r| r.path.contains("/blobs/") && r.path.contains(&layer_digest(&app)))
+        .filter(|r| r.path.contains("/blobs/") && r.path.contains(&app.layers.last().unwrap().digest))
         .map(|r| r.path.clone())
         .collect();
     assert_eq!(fetched, Vec::<String>::new(), "podman downloaded layers");
@@ -421,9 +386,4 @@ async fn a_podman_pull_of_an_image_imaged_holds_reuses_its_layers_which_stay_whi
     node.podman.ok(&["rmi", &id]).await;
     assert!(node.gc().await.is_empty());
     assert_eq!(node.layer_dirs(), BTreeSet::new());
-}
-
-/// The digest of `image`'s top layer blob.
-fn layer_digest(image: &BuiltImage) -> String {
-    image.layers.last().unwrap().digest.clone()
 }

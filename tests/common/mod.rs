@@ -12,9 +12,11 @@
 //! - [`busybox`]: images that run: a static busybox layer, the pause image, an image of every layer change.
 //! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
 //!   read a container's root filesystem from inside.
+//! - [`snapshots_api`]: containerd's snapshots API called with containerd's Rust client; its mounts mounted.
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
 //! - [`podman`]: a real podman 4.3 with its own storage, reading imaged's containers-storage store.
 //!   [`podman_node`]: imaged keeping such a store, podman reading it, one registry.
+//! - [`gc_env`]: a daemon whose store is on a tmpfs of fixed size, and the kernel's figures GC tests check.
 //! - [`pki`]: a CA, server and client certificates made with openssl, for HTTPS and mutual-TLS registries;
 //!   [`registry`] serves HTTPS with them, or runs as a pull-through cache (`proxy.remoteurl`).
 //! - [`blackhole`]: a loopback port that swallows connection attempts (a dead peer).
@@ -39,6 +41,7 @@ pub mod daemon;
 pub mod fake_registry;
 pub mod fake_runtime;
 pub mod fault_proxy;
+pub mod gc_env;
 pub mod hostile;
 pub mod image;
 pub mod layer;
@@ -53,6 +56,7 @@ pub mod registry;
 pub mod registry_log;
 pub mod rootfs;
 pub mod setup;
+pub mod snapshots_api;
 pub mod tmpfs;
 pub mod tools;
 pub mod tree;

@@ -101,6 +101,38 @@ impl Node {
         layers.iter().map(|l| l["id"].as_str().unwrap().to_string()).collect()
     }
 
+    /// The image ids `images.json` lists.
+    pub fn listed_images(&self) -> BTreeSet<String> {
+        let data = std::fs::read(self.store.path().join("overlay-images/images.json")).unwrap();
+        let images: Vec<serde_json::Value> = serde_json::from_slice(&data).unwrap();
+        images.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Holds the store's `images.lock` for writing, as a runtime writing it would: imaged's next update
+    /// of `images.json` waits for it. Released when the file is dropped.
+    pub fn hold_images_lock(&self) -> std::fs::File {
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(self.store.path().join("overlay-images/images.lock"))
+            .unwrap();
+        rustix::fs::fcntl_lock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        f
+    }
+
+    /// Waits (up to a minute) until imaged's ImageStatus of `name` is `present` or not.
+    pub async fn wait_status(&self, name: &str, present: bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut c = self.imaged.client().await;
+        while super::daemon::status(&mut c, name).await.is_some() != present {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ImageStatus({name}) never became {present}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// `imaged fsck` with this node's config (the daemon must be stopped).
     pub fn fsck(&self) -> String {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
