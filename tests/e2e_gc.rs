@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::daemon::{blobs, list, pull, remove, status};
+use common::daemon::{blobs, list, pull, remove, snapshot_dirs, status};
 use common::fake_runtime::{FakeRuntime, container};
-use common::gc_env::{assert_near, config, du_of, gc, ids, snapshot_dirs, start};
+use common::gc_env::{assert_near, config, du_of, gc, ids, start};
 use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle, image_over, random_bytes, random_layer};
 use common::tmpfs::MIB;
 use imaged::proto::imaged::v1 as pb;

@@ -6,24 +6,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, DaemonOptions, blobs, pull, remove, status};
+use common::daemon::{Daemon, DaemonOptions, blobs, pull, remove, snapshot_dirs, status};
 use common::image::BuiltImage;
 use common::setup::{Setup, small_image};
 use imaged::proto::imaged::v1 as pb;
 use imaged::proto::imaged::v1::images_client::ImagesClient;
-
-/// The snapshot directories in the store, as `sha256:<hex>`.
-fn snapshots(root: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(root.join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 64)
-        .map(|n| format!("sha256:{n}"))
-        .collect()
-}
 
 /// Panics unless every blob and snapshot of `img` is in the store.
 #[track_caller]
@@ -31,7 +20,7 @@ fn assert_complete(d: &Daemon, img: &BuiltImage, when: &str) {
     let have: BTreeSet<String> = blobs(&d.root).into_iter().collect();
     let missing: Vec<String> = img.blob_set().into_iter().filter(|b| !have.contains(b)).collect();
     assert!(missing.is_empty(), "{when}: blobs missing: {missing:?}");
-    let snaps = snapshots(&d.root);
+    let snaps = snapshot_dirs(&d.root);
     let missing: Vec<String> = img.chain_id_set().into_iter().filter(|c| !snaps.contains(c)).collect();
     assert!(missing.is_empty(), "{when}: snapshots missing: {missing:?}");
 }

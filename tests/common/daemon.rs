@@ -4,6 +4,7 @@
 //! Credential files of the machine are never read: unless a test names auth files, the daemon is given a
 //! non-existent one.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -279,6 +280,16 @@ pub fn blobs(root: &Path) -> Vec<String> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+/// The layer snapshot directories in the daemon's store, as `sha256:<chain id hex>`.
+pub fn snapshot_dirs(root: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .map(|n| format!("sha256:{n}"))
+        .collect()
 }
 
 /// Files left in the ingest area.

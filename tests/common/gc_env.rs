@@ -66,16 +66,6 @@ pub fn config(high: u8, low: u8, min_age: &str, pinned: &[String], runtime: Opti
     c
 }
 
-/// The snapshot directories in the store, as `sha256:<hex>`.
-pub fn snapshot_dirs(root: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(root.join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.len() == 64)
-        .map(|n| format!("sha256:{n}"))
-        .collect()
-}
-
 /// Bytes allocated by the given blobs and snapshots of the store.
 pub fn du_of(root: &Path, blobs: &BTreeSet<String>, snapshots: &BTreeSet<String>) -> u64 {
     let hex = |d: &String| d.strip_prefix("sha256:").unwrap().to_string();
