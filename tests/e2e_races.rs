@@ -25,7 +25,8 @@ fn assert_complete(d: &Daemon, img: &BuiltImage, when: &str) {
     assert!(missing.is_empty(), "{when}: snapshots missing: {missing:?}");
 }
 
-/// Stops the daemon and runs `imaged fsck` on its store; panics with the report unless it is clean.
+/// Stops the daemon and runs `imaged fsck` on its store; panics with the report unless it is clean and
+/// had nothing to repair (no blob or snapshot left that no image references).
 fn assert_fsck_clean(d: &mut Daemon) {
     d.stop();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
@@ -39,7 +40,7 @@ fn assert_fsck_clean(d: &mut Daemon) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        out.status.success() && report.lines().any(|l| l == "ok"),
+        out.status.success() && report.lines().any(|l| l == "ok") && !report.contains("repaired"),
         "fsck:\n{report}"
     );
 }
@@ -197,5 +198,55 @@ async fn a_blob_whose_digest_is_a_kept_chain_id_still_goes_with_its_image() {
     remove(&mut c, &s.image("refs", "x")).await.unwrap();
     assert!(!blobs(&s.daemon.root).contains(&plain.digest), "the plain blob stayed");
     assert_complete(&s.daemon, &y, "after removing x");
+    assert_fsck_clean(&mut s.daemon);
+}
+
+/// Two forms of one image (same config, so same id; gzip and zstd layers, so other blobs and another
+/// manifest): the record names the form pulled last, and what only the other form named goes at once, also
+/// when pulls of both forms race each other and removals. An idle store holds exactly the last form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_of_two_forms_of_one_image_leave_only_the_last_forms_blobs() {
+    use common::image::{Compression, Entry, Layer, MediaStyle};
+    let mut s = Setup::start().await;
+    let entries = [Entry::dir("etc"), Entry::file("etc/os-release", "ID=forms\n")];
+    let form = |c| common::setup::image_of(MediaStyle::Oci, vec![Layer::build(&entries, c, MediaStyle::Oci)]);
+    let (gz, zst) = (form(Compression::Gzip), form(Compression::Zstd));
+    assert_eq!(gz.config_digest, zst.config_digest, "one image id");
+    s.push("forms", "gzip", &gz).await;
+    s.push("forms", "zstd", &zst).await;
+    let (a, b) = (s.image("forms", "gzip"), s.image("forms", "zstd"));
+    let on_disk = |d: &Daemon| blobs(&d.root).into_iter().collect::<BTreeSet<String>>();
+    let mut c = s.daemon.client().await;
+    pull(&mut c, &a, None).await.unwrap();
+    pull(&mut c, &b, None).await.unwrap();
+    assert_eq!(
+        on_disk(&s.daemon),
+        zst.blob_set(),
+        "the gzip form's manifest and layer went"
+    );
+
+    let socket = s.daemon.socket.clone();
+    let (mut c1, mut c2, mut c3) = (
+        imaged::cli::connect(&socket).await.unwrap(),
+        imaged::cli::connect(&socket).await.unwrap(),
+        imaged::cli::connect(&socket).await.unwrap(),
+    );
+    for round in 0..100u64 {
+        let delay = Duration::from_micros(300 * (round % 17));
+        let (x, y, r) = tokio::join!(pull(&mut c1, &a, None), pull(&mut c2, &b, None), async {
+            tokio::time::sleep(delay).await;
+            if round % 3 == 0 {
+                remove(&mut c3, &a).await
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(x.unwrap(), gz.config_digest, "round {round}: pull {a}");
+        assert_eq!(y.unwrap(), gz.config_digest, "round {round}: pull {b}");
+        r.unwrap();
+    }
+    pull(&mut c, &b, None).await.unwrap();
+    assert_eq!(on_disk(&s.daemon), zst.blob_set(), "after the races");
+    assert_complete(&s.daemon, &zst, "after the races");
     assert_fsck_clean(&mut s.daemon);
 }

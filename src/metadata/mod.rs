@@ -22,7 +22,7 @@ mod error;
 mod record;
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -59,6 +59,10 @@ pub struct Recorded {
     pub image: Arc<ImageRecord>,
     /// Images that lost a tag to it.
     pub untagged: Vec<Digest>,
+    /// Blobs and snapshots the image's previous record named and this one does not: a pull of another form
+    /// of the same image (another manifest, other compressed layers, one config) replaced it. The caller
+    /// discards those no other image references ([`crate::pull::Stores::discard_unreferenced`]).
+    pub dropped: Vec<Digest>,
 }
 
 impl crate::lease::References for MetadataStore {
@@ -203,8 +207,16 @@ impl MetadataStore {
                 changed.push(o);
             }
         }
+        let mut dropped = Vec::new();
         let merged = match state.images.get(&rec.id) {
             Some(old) => {
+                // Compared as items: a plain layer's blob digest is also a chain id, and keeping the
+                // snapshot must not keep the blob.
+                let kept: HashSet<crate::lease::Item> = state::items(&rec).collect();
+                dropped = state::items(old)
+                    .filter(|i| !kept.contains(i))
+                    .map(|i| i.digest())
+                    .collect();
                 let mut m = rec.clone();
                 m.first_seen_ns = old.first_seen_ns;
                 m.pinned = old.pinned || rec.pinned;
@@ -247,7 +259,11 @@ impl MetadataStore {
         }
         state.history.extend(history);
         let image = state.images.get(&id).cloned().ok_or_else(|| MetadataError::Lost(id))?;
-        Ok(Recorded { image, untagged })
+        Ok(Recorded {
+            image,
+            untagged,
+            dropped,
+        })
     }
 
     /// Updates an image's last-used time in memory; absent images are ignored. Cheap enough for every

@@ -92,7 +92,7 @@ impl State {
 }
 
 /// What an image references: its blobs and its snapshots (chain ids).
-fn items(rec: &ImageRecord) -> impl Iterator<Item = crate::lease::Item> + '_ {
+pub(super) fn items(rec: &ImageRecord) -> impl Iterator<Item = crate::lease::Item> + '_ {
     use crate::lease::Item;
     rec.blobs()
         .map(Item::Blob)

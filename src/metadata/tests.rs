@@ -67,6 +67,36 @@ fn a_second_tag_is_added_and_first_seen_kept() {
 }
 
 #[test]
+fn another_form_of_an_image_drops_only_what_the_old_form_alone_named() {
+    let (_dir, store) = open();
+    let first = image("a", &["r/a:oci"]);
+    assert!(store.record(first.clone()).unwrap().dropped.is_empty());
+    assert!(
+        store.record(first.clone()).unwrap().dropped.is_empty(),
+        "the same form again drops nothing"
+    );
+    // Same config (so same id and diff ids), another manifest and another compressed layer.
+    let mut other = image("a", &["r/a:zstd"]);
+    other.manifest = desc("manifest of a, zstd");
+    other.layers[0].blob = desc("layer, zstd");
+    let recorded = store.record(other.clone()).unwrap();
+    assert_eq!(
+        recorded.dropped,
+        vec![first.manifest.digest, first.layers[0].blob.digest]
+    );
+    assert_eq!(recorded.image.manifest, other.manifest);
+    assert_eq!(recorded.image.repo_tags, vec!["r/a:oci", "r/a:zstd"]);
+    // Uncompressed: the layer's blob digest is its diff id, which is the (one-layer) chain id. Replaced by
+    // the zstd form again, the blob goes although the snapshot of that chain id stays.
+    let mut plain = image("a", &["r/a:plain"]);
+    plain.manifest = desc("manifest of a, plain");
+    plain.layers[0].blob.digest = plain.layers[0].diff_id;
+    store.record(plain.clone()).unwrap();
+    let recorded = store.record(other).unwrap();
+    assert_eq!(recorded.dropped, vec![plain.manifest.digest, plain.layers[0].diff_id]);
+}
+
+#[test]
 fn moving_a_tag_removes_it_from_the_old_image() {
     let (_dir, store) = open();
     store.record(image("old", &["r/a:latest", "r/a:v1"])).unwrap();

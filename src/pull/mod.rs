@@ -158,15 +158,26 @@ impl Puller {
         };
         let lease = cleanup.lease.as_mut().ok_or(PullError::Interrupted)?;
         let result = self.pull_leased(image, creds, grant, lease, progress).await;
-        let lease = cleanup.lease.take();
-        if let (Err(_), Some(lease)) = (&result, lease) {
-            // Failed: discard what it committed before answering, so the caller never sees leftovers.
-            let named = lease.digests().to_vec();
-            drop(lease);
+        let Some(lease) = cleanup.lease.take() else {
+            return result;
+        };
+        let named = lease.digests().to_vec();
+        drop(lease);
+        // Failed: discard what it committed before answering, so the caller never sees leftovers. Recorded:
+        // a removal (or a pull of another form of the image) that ran between the record and the end of the
+        // lease could not delete what the lease held; if the record no longer names it, that is garbage now.
+        // Only a dropped pull leaves the work to Cleanup.
+        let superseded = match &result {
+            Err(_) => true,
+            Ok(rec) => {
+                let top = |r: &ImageRecord| (r.manifest.digest, r.index.as_ref().map(|d| d.digest));
+                self.stores.metadata.get(&rec.id).map(|r| top(&r)) != Some(top(rec))
+            }
+        };
+        if superseded {
             let stores = self.stores.clone();
             let _ = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named)).await;
         }
-        // Recorded (or cleaned up): the lease just ends. Only a dropped pull leaves the work to Cleanup.
         result
     }
 
@@ -312,6 +323,11 @@ impl Puller {
         // Everything it names is still leased here, and referenced by the record before the lease ends.
         tokio::task::spawn_blocking(move || {
             let recorded = stores.metadata.record_granted(record, grant.as_ref(), now)?;
+            if !recorded.dropped.is_empty() {
+                // Another form of this image was recorded before: what only it named is garbage now.
+                let freed = stores.discard_unreferenced(&recorded.dropped);
+                tracing::debug!(id = %recorded.image.id, freed_bytes = freed, "Replaced another form of the image");
+            }
             // index.json is derived (and rebuilt at start): failing to refresh it does not fail the pull.
             if let Err(e) = stores.refresh_index() {
                 tracing::warn!(error = %e, "could not refresh index.json");

@@ -163,7 +163,9 @@ impl ImageService {
         };
         self.events.removed(&removed).await;
         let stores = self.stores.clone();
-        let named: Vec<_> = rec.blobs().chain(rec.chain_ids()).collect();
+        // What the removed record named: a pull of another form of the image may have replaced the record
+        // since the lookup, and the form it recorded is the one whose blobs are garbage now.
+        let named: Vec<_> = removed.blobs().chain(removed.chain_ids()).collect();
         let freed = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named))
             .await
             .map_err(|e| ServiceError::Task(e.to_string()))?;
