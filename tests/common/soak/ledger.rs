@@ -68,11 +68,14 @@ impl Default for Clock {
     }
 }
 
-/// What an operation can act on: one image id, or every image (GC and prune).
+/// What an operation can act on: one image id, or every image (GC and prune); pulls are also counted per
+/// form of an image (its manifest digest: the gzip, zstd, Docker and plain tags of one id differ by it).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// One image id.
     Id(String),
+    /// One form of an image: pulls of tags whose manifest has this digest.
+    Form(String),
     /// Any image.
     All,
 }
@@ -156,5 +159,14 @@ impl Ledger {
         let s = self.state.lock().unwrap();
         let active = |scope: Scope| s.tracks.get(&(kind, scope)).is_some_and(|t| t.active_in(after, before));
         active(Scope::Id(id.to_string())) || (kind == Kind::Removal && active(Scope::All))
+    }
+
+    /// Whether a pull of the form with manifest digest `manifest` may have taken effect between `after`
+    /// and `before`.
+    pub fn form_pull_may_have_acted(&self, manifest: &str, after: f64, before: f64) -> bool {
+        let s = self.state.lock().unwrap();
+        s.tracks
+            .get(&(Kind::Pull, Scope::Form(manifest.to_string())))
+            .is_some_and(|t| t.active_in(after, before))
     }
 }

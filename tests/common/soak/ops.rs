@@ -29,13 +29,16 @@ impl Client {
             }),
         };
         let ledger = &self.shared.ledger;
-        let ticket = ledger.begin(Kind::Pull, Scope::Id(tag.id.clone()), self.shared.clock.now());
+        let now = self.shared.clock.now();
+        let ticket = ledger.begin(Kind::Pull, Scope::Id(tag.id.clone()), now);
+        let form = ledger.begin(Kind::Pull, Scope::Form(tag.image.manifest_digest.clone()), now);
         let a = self
             .call(Rpc::Pull, Some(&tag.id), &reference, |mut c, _| async move {
                 c.pull_image(request).await.map(|r| r.into_inner())
             })
             .await;
         self.shared.ledger.end(ticket, a.answered);
+        self.shared.ledger.end(form, a.answered);
         let Ok(resp) = a.result else { return };
         if resp.image_ref != tag.id {
             self.violation(
@@ -167,10 +170,10 @@ impl Client {
     }
 
     /// An image ImageStatus found recorded (the call was issued at `issued`) has every blob and snapshot
-    /// on disk, unless a removal that may have acted since then took some, or a pull of the same id
-    /// recorded it again in another form meanwhile (the tags of one id are gzip, zstd, Docker and plain
-    /// forms: a pull replaces the record's manifest and layers, and what only the old form named is
-    /// garbage). Then the image as recorded now must be whole.
+    /// on disk, unless a removal that may have acted since then took some, or a pull of another form of
+    /// the same id recorded it meanwhile (the tags of one id are gzip, zstd, Docker and plain forms: a pull
+    /// replaces the record's manifest and layers, and discards what only the old form named). Then the
+    /// image as recorded now must be whole (see [`Client::whole_now`]).
     async fn on_disk(&mut self, tag: &Tag, info: &str, issued: f64) {
         let s = self.shared.clone();
         s.counters.checked_on_disk.fetch_add(1, Ordering::Relaxed);
@@ -180,7 +183,7 @@ impl Client {
         }
         let now = s.clock.now();
         if s.ledger.may_have_acted(Kind::Removal, &tag.id, issued, now)
-            || (s.ledger.may_have_acted(Kind::Pull, &tag.id, issued, now) && self.replaced_and_whole(tag, info).await)
+            || (self.other_form_pulled(tag, info, issued, now) && self.whole_now(tag, issued).await)
         {
             s.counters.excused_on_disk.fetch_add(1, Ordering::Relaxed);
             return;
@@ -189,35 +192,60 @@ impl Client {
             "a recorded image has every blob and snapshot on disk",
             format!(
                 "{} ({}): recorded at t={issued:.3}s, at t={now:.3}s {missing:?} are missing, and no removal, \
-                 GC or prune that could remove it ran in between (nor was it recorded again in another form)",
+                 GC or prune that could remove it ran in between (nor a pull of another form that left the \
+                 image whole)",
                 self.reference(tag),
                 tag.id
             ),
         );
     }
 
-    /// Whether `tag`'s image is now recorded with another manifest than `info` names, and has every blob
-    /// and snapshot of that record on disk.
-    async fn replaced_and_whole(&mut self, tag: &Tag, info: &str) -> bool {
+    /// Whether a pull of `tag`'s image in another form than the one `info` names may have acted between
+    /// `after` and `before`.
+    fn other_form_pulled(&self, tag: &Tag, info: &str, after: f64, before: f64) -> bool {
+        let recorded = manifest_digest(info);
+        self.shared.catalog.tags.iter().any(|t| {
+            t.id == tag.id
+                && Some(t.image.manifest_digest.as_str()) != recorded.as_deref()
+                && self
+                    .shared
+                    .ledger
+                    .form_pull_may_have_acted(&t.image.manifest_digest, after, before)
+        })
+    }
+
+    /// Whether `tag`'s image, as recorded now, has every blob and snapshot of its record on disk. Forms
+    /// may replace each other between an answer and the look at the disk (pulls of all forms run all the
+    /// time): while one did, it asks again (at most 50 times). A removal since `since` excuses a missing
+    /// record; one since the last answer, missing files.
+    async fn whole_now(&mut self, tag: &Tag, since: f64) -> bool {
         let reference = self.reference(tag);
-        let req = cri::ImageStatusRequest {
-            image: crate::common::daemon::spec(&reference),
-            verbose: true,
-        };
-        let a = self
-            .call(Rpc::Status, Some(&tag.id), &reference, |mut c, _| async move {
-                c.image_status(req).await.map(|r| r.into_inner())
-            })
-            .await;
-        let Some(now_info) = a.result.ok().and_then(|r| r.info.get("info").cloned()) else {
-            return false;
-        };
-        let manifest = |i: &str| {
-            serde_json::from_str::<serde_json::Value>(i)
-                .ok()
-                .map(|v| v["manifestDigest"].clone())
-        };
-        manifest(info) != manifest(&now_info) && check::missing_on_disk(&self.shared.root, &now_info).is_empty()
+        for _ in 0..50 {
+            let req = cri::ImageStatusRequest {
+                image: crate::common::daemon::spec(&reference),
+                verbose: true,
+            };
+            let a = self
+                .call(Rpc::Status, Some(&tag.id), &reference, |mut c, _| async move {
+                    c.image_status(req).await.map(|r| r.into_inner())
+                })
+                .await;
+            let Some(info) = a.result.ok().and_then(|r| r.info.get("info").cloned()) else {
+                let now = self.shared.clock.now();
+                return self.shared.ledger.may_have_acted(Kind::Removal, &tag.id, since, now);
+            };
+            if check::missing_on_disk(&self.shared.root, &info).is_empty() {
+                return true;
+            }
+            let now = self.shared.clock.now();
+            if self.shared.ledger.may_have_acted(Kind::Removal, &tag.id, a.issued, now) {
+                return true;
+            }
+            if !self.other_form_pulled(tag, &info, a.issued, now) {
+                return false;
+            }
+        }
+        false
     }
 
     /// ListImages; checks every image. Returns the ids listed and when the call answered.
@@ -304,4 +332,10 @@ impl Client {
             }
         }
     }
+}
+
+/// The manifest digest a verbose ImageStatus's `info` names.
+fn manifest_digest(info: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(info).ok()?;
+    v["manifestDigest"].as_str().map(String::from)
 }
