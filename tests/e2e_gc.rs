@@ -340,16 +340,8 @@ async fn gc_and_prune_during_a_stream_of_pulls_break_no_pull_and_no_image() {
         );
     }
     env.s.daemon.stop();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
-        .args(["fsck", "--root"])
-        .arg(&env.s.daemon.root)
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::rootfs::fsck(&env.s.daemon.root);
+    let report = format!("{}{}", out.stdout, out.stderr);
     println!("{report}");
     assert!(
         failures.is_empty(),
@@ -357,7 +349,7 @@ async fn gc_and_prune_during_a_stream_of_pulls_break_no_pull_and_no_image() {
         failures.join("\n")
     );
     assert!(
-        out.status.success() && report.lines().any(|l| l == "ok"),
+        out.ok && report.lines().any(|l| l == "ok"),
         "fsck after the stream:\n{report}"
     );
     assert!(

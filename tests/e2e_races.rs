@@ -29,18 +29,10 @@ fn assert_complete(d: &Daemon, img: &BuiltImage, when: &str) {
 /// had nothing to repair (no blob or snapshot left that no image references).
 fn assert_fsck_clean(d: &mut Daemon) {
     d.stop();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
-        .args(["fsck", "--root"])
-        .arg(&d.root)
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::rootfs::fsck(&d.root);
+    let report = format!("{}{}", out.stdout, out.stderr);
     assert!(
-        out.status.success() && report.lines().any(|l| l == "ok") && !report.contains("repaired"),
+        out.ok && report.lines().any(|l| l == "ok") && !report.contains("repaired"),
         "fsck:\n{report}"
     );
 }

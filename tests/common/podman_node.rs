@@ -135,19 +135,17 @@ impl Node {
 
     /// `imaged fsck` with this node's config (the daemon must be stopped).
     pub fn fsck(&self) -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
-            .args(["fsck", "--root"])
-            .arg(&self.imaged.root)
-            .arg("--config")
-            .arg(self.imaged.dir().join("config.toml"))
-            .output()
-            .unwrap();
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success() && report.contains("\nok"), "fsck: {report}");
+        let config = self.imaged.dir().join("config.toml");
+        let root = self.imaged.root.as_os_str();
+        let out = super::rootfs::imaged(&[
+            "fsck".as_ref(),
+            "--root".as_ref(),
+            root,
+            "--config".as_ref(),
+            config.as_os_str(),
+        ]);
+        let report = format!("{}{}", out.stdout, out.stderr);
+        assert!(out.ok && report.contains("\nok"), "fsck: {report}");
         report
     }
 }
