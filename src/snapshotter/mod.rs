@@ -27,12 +27,17 @@
 //! container's rootfs depends on it, even after its image was removed. When a record goes, the layers it
 //! held are handed back to the caller, which asks the stores to remove what nothing else references.
 //!
+//! User namespaces (containerd's `remap-ids`, [`idmap`]): a snapshot prepared with a pod's id mappings gets
+//! its own directory chowned to the pod's root and mounts that ask containerd for idmapped lower
+//! directories; the layers are never copied or chowned.
+//!
 //! Crash safety: a record's directory is created (and renamed into place) before its row is committed, and
 //! its row is deleted before its directory: a crash leaves at most a directory without a row, removed when
 //! the snapshotter opens and by `Cleanup`.
 
 mod error;
 pub mod filter;
+pub mod idmap;
 mod mounts;
 mod ops;
 mod records;
