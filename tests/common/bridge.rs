@@ -35,6 +35,11 @@ pub struct Node {
 impl Node {
     /// Starts the three, with imaged's config `config` (TOML; the default turns back-off off).
     pub async fn start(config: Option<&str>) -> Node {
+        Node::start_on(config, |o| o).await
+    }
+
+    /// [`Node::start`] with containerd's options changed by `ctd` (e.g. containerd 2.1, capabilities).
+    pub async fn start_on(config: Option<&str>, ctd: impl FnOnce(ContainerdOptions) -> ContainerdOptions) -> Node {
         let registry = TestRegistry::start(RegistryOptions::default()).await;
         let hosts = TempDir::new().expect("hosts dir");
         registry.write_hosts_toml(hosts.path());
@@ -44,12 +49,10 @@ impl Node {
             .tempdir()
             .expect("socket dir");
         let socket = sockets.path().join("imaged.sock");
-        let ctd = Containerd::start(
-            ContainerdOptions::new(&pause)
-                .snapshotter(SNAPSHOTTER)
-                .proxy_snapshotter(SNAPSHOTTER, &socket)
-                .hosts_dir(hosts.path()),
-        )
+        let ctd = Containerd::start(ctd(ContainerdOptions::new(&pause)
+            .snapshotter(SNAPSHOTTER)
+            .proxy_snapshotter(SNAPSHOTTER, &socket)
+            .hosts_dir(hosts.path())))
         .await;
         let imaged = Daemon::start(DaemonOptions {
             hosts_dir: Some(hosts.path().to_path_buf()),

@@ -15,6 +15,7 @@
 //! use the host network), no AppArmor or SELinux, the streaming server on a free port.
 
 pub mod config;
+pub mod config_v3;
 pub mod inside;
 pub mod logs;
 pub mod pods;
@@ -73,6 +74,17 @@ pub struct ContainerdOptions {
     pub log_level: String,
     /// TOML appended to `config.toml` as is (whole tables, e.g. `[plugins."io.containerd.gc.v1.scheduler"]`).
     pub extra_config: String,
+    /// The directory of the `containerd` and `containerd-shim-runc-v2` to run (`PATH`'s when `None`).
+    pub binaries: Option<PathBuf>,
+    /// The runc the shim runs (`PATH`'s when `None`).
+    pub runc: Option<PathBuf>,
+    /// Whether `config.toml` is containerd 2.x's version 3 ([`config_v3`]) rather than version 2.
+    pub config_v3: bool,
+    /// The `capabilities` of the proxy snapshotters (version 3 only), e.g. `remap-ids`.
+    pub proxy_capabilities: Vec<String>,
+    /// Whether pods that ask for their own network namespace get one, through a CNI network
+    /// ([`config_v3::cni_conflist`]; version 3 only). User-namespaced pods need it.
+    pub pod_network: bool,
 }
 
 impl ContainerdOptions {
@@ -85,7 +97,33 @@ impl ContainerdOptions {
             hosts_dir: None,
             log_level: "info".into(),
             extra_config: String::new(),
+            binaries: None,
+            runc: None,
+            config_v3: false,
+            proxy_capabilities: Vec::new(),
+            pod_network: false,
         }
+    }
+
+    /// Gives pods that ask for it their own network namespace ([`ContainerdOptions::pod_network`]).
+    pub fn pod_network(mut self) -> Self {
+        self.pod_network = true;
+        self
+    }
+
+    /// Runs containerd 2.1 and runc 1.3 from `hack/install-test-runtimes`' directory, with a version-3
+    /// config.
+    pub fn containerd_2_1(mut self) -> Self {
+        self.binaries = Some(config_v3::containerd_2_1_bin());
+        self.runc = Some(config_v3::runc_1_3());
+        self.config_v3 = true;
+        self
+    }
+
+    /// Declares `capabilities` for the proxy snapshotters (containerd 1.7.23+ and 2.x read them).
+    pub fn proxy_capabilities(mut self, capabilities: &[&str]) -> Self {
+        self.proxy_capabilities = capabilities.iter().map(|c| c.to_string()).collect();
+        self
     }
 
     /// Sets the CRI plugin's snapshotter, e.g. `imaged` (with [`ContainerdOptions::proxy_snapshotter`]).
@@ -135,8 +173,28 @@ impl Containerd {
     /// Writes the config and starts containerd; returns once its CRI plugin answers `Version`. Panics,
     /// with the log, if it exits or does not answer within 60 s.
     pub async fn start(opts: ContainerdOptions) -> Containerd {
-        for tool in ["containerd", "containerd-shim-runc-v2", "runc"] {
-            require_tool(tool);
+        match &opts.binaries {
+            None => ["containerd", "containerd-shim-runc-v2"]
+                .into_iter()
+                .for_each(require_tool),
+            Some(dir) => {
+                for tool in ["containerd", "containerd-shim-runc-v2"] {
+                    let path = dir.join(tool);
+                    assert!(
+                        path.is_file(),
+                        "{} is missing: run hack/install-test-runtimes",
+                        path.display()
+                    );
+                }
+            }
+        }
+        match &opts.runc {
+            None => require_tool("runc"),
+            Some(path) => assert!(
+                path.is_file(),
+                "{} is missing: run hack/install-test-runtimes",
+                path.display()
+            ),
         }
         assert!(rustix::process::geteuid().is_root(), "containerd tests run as root");
         let dir = tempfile::Builder::new()
@@ -153,6 +211,10 @@ impl Containerd {
             fs::create_dir_all(ctd.dir.path().join(d)).expect("create containerd dirs");
         }
         fs::write(ctd.config_path(), ctd.config_toml()).expect("write containerd config.toml");
+        if ctd.opts.pod_network {
+            let conf = ctd.dir.path().join("cni/conf/10-imaged-test.conflist");
+            fs::write(conf, config_v3::cni_conflist(ctd.dir.path())).expect("write the CNI network");
+        }
         ctd.start_again().await;
         ctd
     }
@@ -167,7 +229,18 @@ impl Containerd {
             .append(true)
             .open(self.log_path())
             .expect("open containerd log");
-        let child = Command::new("containerd")
+        let binary = self
+            .opts
+            .binaries
+            .as_ref()
+            .map_or("containerd".into(), |d| d.join("containerd"));
+        let mut cmd = Command::new(binary);
+        if let Some(dir) = &self.opts.binaries {
+            // Its shim, and the shim's own lookups, come from the same directory.
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        let child = cmd
             .arg("--config")
             .arg(self.config_path())
             .stdin(Stdio::null())
@@ -326,8 +399,11 @@ impl Containerd {
         cgroup_parent_of(self.dir.path())
     }
 
-    /// `config.toml` (version 2): everything under the temp dir, see the module doc.
+    /// `config.toml` (version 2, or 3 for containerd 2.x): everything under the temp dir, see the module doc.
     fn config_toml(&self) -> String {
+        if self.opts.config_v3 {
+            return config_v3::config_v3_toml(self.dir.path(), &self.socket(), &self.opts);
+        }
         config_toml(self.dir.path(), &self.socket(), &self.opts)
     }
 }
@@ -336,7 +412,8 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let child = self.child.take();
         let sandboxes = self.sandboxes.lock().map(|s| s.clone()).unwrap_or_default();
-        teardown::teardown(self.dir.path(), &self.socket(), child, &sandboxes);
+        let runc = self.opts.runc.clone().unwrap_or_else(|| "runc".into());
+        teardown::teardown(self.dir.path(), &self.socket(), child, &sandboxes, &runc);
     }
 }
 
