@@ -38,7 +38,6 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub use config::config_toml;
 pub use teardown::Traces;
 
-use super::registry::require_tool;
 
 /// The containerd namespace of the CRI plugin.
 pub const NAMESPACE: &str = "k8s.io";
@@ -111,21 +110,6 @@ impl ContainerdOptions {
         self
     }
 
-    /// Runs containerd 2.1 and runc 1.3 from `hack/install-test-runtimes`' directory, with a version-3
-    /// config.
-    pub fn containerd_2_1(mut self) -> Self {
-        self.binaries = Some(config_v3::containerd_2_1_bin());
-        self.runc = Some(config_v3::runc_1_3());
-        self.config_v3 = true;
-        self
-    }
-
-    /// Declares `capabilities` for the proxy snapshotters (containerd 1.7.23+ and 2.x read them).
-    pub fn proxy_capabilities(mut self, capabilities: &[&str]) -> Self {
-        self.proxy_capabilities = capabilities.iter().map(|c| c.to_string()).collect();
-        self
-    }
-
     /// Sets the CRI plugin's snapshotter, e.g. `imaged` (with [`ContainerdOptions::proxy_snapshotter`]).
     pub fn snapshotter(mut self, name: &str) -> Self {
         self.snapshotter = name.into();
@@ -173,29 +157,7 @@ impl Containerd {
     /// Writes the config and starts containerd; returns once its CRI plugin answers `Version`. Panics,
     /// with the log, if it exits or does not answer within 60 s.
     pub async fn start(opts: ContainerdOptions) -> Containerd {
-        match &opts.binaries {
-            None => ["containerd", "containerd-shim-runc-v2"]
-                .into_iter()
-                .for_each(require_tool),
-            Some(dir) => {
-                for tool in ["containerd", "containerd-shim-runc-v2"] {
-                    let path = dir.join(tool);
-                    assert!(
-                        path.is_file(),
-                        "{} is missing: run hack/install-test-runtimes",
-                        path.display()
-                    );
-                }
-            }
-        }
-        match &opts.runc {
-            None => require_tool("runc"),
-            Some(path) => assert!(
-                path.is_file(),
-                "{} is missing: run hack/install-test-runtimes",
-                path.display()
-            ),
-        }
+        config_v3::require_binaries(&opts);
         assert!(rustix::process::geteuid().is_root(), "containerd tests run as root");
         let dir = tempfile::Builder::new()
             .prefix("imaged-ctd-")

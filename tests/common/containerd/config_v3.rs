@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::super::registry::require_tool;
 use super::ContainerdOptions;
 
 /// The private directory of `hack/install-test-runtimes` (`$IMAGED_TEST_DEPS`, else
@@ -23,6 +24,50 @@ pub fn containerd_2_1_bin() -> PathBuf {
 /// runc 1.3 (Debian unstable's), which has idmapped mounts (`runc features`: `mountExtensions.idmap`).
 pub fn runc_1_3() -> PathBuf {
     test_deps().join("runc-sid/usr/sbin/runc")
+}
+
+impl ContainerdOptions {
+    /// Runs containerd 2.1 and runc 1.3 from `hack/install-test-runtimes`' directory, with a version-3
+    /// config.
+    pub fn containerd_2_1(mut self) -> Self {
+        self.binaries = Some(containerd_2_1_bin());
+        self.runc = Some(runc_1_3());
+        self.config_v3 = true;
+        self
+    }
+
+    /// Declares `capabilities` for the proxy snapshotters (containerd 1.7.23+ and 2.x read them).
+    pub fn proxy_capabilities(mut self, capabilities: &[&str]) -> Self {
+        self.proxy_capabilities = capabilities.iter().map(|c| c.to_string()).collect();
+        self
+    }
+}
+
+/// Panics, saying what to run, unless the containerd, shim and runc that `opts` name are there.
+pub fn require_binaries(opts: &ContainerdOptions) {
+    match &opts.binaries {
+        None => ["containerd", "containerd-shim-runc-v2"]
+            .into_iter()
+            .for_each(require_tool),
+        Some(dir) => {
+            for tool in ["containerd", "containerd-shim-runc-v2"] {
+                let path = dir.join(tool);
+                assert!(
+                    path.is_file(),
+                    "{} is missing: run hack/install-test-runtimes",
+                    path.display()
+                );
+            }
+        }
+    }
+    match &opts.runc {
+        None => require_tool("runc"),
+        Some(path) => assert!(
+            path.is_file(),
+            "{} is missing: run hack/install-test-runtimes",
+            path.display()
+        ),
+    }
 }
 
 /// Debian's CNI plugins (`containernetworking-plugins`).
