@@ -28,14 +28,14 @@ use super::{NAMESPACE, cgroup_parent_of};
 const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
 
 /// Tears down the instance in `dir` (see the module doc). Never panics: it runs in `Drop`.
-pub(super) fn teardown(dir: &Path, socket: &Path, child: Option<Child>, sandboxes: &[String]) {
+pub(super) fn teardown(dir: &Path, socket: &Path, child: Option<Child>, sandboxes: &[String], runc: &Path) {
     if let Some(mut child) = child {
         let _ = child.kill();
         let _ = child.wait();
     }
     let runc_root = dir.join("runc").join(NAMESPACE);
     for id in subdirs(&runc_root) {
-        let _ = Command::new("runc")
+        let _ = Command::new(runc)
             .arg("--root")
             .arg(&runc_root)
             .args(["delete", "--force", &id])
