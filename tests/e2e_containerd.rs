@@ -43,16 +43,16 @@ fn sleeper(name: &str, image: &str) -> ContainerSpec {
 /// `containerd_2::NAME`.
 macro_rules! on_every_line {
     ($($scenario:ident),* $(,)?) => {
-        on_every_line!(@line containerd_1_6, Bookworm, $($scenario),*);
-        on_every_line!(@line containerd_1_7, Trixie, $($scenario),*);
-        on_every_line!(@line containerd_2, Sid, $($scenario),*);
+        on_every_line!(@line containerd_1_6, bookworm, $($scenario),*);
+        on_every_line!(@line containerd_1_7, trixie, $($scenario),*);
+        on_every_line!(@line containerd_2, sid, $($scenario),*);
     };
     (@line $module:ident, $line:ident, $($scenario:ident),*) => {
         mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    super::$scenario(super::Line::$line).await
+                    super::$scenario(super::Line::$line()).await
                 }
             )*
         }
@@ -67,7 +67,7 @@ on_every_line!(
 );
 
 async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer(line: Line) {
-    let node = Node::start_on(line, None).await;
+    let node = Node::start_on(line.clone(), None).await;
     let app = app_image(MARKER);
     push(&node, "app", &app).await;
     let changes = changes_layers()
@@ -150,7 +150,7 @@ async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer(line
 }
 
 async fn removal_keeps_running_containers_frees_layers_after_them_and_survives_containerds_gc(line: Line) {
-    let node = Node::start_on(line, None).await;
+    let node = Node::start_on(line.clone(), None).await;
     let app = app_image(MARKER);
     push(&node, "app", &app).await;
     let keep = app_image("kept across containerd's GC\n");
@@ -211,7 +211,7 @@ async fn removal_keeps_running_containers_frees_layers_after_them_and_survives_c
 }
 
 async fn containers_survive_imaged_and_containerd_restarts(line: Line) {
-    let mut node = Node::start_on(line, None).await;
+    let mut node = Node::start_on(line.clone(), None).await;
     push(&node, "app", &app_image(MARKER)).await;
     let id = node.pull("app", "v1").await;
     let pod = node.ctd.run_pod("restarts").await;
@@ -412,7 +412,7 @@ async fn gc_keeps_what_containerds_containers_use_and_a_failed_publication_shows
 /// of imaged's store, where the images and the writable layers are.
 async fn containerds_stats_name_a_filesystem_that_exists_and_holds_imageds_layers(line: Line) {
     use std::os::unix::fs::MetadataExt;
-    let node = Node::start_on(line, None).await;
+    let node = Node::start_on(line.clone(), None).await;
     push(&node, "app", &app_image(MARKER)).await;
     let id = node.pull("app", "v1").await;
     let pod = node.ctd.run_pod("stats").await;

@@ -36,7 +36,7 @@ impl Node {
     /// Starts the three on Debian 12's containerd 1.6, with imaged's config `config` (TOML; the default
     /// turns back-off off).
     pub async fn start(config: Option<&str>) -> Node {
-        Node::start_on(Line::Bookworm, config).await
+        Node::start_on(Line::bookworm(), config).await
     }
 
     /// Starts the three on containerd `line`, configured as `imaged containerd-config` prints for it.

@@ -97,7 +97,7 @@ impl ContainerdOptions {
     /// containerd's own `overlayfs` snapshotter, no proxy plugins, no registry hosts, `sandbox_image`.
     pub fn new(sandbox_image: &str) -> Self {
         ContainerdOptions {
-            line: Line::Bookworm,
+            line: Line::bookworm(),
             imaged: None,
             snapshotter: "overlayfs".into(),
             proxy_snapshotters: Vec::new(),
@@ -173,7 +173,7 @@ impl Containerd {
     /// Writes the config and starts containerd; returns once its CRI plugin answers `Version`. Panics,
     /// with the log, if it exits or does not answer within 60 s.
     pub async fn start(opts: ContainerdOptions) -> Containerd {
-        let line = opts.line;
+        let line = &opts.line;
         for bin in [
             line.containerd(),
             line.bin_dir().join("containerd-shim-runc-v2"),

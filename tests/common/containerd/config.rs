@@ -33,7 +33,7 @@ pub fn config_toml(dir: &Path, socket: &Path, opts: &ContainerdOptions) -> Strin
         v2(dir, socket, opts)
     };
     if let Some(imaged) = &opts.imaged {
-        let snippet = imaged_containerd_config(&imaged.bin, opts.line, &imaged.socket, &imaged.root);
+        let snippet = imaged_containerd_config(&imaged.bin, &opts.line, &imaged.socket, &imaged.root);
         if opts.line.is_v2() {
             let conf_d = dir.join("conf.d");
             std::fs::create_dir_all(&conf_d).expect("create containerd conf.d");
@@ -50,7 +50,7 @@ pub fn config_toml(dir: &Path, socket: &Path, opts: &ContainerdOptions) -> Strin
 }
 
 /// What `imaged containerd-config` (`bin`) prints for `line`'s release, imaged at `socket` with store `root`.
-pub fn imaged_containerd_config(bin: &Path, line: Line, socket: &Path, root: &Path) -> String {
+pub fn imaged_containerd_config(bin: &Path, line: &Line, socket: &Path, root: &Path) -> String {
     let out = Command::new(bin)
         .arg("containerd-config")
         .args(["--containerd-version", &line.version().to_string()])
