@@ -89,6 +89,10 @@ struct Args {
     /// `--runtime`: containerd's log level (`debug` logs every snapshotter call; it slows both sides).
     #[arg(long, default_value = "info")]
     containerd_log_level: String,
+    /// `--runtime`: the containerd binary both sides run (its shim beside it; e.g.
+    /// /opt/imaged-test-deps/containerd-sid/usr/bin/containerd for 2.x, which then runs runc 1.3)
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/containerd")]
+    containerd: PathBuf,
     /// The imaged binary [default: target/release/imaged, next to this example's directory].
     #[arg(long)]
     imaged: Option<PathBuf>,
@@ -294,6 +298,7 @@ async fn runtime_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut Str
         },
         log_level: args.containerd_log_level.clone(),
         settle: Duration::from_secs(args.settle),
+        line: runtime::Line::at(&args.containerd),
     };
     eprintln!("bench-pull: building the image");
     let run = runtime::build_image(opts.scale);

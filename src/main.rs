@@ -54,8 +54,12 @@ struct ContainerdConfigArgs {
     /// imaged's socket [default: as `imaged serve`]
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// containerd's version, for its config format (1.6, 1.7, 2.0, ...) [default: `containerd --version`,
-    /// else 1.x]
+    /// imaged's store, the filesystem containerd reports for images and writable layers [default: as
+    /// `imaged serve`]
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// The containerd to write for (1.6, 1.7.24, 2.1, ...) [default: asked of the containerd at
+    /// `[containerd] address`, else `containerd --version`, else the newest line]
     #[arg(long, value_name = "VERSION")]
     containerd_version: Option<String>,
 }
@@ -118,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Fsck(args) => fsck(args, &runtime),
-        Command::ContainerdConfig(args) => containerd_config(args),
+        Command::ContainerdConfig(args) => containerd_config(args, &runtime),
         Command::Client(cmd) => Ok(runtime.block_on(imaged::cli::run(cmd))?),
     }
 }
@@ -260,24 +264,51 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
     }
 }
 
-fn containerd_config(args: ContainerdConfigArgs) -> anyhow::Result<()> {
-    use imaged::bridge::containerd::snippet::{Format, render};
+fn containerd_config(args: ContainerdConfigArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    use imaged::bridge::containerd::snippet::{Target, Version, render};
     let file = config_file(args.config.as_deref())?;
     let config = Config::resolve(
         file,
         Overrides {
+            root: args.root,
             socket: args.socket,
             ..Overrides::default()
         },
     )?;
-    let format = match &args.containerd_version {
+    let version = match &args.containerd_version {
         Some(v) => {
-            Format::for_version(v).with_context(|| format!("--containerd-version {v:?}: expected 1.x or 2.x"))?
+            Version::parse(v).with_context(|| format!("--containerd-version {v:?}: expected 1.6, 1.7.24, 2.1, ..."))?
         }
-        None => Format::detect().unwrap_or(Format::V2),
+        None => match runtime.block_on(containerd_version(&config)) {
+            Some((v, from)) => {
+                eprintln!("note: for containerd {v} ({from}); --containerd-version chooses another");
+                v
+            }
+            None => {
+                eprintln!(
+                    "note: no containerd found to ask (neither [containerd] address nor `containerd --version`): \
+                     written for containerd {} and later; --containerd-version chooses another",
+                    Version::NEWEST
+                );
+                Version::NEWEST
+            }
+        },
     };
     let snapshotter = config.containerd.as_ref().map_or("imaged", |c| c.snapshotter.as_str());
-    print!("{}", render(format, &config.socket, snapshotter));
+    let platform = config.platform.to_string();
+    print!(
+        "{}",
+        render(
+            version,
+            &Target {
+                socket: &config.socket,
+                root: &config.root,
+                snapshotter,
+                platform: &platform,
+                capabilities: imaged::snapshotter::CAPABILITIES,
+            }
+        )
+    );
     if config.containerd.is_none() {
         eprintln!(
             "note: imaged does not publish images into containerd yet: set [containerd] address in its config \
@@ -285,6 +316,25 @@ fn containerd_config(args: ContainerdConfigArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The version of the containerd imaged publishes to (its Version service), else of the `containerd` on
+/// `PATH`, with where it was found.
+async fn containerd_version(config: &Config) -> Option<(imaged::bridge::containerd::snippet::Version, String)> {
+    use imaged::bridge::containerd::{Conn, snippet::Version};
+    if let Some(c) = &config.containerd {
+        match Conn::connect(&c.address, &c.namespace).await {
+            Ok(conn) => match conn.version().await {
+                Ok(v) => match Version::parse(&v) {
+                    Some(parsed) => return Some((parsed, format!("asked at {}", c.address.display()))),
+                    None => eprintln!("note: containerd at {} says its version is {v:?}", c.address.display()),
+                },
+                Err(e) => eprintln!("note: {e}"),
+            },
+            Err(e) => eprintln!("note: {e}"),
+        }
+    }
+    Version::of_installed_binary().map(|v| (v, "`containerd --version`".to_string()))
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {

@@ -1,7 +1,9 @@
-//! Issue 10's acceptance: a real containerd (Debian's 1.6 with runc) runs pods from the images imaged
-//! pulled, through imaged's proxy snapshotter and the images imaged publishes into its namespace — kubelet's
-//! calls made by hand: PullImage on imaged, then RunPodSandbox / CreateContainer (image = PullImage's
-//! image_ref) / StartContainer on containerd.
+//! Issues 10 and 23: a real containerd runs pods from the images imaged pulled, through imaged's proxy
+//! snapshotter and the images imaged publishes into its namespace — kubelet's calls made by hand:
+//! PullImage on imaged, then RunPodSandbox / CreateContainer (image = PullImage's image_ref) /
+//! StartContainer on containerd. The scenarios of [`on_every_line!`] run on each containerd line
+//! (1.6, 1.7, 2.x: `common::containerd::Line`), each configured with what `imaged containerd-config`
+//! prints for it; the others on Debian 12's 1.6.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use common::bridge::Node;
 use common::busybox::{busybox_image, busybox_layer, changes_layers};
+use common::containerd::Line;
 use common::containerd::pods::ContainerSpec;
 use common::containerd::{Containerd, ContainerdOptions};
 use common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
@@ -36,9 +39,35 @@ fn sleeper(name: &str, image: &str) -> ContainerSpec {
     ContainerSpec::new(name, image).command(&["/bin/sleep", "inf"])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer() {
-    let node = Node::start(None).await;
+/// Each scenario as a test per containerd line: `containerd_1_6::NAME`, `containerd_1_7::NAME`,
+/// `containerd_2::NAME`.
+macro_rules! on_every_line {
+    ($($scenario:ident),* $(,)?) => {
+        on_every_line!(@line containerd_1_6, bookworm, $($scenario),*);
+        on_every_line!(@line containerd_1_7, trixie, $($scenario),*);
+        on_every_line!(@line containerd_2, sid, $($scenario),*);
+    };
+    (@line $module:ident, $line:ident, $($scenario:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Line::$line()).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_line!(
+    pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer,
+    removal_keeps_running_containers_frees_layers_after_them_and_survives_containerds_gc,
+    containers_survive_imaged_and_containerd_restarts,
+    containerds_stats_name_a_filesystem_that_exists_and_holds_imageds_layers,
+);
+
+async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer(line: Line) {
+    let node = Node::start_on(line.clone(), None).await;
     let app = app_image(MARKER);
     push(&node, "app", &app).await;
     let changes = changes_layers()
@@ -78,6 +107,8 @@ async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer() {
         !node.containerd_blob_fetches(common::busybox::PAUSE_REPO).is_empty(),
         "containerd pulled the sandbox image itself"
     );
+    // ... and unpacked it through imaged, never into its own overlayfs.
+    assert_eq!(node.ctd_snapshots("overlayfs").await, Vec::<String>::new(), "{line}");
 
     // An image containerd pulls itself (CRI PullImage on containerd) unpacks through imaged and runs.
     let own = app_image("pulled by containerd\n");
@@ -110,11 +141,16 @@ async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer() {
     for want in [&id, &changes_id, &own_id] {
         assert!(ids.contains(want), "containerd lists {want}: {ids:?}");
     }
+    assert_eq!(node.ctd_snapshots("overlayfs").await, Vec::<String>::new(), "{line}");
+    assert!(
+        !node.ctd.log().contains("Unpack configuration not supported"),
+        "{line} skipped unpacking into imaged:\n{}",
+        node.ctd.log()
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn removal_keeps_running_containers_frees_layers_after_them_and_survives_containerds_gc() {
-    let node = Node::start(None).await;
+async fn removal_keeps_running_containers_frees_layers_after_them_and_survives_containerds_gc(line: Line) {
+    let node = Node::start_on(line.clone(), None).await;
     let app = app_image(MARKER);
     push(&node, "app", &app).await;
     let keep = app_image("kept across containerd's GC\n");
@@ -174,9 +210,8 @@ async fn removal_keeps_running_containers_frees_layers_after_them_and_survives_c
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containers_survive_imaged_and_containerd_restarts() {
-    let mut node = Node::start(None).await;
+async fn containers_survive_imaged_and_containerd_restarts(line: Line) {
+    let mut node = Node::start_on(line.clone(), None).await;
     push(&node, "app", &app_image(MARKER)).await;
     let id = node.pull("app", "v1").await;
     let pod = node.ctd.run_pod("restarts").await;
@@ -244,8 +279,11 @@ async fn images_are_published_once_containerd_is_back_and_into_a_fresh_container
     // imaged restarted against a containerd with a fresh root: its images are there at once.
     let fresh = Containerd::start(
         ContainerdOptions::new(&node.pause)
-            .snapshotter(common::bridge::SNAPSHOTTER)
-            .proxy_snapshotter(common::bridge::SNAPSHOTTER, &node.socket())
+            .imaged(
+                std::path::Path::new(env!("CARGO_BIN_EXE_imaged")),
+                &node.socket(),
+                &node.imaged.root,
+            )
             .hosts_dir(node.hosts.path()),
     )
     .await;
@@ -367,6 +405,62 @@ async fn gc_keeps_what_containerds_containers_use_and_a_failed_publication_shows
         .into_inner()
         .images;
     assert!(listed.iter().all(|i| i.id != id), "half-published: {listed:?}");
+}
+
+/// kubelet's view of the filesystems: containerd's CRI ImageFsInfo and a container's ContainerStats name a
+/// mountpoint that exists (kubelet `stat`s it for its summary API and eviction) and lies on the filesystem
+/// of imaged's store, where the images and the writable layers are.
+async fn containerds_stats_name_a_filesystem_that_exists_and_holds_imageds_layers(line: Line) {
+    use std::os::unix::fs::MetadataExt;
+    let node = Node::start_on(line.clone(), None).await;
+    push(&node, "app", &app_image(MARKER)).await;
+    let id = node.pull("app", "v1").await;
+    let pod = node.ctd.run_pod("stats").await;
+    let running = node.ctd.run_container(&pod, &sleeper("running", &id)).await;
+    let store = std::fs::metadata(&node.imaged.root).unwrap().dev();
+
+    let fs_info = node
+        .ctd
+        .images()
+        .await
+        .unwrap()
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let image_fs = fs_info.image_filesystems[0].fs_id.clone().unwrap().mountpoint;
+    let stats = node
+        .ctd
+        .runtime()
+        .await
+        .unwrap()
+        .container_stats(cri::ContainerStatsRequest { container_id: running })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let writable = stats.writable_layer.unwrap().fs_id.unwrap().mountpoint;
+    for (what, path) in [
+        ("ImageFsInfo", &image_fs),
+        ("ContainerStats' writable layer", &writable),
+    ] {
+        // On containerd without the proxy plugin's exported root, imaged links the path containerd names
+        // when it first reaches containerd.
+        let mut meta = std::fs::metadata(path);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while meta.is_err() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            meta = std::fs::metadata(path);
+        }
+        let meta =
+            meta.unwrap_or_else(|e| panic!("{line}: {what} names {path}: {e}; imaged log:\n{}", node.imaged.log()));
+        assert_eq!(
+            meta.dev(),
+            store,
+            "{line}: {what} names {path}, not on imaged's store's filesystem"
+        );
+    }
 }
 
 async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) {

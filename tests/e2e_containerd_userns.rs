@@ -1,5 +1,6 @@
-//! containerd 2.1 (with runc 1.3, which has idmapped mounts) running a pod with a user namespace on
-//! imaged's layers, as kubelet asks for `hostUsers: false`: imaged declares `remap-ids`, so containerd
+//! containerd 2.x (Debian unstable's, with runc 1.3, which has idmapped mounts; configured as
+//! `imaged containerd-config` prints) running a pod with a user namespace on imaged's layers, as kubelet
+//! asks for `hostUsers: false`: imaged's config declares `remap-ids`, so containerd
 //! labels the pod's snapshots with its mappings instead of copying and chowning the image into a
 //! `<id>-remap` snapshot; the files show the mapped owners through idmapped lowers. The same pod on
 //! containerd's own overlayfs gives the figure to compare create+start with.
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::bridge::{Node, SNAPSHOTTER};
 use common::busybox::busybox_image;
 use common::containerd::pods::{ContainerSpec, Pod};
-use common::containerd::{Containerd, ContainerdOptions, in_namespace};
+use common::containerd::{Containerd, ContainerdOptions, Line, in_namespace};
 use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle, random_layer};
 use common::push::push_image;
 use containerd_client::services::v1::snapshots as api;
@@ -107,10 +108,7 @@ fn du(path: &std::path::Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_namespaced_pod_runs_on_imageds_layers_through_idmapped_mounts_without_a_copy() {
-    let node = Node::start_on(None, |o| {
-        o.containerd_2_1().pod_network().proxy_capabilities(&["remap-ids"])
-    })
-    .await;
+    let node = Node::start_with(Line::sid(), None, ContainerdOptions::pod_network).await;
     let image = image();
     push_image(&node.registry.addr(), "big", "v1", &image, None).await;
     let id = node.pull("big", "v1").await;
@@ -174,8 +172,8 @@ async fn a_user_namespaced_pod_runs_on_imageds_layers_through_idmapped_mounts_wi
     let hosts = node.hosts.path();
     let overlay = Containerd::start(
         ContainerdOptions::new(&node.pause)
+            .line(Line::sid())
             .hosts_dir(hosts)
-            .containerd_2_1()
             .pod_network(),
     )
     .await;

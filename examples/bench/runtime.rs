@@ -30,6 +30,7 @@ use anyhow::{Context, Result, bail};
 use imaged::proto::runtime::v1 as cri;
 
 use super::common::busybox::{busybox_entries, push_pause};
+pub use super::common::containerd::Line;
 use super::common::containerd::pods::Pod;
 use super::common::containerd::{Containerd, ContainerdOptions};
 use super::common::image::{BuiltImage, Compression, ImageBuilder, Layer, MediaStyle, build_tar};
@@ -65,6 +66,8 @@ pub struct RuntimeOpts {
     pub log_level: String,
     /// Seconds to wait after the clean-up and `sync` before a cold run.
     pub settle: Duration,
+    /// The containerd both sides run.
+    pub line: Line,
 }
 
 /// The benchmark image and what its cold run has to fetch and unpack.
@@ -142,10 +145,12 @@ pub async fn start(
     let image = registry.image_ref(REPO, "v1");
     let imaged_dir = work.join("imaged");
     let imaged_socket = imaged_dir.join("imaged.sock");
+    let imaged_root = imaged_dir.join("root");
+    // Configured as `imaged containerd-config` prints for this containerd.
     let a = Containerd::start(
         ContainerdOptions::new(&pause)
-            .snapshotter(SNAPSHOTTER)
-            .proxy_snapshotter(SNAPSHOTTER, &imaged_socket)
+            .line(opts.line.clone())
+            .imaged(imaged_bin, &imaged_socket, &imaged_root)
             .hosts_dir(hosts)
             .log_level(&opts.log_level),
     )
@@ -155,21 +160,24 @@ pub async fn start(
     let t = imaged.start().await?;
     let b = Containerd::start(
         ContainerdOptions::new(&pause)
+            .line(opts.line.clone())
             .hosts_dir(hosts)
             .log_level(&opts.log_level),
     )
     .await;
     let mut out = format!(
-        "- imaged: serving CRI after {:.0} ms, idle RSS {} MB; publishes into containerd A\n\
+        "- {line}, runc {runc}\n\
+         - imaged: serving CRI after {:.0} ms, idle RSS {} MB; publishes into containerd A\n\
          - containerd A: CRI snapshotter `{SNAPSHOTTER}` = imaged's proxy snapshotter; containerd B: `overlayfs`\n\
          - both: sandbox_image `{pause}` (from the benchmark's registry), restrict_oom_score_adj, host-network pods, log level {}\n",
         t.as_secs_f64() * 1e3,
         super::report::mb(imaged.rss()?),
         opts.log_level,
+        line = opts.line,
+        runc = opts.line.runc().display(),
     );
     let pod_a = a.run_pod("bench-a").await;
     let pod_b = b.run_pod("bench-b").await;
-    let imaged_root = imaged_dir.join("root");
     let stores_a = vec![imaged_root.clone(), a.root()];
     let stores_b = vec![b.root()];
     let baseline = |dirs: Vec<PathBuf>| dirs.into_iter().map(|d| (d.clone(), count_files(&d))).collect();

@@ -105,7 +105,7 @@ impl ImageService {
         let containerd = config
             .containerd
             .clone()
-            .map(|c| crate::bridge::containerd::ContainerdBridge::new(c, stores.clone()));
+            .map(|c| crate::bridge::containerd::ContainerdBridge::new(c, stores.clone(), config.root.clone()));
         // Opened here, before the start's sweep: it leases the layers runtimes' containers sit on.
         let containers_storage = match &config.containers_storage {
             Some(c) => Some(

@@ -61,6 +61,11 @@ use records::{Record, Records, State};
 /// imaged's layers carry it, so that containerd finds them (its remote snapshot protocol).
 pub const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
 
+/// The snapshotter capabilities (containerd's names) this snapshotter implements. A proxy plugin learns
+/// them only from containerd's config (`[proxy_plugins.NAME] capabilities`, 1.7.23+), which
+/// `imaged containerd-config` writes from this list.
+pub const CAPABILITIES: &[&str] = &[];
+
 /// What a snapshot is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,14 +2,14 @@
 //! snapshotter and its CRI plugin uses it; imaged publishes its images into containerd (`--containerd-address`).
 //! Both pull from one test registry, which serves the pause image containerd's `sandbox_image` names.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use imaged::proto::runtime::v1 as cri;
 use tempfile::TempDir;
 
 use super::busybox::push_pause;
-use super::containerd::{Containerd, ContainerdOptions};
+use super::containerd::{Containerd, ContainerdOptions, Line};
 use super::daemon::{Daemon, DaemonOptions};
 use super::registry::{LoggedRequest, RegistryOptions, TestRegistry};
 
@@ -28,18 +28,28 @@ pub struct Node {
     pub ctd: Containerd,
     /// imaged, publishing into `ctd`.
     pub imaged: Daemon,
-    /// Holds imaged's socket (known before imaged starts, for containerd's config).
+    /// Holds imaged's socket and store (known before imaged starts, for containerd's config).
     pub sockets: TempDir,
 }
 
 impl Node {
-    /// Starts the three, with imaged's config `config` (TOML; the default turns back-off off).
+    /// Starts the three on Debian 12's containerd 1.6, with imaged's config `config` (TOML; the default
+    /// turns back-off off).
     pub async fn start(config: Option<&str>) -> Node {
-        Node::start_on(config, |o| o).await
+        Node::start_on(Line::bookworm(), config).await
     }
 
-    /// [`Node::start`] with containerd's options changed by `ctd` (e.g. containerd 2.1, capabilities).
-    pub async fn start_on(config: Option<&str>, ctd: impl FnOnce(ContainerdOptions) -> ContainerdOptions) -> Node {
+    /// Starts the three on containerd `line`, configured as `imaged containerd-config` prints for it.
+    pub async fn start_on(line: Line, config: Option<&str>) -> Node {
+        Node::start_with(line, config, |o| o).await
+    }
+
+    /// [`Node::start_on`] with containerd's options changed by `ctd` (e.g. a pod network).
+    pub async fn start_with(
+        line: Line,
+        config: Option<&str>,
+        ctd: impl FnOnce(ContainerdOptions) -> ContainerdOptions,
+    ) -> Node {
         let registry = TestRegistry::start(RegistryOptions::default()).await;
         let hosts = TempDir::new().expect("hosts dir");
         registry.write_hosts_toml(hosts.path());
@@ -49,14 +59,16 @@ impl Node {
             .tempdir()
             .expect("socket dir");
         let socket = sockets.path().join("imaged.sock");
+        let root = sockets.path().join("root");
         let ctd = Containerd::start(ctd(ContainerdOptions::new(&pause)
-            .snapshotter(SNAPSHOTTER)
-            .proxy_snapshotter(SNAPSHOTTER, &socket)
+            .line(line)
+            .imaged(Path::new(env!("CARGO_BIN_EXE_imaged")), &socket, &root)
             .hosts_dir(hosts.path())))
         .await;
         let imaged = Daemon::start(DaemonOptions {
             hosts_dir: Some(hosts.path().to_path_buf()),
             socket: Some(socket),
+            root: Some(root),
             config: config.map(str::to_string),
             extra_args: vec!["--containerd-address".into(), ctd.socket().display().to_string()],
             ..Default::default()
@@ -105,6 +117,28 @@ impl Node {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The keys of the snapshots containerd holds on `snapshotter` (its metadata, namespace `k8s.io`).
+    pub async fn ctd_snapshots(&self, snapshotter: &str) -> Vec<String> {
+        use containerd_client::services::v1::snapshots as api;
+        let channel = self.ctd.channel().await.expect("connect to containerd");
+        let mut c = api::snapshots_client::SnapshotsClient::new(channel);
+        let req = api::ListSnapshotsRequest {
+            snapshotter: snapshotter.into(),
+            filters: Vec::new(),
+        };
+        let mut stream = c
+            .list(super::containerd::in_namespace(req))
+            .await
+            .expect("containerd's snapshots List")
+            .into_inner();
+        let mut keys = Vec::new();
+        while let Some(msg) = stream.message().await.expect("containerd's snapshots List") {
+            keys.extend(msg.info.into_iter().map(|i| i.name));
+        }
+        keys.sort();
+        keys
     }
 
     /// Layer and config blob fetches containerd made from the registry (its User-Agent names it).

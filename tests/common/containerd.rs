@@ -1,10 +1,13 @@
-//! A real containerd (Debian's 1.6, with runc) for tests that run pods: each [`Containerd`] is a child
+//! A real containerd (one of the [`Line`]s, with runc) for tests that run pods: each [`Containerd`] is a child
 //! process with its own root, state, gRPC socket, runc root, cgroup parent, CNI dirs and `config.toml` in
 //! a temp dir. It never touches `/var/lib/containerd`; the one shared place is `/run/containerd/s/`, where
 //! containerd 1.6's runc shim always puts its socket, named by a hash of this instance's socket path and
 //! the sandbox id, so instances in parallel test processes never collide there.
 //!
-//! - This file: options, `config.toml`, start / stop / kill / restart on the same root, the log, clients.
+//! - This file: options, start / stop / kill / restart on the same root, the log, clients.
+//! - [`config`]: `config.toml` in the line's format, with imaged's part as `imaged containerd-config`
+//!   prints it.
+//! - [`line`]: the containerd release lines (1.6, 1.7, 2.x) and their binaries.
 //! - [`pods`]: CRI helpers: host-network pod sandboxes, containers from an image ref, exit, exec, listing.
 //! - [`logs`]: a container's output, from its CRI log file.
 //! - [`inside`]: a container's root filesystem read from inside it, compared with `umoci unpack`'s.
@@ -15,9 +18,10 @@
 //! use the host network), no AppArmor or SELinux, the streaming server on a free port.
 
 pub mod config;
-pub mod config_v3;
 pub mod inside;
+pub mod line;
 pub mod logs;
+pub mod network;
 pub mod pods;
 pub mod teardown;
 
@@ -36,8 +40,8 @@ use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use config::config_toml;
+pub use line::Line;
 pub use teardown::Traces;
-
 
 /// The containerd namespace of the CRI plugin.
 pub const NAMESPACE: &str = "k8s.io";
@@ -58,9 +62,24 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`Containerd::stop`] waits after SIGTERM before it sends SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// imaged as containerd's snapshotter, configured as `imaged containerd-config` prints it.
+#[derive(Clone, Debug)]
+pub struct ImagedSide {
+    /// The `imaged` binary that prints the configuration.
+    pub bin: PathBuf,
+    /// imaged's socket.
+    pub socket: PathBuf,
+    /// imaged's store.
+    pub root: PathBuf,
+}
+
 /// How a test containerd is configured.
 #[derive(Clone, Debug)]
 pub struct ContainerdOptions {
+    /// The release line whose binaries run (Debian 12's 1.6 unless set).
+    pub line: Line,
+    /// imaged's part of the config, from `imaged containerd-config` for this line (and its CRI snapshotter).
+    pub imaged: Option<ImagedSide>,
     /// The CRI plugin's snapshotter (`[plugins."io.containerd.grpc.v1.cri".containerd] snapshotter`).
     pub snapshotter: String,
     /// Proxy snapshotter plugins: `[proxy_plugins.NAME] type = "snapshot" address = PATH`.
@@ -73,16 +92,7 @@ pub struct ContainerdOptions {
     pub log_level: String,
     /// TOML appended to `config.toml` as is (whole tables, e.g. `[plugins."io.containerd.gc.v1.scheduler"]`).
     pub extra_config: String,
-    /// The directory of the `containerd` and `containerd-shim-runc-v2` to run (`PATH`'s when `None`).
-    pub binaries: Option<PathBuf>,
-    /// The runc the shim runs (`PATH`'s when `None`).
-    pub runc: Option<PathBuf>,
-    /// Whether `config.toml` is containerd 2.x's version 3 ([`config_v3`]) rather than version 2.
-    pub config_v3: bool,
-    /// The `capabilities` of the proxy snapshotters (version 3 only), e.g. `remap-ids`.
-    pub proxy_capabilities: Vec<String>,
-    /// Whether pods that ask for their own network namespace get one, through a CNI network
-    /// ([`config_v3::cni_conflist`]; version 3 only). User-namespaced pods need it.
+    /// Whether pods may have network namespaces of their own ([`network`]; containerd 2.x lines).
     pub pod_network: bool,
 }
 
@@ -90,23 +100,33 @@ impl ContainerdOptions {
     /// containerd's own `overlayfs` snapshotter, no proxy plugins, no registry hosts, `sandbox_image`.
     pub fn new(sandbox_image: &str) -> Self {
         ContainerdOptions {
+            line: Line::bookworm(),
+            imaged: None,
             snapshotter: "overlayfs".into(),
             proxy_snapshotters: Vec::new(),
             sandbox_image: sandbox_image.into(),
             hosts_dir: None,
             log_level: "info".into(),
             extra_config: String::new(),
-            binaries: None,
-            runc: None,
-            config_v3: false,
-            proxy_capabilities: Vec::new(),
             pod_network: false,
         }
     }
 
-    /// Gives pods that ask for it their own network namespace ([`ContainerdOptions::pod_network`]).
-    pub fn pod_network(mut self) -> Self {
-        self.pod_network = true;
+    /// Runs `line`'s containerd.
+    pub fn line(mut self, line: Line) -> Self {
+        self.line = line;
+        self
+    }
+
+    /// Uses imaged (socket, store) as the CRI plugin's snapshotter with exactly the configuration
+    /// `bin containerd-config` (an `imaged` binary) prints for this line.
+    pub fn imaged(mut self, bin: &Path, socket: &Path, root: &Path) -> Self {
+        self.imaged = Some(ImagedSide {
+            bin: bin.to_path_buf(),
+            socket: socket.to_path_buf(),
+            root: root.to_path_buf(),
+        });
+        self.snapshotter = "imaged".into();
         self
     }
 
@@ -157,7 +177,18 @@ impl Containerd {
     /// Writes the config and starts containerd; returns once its CRI plugin answers `Version`. Panics,
     /// with the log, if it exits or does not answer within 60 s.
     pub async fn start(opts: ContainerdOptions) -> Containerd {
-        config_v3::require_binaries(&opts);
+        let line = &opts.line;
+        for bin in [
+            line.containerd(),
+            line.bin_dir().join("containerd-shim-runc-v2"),
+            line.runc(),
+        ] {
+            assert!(
+                bin.exists(),
+                "{} is missing: run hack/install-test-deps (it installs every containerd line the tests run)",
+                bin.display()
+            );
+        }
         assert!(rustix::process::geteuid().is_root(), "containerd tests run as root");
         let dir = tempfile::Builder::new()
             .prefix("imaged-ctd-")
@@ -174,8 +205,8 @@ impl Containerd {
         }
         fs::write(ctd.config_path(), ctd.config_toml()).expect("write containerd config.toml");
         if ctd.opts.pod_network {
-            let conf = ctd.dir.path().join("cni/conf/10-imaged-test.conflist");
-            fs::write(conf, config_v3::cni_conflist(ctd.dir.path())).expect("write the CNI network");
+            let conf = ctd.dir.path().join("cni/conf").join(network::CONFLIST);
+            fs::write(conf, network::conflist(ctd.dir.path())).expect("write the CNI network");
         }
         ctd.start_again().await;
         ctd
@@ -191,25 +222,21 @@ impl Containerd {
             .append(true)
             .open(self.log_path())
             .expect("open containerd log");
-        let binary = self
-            .opts
-            .binaries
-            .as_ref()
-            .map_or("containerd".into(), |d| d.join("containerd"));
-        let mut cmd = Command::new(binary);
-        if let Some(dir) = &self.opts.binaries {
-            // Its shim, and the shim's own lookups, come from the same directory.
-            let path = std::env::var("PATH").unwrap_or_default();
-            cmd.env("PATH", format!("{}:{path}", dir.display()));
-        }
-        let child = cmd
+        // The line's shim (containerd looks it up on PATH) and runc (BinaryName in the config).
+        let path = format!(
+            "{}:{}",
+            self.opts.line.bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new(self.opts.line.containerd())
+            .env("PATH", path)
             .arg("--config")
             .arg(self.config_path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
             .spawn()
-            .expect("spawn containerd; run hack/install-test-deps");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}; run hack/install-test-deps", self.opts.line));
         self.child = Some(child);
         let started = Instant::now();
         loop {
@@ -361,11 +388,8 @@ impl Containerd {
         cgroup_parent_of(self.dir.path())
     }
 
-    /// `config.toml` (version 2, or 3 for containerd 2.x): everything under the temp dir, see the module doc.
+    /// `config.toml` in the line's format: everything under the temp dir, see the module doc.
     fn config_toml(&self) -> String {
-        if self.opts.config_v3 {
-            return config_v3::config_v3_toml(self.dir.path(), &self.socket(), &self.opts);
-        }
         config_toml(self.dir.path(), &self.socket(), &self.opts)
     }
 }
@@ -374,8 +398,13 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let child = self.child.take();
         let sandboxes = self.sandboxes.lock().map(|s| s.clone()).unwrap_or_default();
-        let runc = self.opts.runc.clone().unwrap_or_else(|| "runc".into());
-        teardown::teardown(self.dir.path(), &self.socket(), child, &sandboxes, &runc);
+        teardown::teardown(
+            self.dir.path(),
+            &self.socket(),
+            child,
+            &sandboxes,
+            &self.opts.line.runc(),
+        );
     }
 }
 

@@ -34,6 +34,9 @@ pub struct DaemonOptions {
     /// The socket path, instead of one in the daemon's temp dir (a runtime configured before imaged starts
     /// needs to know it).
     pub socket: Option<PathBuf>,
+    /// The store root, instead of one in the daemon's temp dir (a runtime configured before imaged starts
+    /// may need to know it).
+    pub root: Option<PathBuf>,
     /// Extra environment variables, set after the defaults (so `RUST_LOG` here wins over `imaged=debug`; a
     /// `PATH` with credential helpers in front).
     pub env: Vec<(String, String)>,
@@ -59,7 +62,7 @@ impl Daemon {
             .prefix("imaged-test-")
             .tempdir()
             .expect("temp dir");
-        let root = dir.path().join("root");
+        let root = opts.root.clone().unwrap_or_else(|| dir.path().join("root"));
         let socket = opts
             .socket
             .clone()

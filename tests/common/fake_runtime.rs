@@ -115,6 +115,13 @@ impl RuntimeService for Service {
     async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> Result<Response<cri::ExecSyncResponse>, Status> {
         Err(unimplemented("exec_sync"))
     }
+
+    async fn container_stats(
+        &self,
+        _req: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        Err(unimplemented("container_stats"))
+    }
 }
 
 fn unimplemented(rpc: &str) -> Status {

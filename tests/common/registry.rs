@@ -183,6 +183,21 @@ impl TestRegistry {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until the registry's log contains `needle`: it writes its log asynchronously,
+    /// so a line about a request (a refused TLS handshake) may come after the client saw the answer.
+    /// Panics with the log if it never does.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry never logged {needle:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The requests in the access log so far, oldest first (readiness probes included).
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.log().lines().filter_map(parse_access_line).collect()

@@ -83,6 +83,23 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// containerd's version (its Version service), e.g. `2.1.9+unknown` or `v1.7.24`.
+    pub async fn version(&self) -> Result<String, BridgeError> {
+        let mut c = ctd::version_client::VersionClient::new(self.channel.clone());
+        let v = c
+            .version(())
+            .await
+            .map_err(|e| BridgeError::unavailable(&self.address, "ask for containerd's version", e.message()))?;
+        Ok(v.into_inner().version)
+    }
+
+    /// The introspection service (containerd's plugins and what they export).
+    pub fn introspection(&self) -> ctd::introspection_client::IntrospectionClient<Channel> {
+        ctd::introspection_client::IntrospectionClient::new(self.channel.clone())
+    }
+}
+
 /// An error with its causes, which tonic's transport errors keep in their sources.
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

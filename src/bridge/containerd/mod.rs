@@ -13,6 +13,7 @@
 
 mod client;
 mod error;
+pub mod fs_path;
 pub mod publish;
 pub mod snapshots;
 pub mod snippet;
@@ -58,6 +59,8 @@ pub struct Reconciled {
 pub struct ContainerdBridge {
     config: ContainerdConfig,
     stores: Stores,
+    /// imaged's store: the filesystem containerd should report for the snapshotter ([`fs_path`]).
+    store_root: std::path::PathBuf,
     /// One publication or removal of an image at a time.
     locks: KeyedLocks<Digest>,
     conn: tokio::sync::Mutex<Option<Conn>>,
@@ -70,11 +73,12 @@ pub struct ContainerdBridge {
 }
 
 impl ContainerdBridge {
-    /// The bridge to the containerd of `config`, publishing from `stores`.
-    pub fn new(config: ContainerdConfig, stores: Stores) -> Arc<ContainerdBridge> {
+    /// The bridge to the containerd of `config`, publishing from `stores`, kept at `store_root`.
+    pub fn new(config: ContainerdConfig, stores: Stores, store_root: std::path::PathBuf) -> Arc<ContainerdBridge> {
         Arc::new(ContainerdBridge {
             config,
             stores,
+            store_root,
             locks: KeyedLocks::default(),
             conn: tokio::sync::Mutex::new(None),
             published: std::sync::Mutex::new(HashMap::new()),
@@ -133,6 +137,16 @@ impl ContainerdBridge {
     /// the records imaged published whose image is gone.
     pub async fn reconcile(&self) -> Result<Reconciled, BridgeError> {
         let conn = self.conn().await?;
+        // Checked at every round: containerd may have been restarted on a fresh root.
+        match fs_path::ensure(&conn, &self.config.snapshotter, &self.store_root).await {
+            Ok(fs_path::FsPath::Linked(path)) => tracing::info!(
+                path = %path.display(),
+                store = %self.store_root.display(),
+                "linked the path containerd reports as the snapshotter's filesystem to imaged's store"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
         let filter = format!("labels.\"{}\"", publish::PUBLISHED_LABEL);
         let listed = conn
             .images()
