@@ -64,7 +64,11 @@ pub const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
 /// The snapshotter capabilities (containerd's names) this snapshotter implements. A proxy plugin learns
 /// them only from containerd's config (`[proxy_plugins.NAME] capabilities`, 1.7.23+), which
 /// `imaged containerd-config` writes from this list.
-pub const CAPABILITIES: &[&str] = &[];
+///
+/// - `remap-ids`: user-namespaced pods get idmapped layers ([`idmap`]) instead of a chowned copy.
+/// - Not `only-remap-ids`: it only tells containerd to refuse the copy when `remap-ids` is absent.
+/// - Not `rebase`: see README.md ("containerd's own pulls unpack into imaged one layer at a time").
+pub const CAPABILITIES: &[&str] = &["remap-ids"];
 
 /// What a snapshot is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
