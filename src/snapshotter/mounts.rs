@@ -14,6 +14,8 @@ pub(super) struct Lower {
     pub short: PathBuf,
     /// The directory itself (for bind mounts).
     pub real: PathBuf,
+    /// Whether it is a record's (a snapshot made through the API), not one of imaged's layers.
+    pub record: bool,
 }
 
 impl Snapshotter {
@@ -32,6 +34,7 @@ impl Snapshotter {
                 out.push(Lower {
                     short: fs.clone(),
                     real: fs,
+                    record: true,
                 });
                 next = r.parent.clone();
                 continue;
@@ -43,6 +46,7 @@ impl Snapshotter {
             out.push(Lower {
                 short: self.layers.link_path(&chain).ok_or_else(missing)?,
                 real: self.layers.fs_dir(&chain),
+                record: false,
             });
             next = match parent {
                 LayerParent::Base => String::new(),
@@ -56,7 +60,11 @@ impl Snapshotter {
     /// `uidmap=`/`gidmap=` options of a user-namespaced snapshot first (see [`super::idmap`]).
     pub(super) fn mounts_of(&self, rec: &Record, lowers: &[Lower]) -> Vec<Mount> {
         let dir = self.record_dir(rec.id);
-        let mut options = idmap::mount_options(&rec.labels);
+        let mut options = if shifted_below(rec, lowers) {
+            Vec::new()
+        } else {
+            idmap::mount_options(&rec.labels)
+        };
         let mapped = !options.is_empty();
         let bind = |source: &PathBuf, mode: &str, mut options: Vec<String>| {
             options.extend([mode.into(), "rbind".into()]);
@@ -96,4 +104,22 @@ impl Snapshotter {
             options,
         }]
     }
+}
+
+/// Whether the snapshot below `rec` already holds the pod's ids: a containerd whose config does not declare
+/// `remap-ids` still labels the pod's Prepare, but on a copy of the image it chowned itself
+/// (`<id>-remap`, committed as a record whose root belongs to the pod's root). Idmapping that copy again
+/// would shift its ids twice. An image layer's root never belongs to a pod's mapped root.
+fn shifted_below(rec: &Record, lowers: &[Lower]) -> bool {
+    let Some(top) = lowers.first().filter(|l| l.record) else {
+        return false;
+    };
+    let Ok(Some(map)) = idmap::IdMap::from_labels(&rec.labels) else {
+        return false;
+    };
+    let (Ok(root), Ok(meta)) = (map.root(), std::fs::metadata(&top.real)) else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    root != (0, 0) && (meta.uid(), meta.gid()) == root
 }
