@@ -7,11 +7,12 @@
 //!   back; a reconciler makes containerd's records match imaged's at start, whenever a publication could
 //!   not be done (containerd down), and periodically (containerd restarted on a fresh root).
 //!
-//! containerd's CRI plugin learns about images through image events, asynchronously; a publication ends
-//! when containerd's CRI ImageStatus finds the image by id, so kubelet's next call (CreateContainer) never
+//! containerd's CRI plugin learns about images through image events, asynchronously; [`cri_view`] waits until
+//! it shows a publication (the image by id) or a removal (imaged's names gone), so kubelet's next call never
 //! races it.
 
 mod client;
+mod cri_view;
 mod error;
 pub mod publish;
 pub mod snapshots;
@@ -32,13 +33,10 @@ use crate::config::ContainerdConfig;
 use crate::digest::Digest;
 use crate::keyed_lock::KeyedLocks;
 use crate::metadata::ImageRecord;
-use crate::proto::runtime::v1 as cri;
 use crate::pull::Stores;
 
 /// Longest a publication or removal may take before the pull answers anyway (the reconciler finishes it).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for containerd's CRI plugin to see a change (it follows image events within milliseconds).
-const CRI_WAIT: Duration = Duration::from_secs(10);
 /// How often the reconciler compares both sides when nothing asked it to.
 const RECONCILE_PERIOD: Duration = Duration::from_secs(60);
 /// Retry delays while containerd cannot be reached.
@@ -227,7 +225,7 @@ impl ContainerdBridge {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(rec.id, publish::names(rec).into_iter().collect());
-        self.wait_for_cri(conn, &rec.id, true).await
+        self.wait_cri_knows(conn, &rec.id).await
     }
 
     /// Whether containerd still has `rec` under its id, pointing at it.
@@ -245,53 +243,14 @@ impl ContainerdBridge {
         }
     }
 
-    /// Waits until containerd's CRI ImageStatus finds image `id` (`present`) or not. Without a CRI plugin
-    /// there is nothing to wait for.
-    async fn wait_for_cri(&self, conn: &Conn, id: &Digest, present: bool) -> Result<(), BridgeError> {
-        let deadline = tokio::time::Instant::now() + CRI_WAIT;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let req = cri::ImageStatusRequest {
-                image: Some(cri::ImageSpec {
-                    image: id.to_string(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            };
-            match conn.cri_images().image_status(conn.req(req, None)).await {
-                Ok(r) if r.get_ref().image.is_some() == present => return Ok(()),
-                Ok(_) => {}
-                Err(s) if s.code() == Code::Unimplemented => return Ok(()),
-                Err(s) => return Err(self.failed(BridgeError::rpc(conn.address(), "ask CRI for the image", &s))),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(image = %id, present, "containerd's CRI plugin has not caught up after 10 s");
-                return Ok(());
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
-    }
-
-    /// The ids of the images containerd's CRI plugin lists, or `None` without a CRI plugin.
-    async fn cri_image_ids(&self, conn: &Conn) -> Result<Option<std::collections::HashSet<String>>, BridgeError> {
-        match conn
-            .cri_images()
-            .list_images(conn.req(cri::ListImagesRequest { filter: None }, None))
-            .await
-        {
-            Ok(r) => Ok(Some(r.into_inner().images.into_iter().map(|i| i.id).collect())),
-            Err(s) if s.code() == Code::Unimplemented => Ok(None),
-            Err(s) => Err(self.failed(BridgeError::rpc(conn.address(), "list CRI images", &s))),
-        }
-    }
-
-    /// Takes `rec`'s records back and waits until containerd's CRI plugin has forgotten it.
+    /// Takes `rec`'s records back and waits until containerd's CRI plugin no longer shows them (containerd
+    /// may keep the image under names of its own).
     async fn take_back(&self, rec: &ImageRecord) -> Result<(), BridgeError> {
         let conn = self.conn().await?;
         publish::unpublish(&conn, rec).await.map_err(|e| self.failed(e))?;
         self.forget(&rec.id);
-        self.wait_for_cri(&conn, &rec.id, false).await
+        let ours: BTreeSet<String> = publish::names(rec).into_iter().collect();
+        self.wait_cri_forgot(&conn, &rec.id, &ours).await
     }
 
     fn forget(&self, id: &Digest) {
