@@ -60,7 +60,10 @@ async fn a_pull_past_the_callers_deadline_is_deadline_exceeded_every_time() {
         });
         req.set_timeout(DEADLINE);
         let started = Instant::now();
-        let err = c.pull_image(req).await.expect_err("a blackholed registry never answers");
+        let err = c
+            .pull_image(req)
+            .await
+            .expect_err("a blackholed registry never answers");
         let took = started.elapsed();
         assert_eq!(err.code(), Code::DeadlineExceeded, "iteration {i}: {err:?}");
         assert!(
@@ -84,6 +87,11 @@ async fn a_pull_past_the_callers_deadline_is_deadline_exceeded_every_time() {
         ..Default::default()
     });
     req.set_timeout(Duration::from_secs(60));
-    let id = c.pull_image(req).await.expect("pull with time to spare").into_inner().image_ref;
+    let id = c
+        .pull_image(req)
+        .await
+        .expect("pull with time to spare")
+        .into_inner()
+        .image_ref;
     assert_eq!(id, small_image(23, None).config_digest);
 }

@@ -116,7 +116,7 @@ fn image_name(spec: Option<&cri::ImageSpec>) -> Result<&str, Status> {
     match spec.map(|s| s.image.as_str()) {
         Some(s) if !s.trim().is_empty() => Ok(s),
         _ => Err(Status::invalid_argument(
-            "InvalidImageName: the request has no image (ImageSpec.image is empty)",
+            "the request has no image (ImageSpec.image is empty): name the image",
         )),
     }
 }
