@@ -115,6 +115,10 @@ impl RuntimeService for Service {
     async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> Result<Response<cri::ExecSyncResponse>, Status> {
         Err(unimplemented("exec_sync"))
     }
+
+    async fn status(&self, _req: Request<cri::StatusRequest>) -> Result<Response<cri::StatusResponse>, Status> {
+        Err(unimplemented("status"))
+    }
 }
 
 fn unimplemented(rpc: &str) -> Status {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use super::{BridgeError, ContainerdBridge, Conn};
+use super::{BridgeError, Conn, ContainerdBridge};
 use crate::digest::Digest;
 use crate::proto::runtime::v1 as cri;
 
@@ -26,6 +26,15 @@ pub(super) fn forgotten(image: Option<&cri::Image>, ours: &BTreeSet<String>) -> 
     let Some(image) = image else { return true };
     let mut names = image.repo_tags.iter().chain(&image.repo_digests).peekable();
     names.peek().is_some() && names.all(|n| !ours.contains(n))
+}
+
+/// What containerd's CRI ListImages shows.
+#[derive(Debug, Default)]
+pub(super) struct CriImages {
+    /// The image ids.
+    pub ids: HashSet<String>,
+    /// The names of the images it says are pinned.
+    pub pinned_names: Vec<String>,
 }
 
 impl ContainerdBridge {
@@ -80,14 +89,25 @@ impl ContainerdBridge {
         }
     }
 
-    /// The ids of the images containerd's CRI plugin lists, or `None` without a CRI plugin.
-    pub(super) async fn cri_image_ids(&self, conn: &Conn) -> Result<Option<HashSet<String>>, BridgeError> {
+    /// What containerd's CRI plugin lists, or `None` without a CRI plugin.
+    pub(super) async fn cri_images(&self, conn: &Conn) -> Result<Option<CriImages>, BridgeError> {
         match conn
             .cri_images()
             .list_images(conn.req(cri::ListImagesRequest { filter: None }, None))
             .await
         {
-            Ok(r) => Ok(Some(r.into_inner().images.into_iter().map(|i| i.id).collect())),
+            Ok(r) => {
+                let mut listed = CriImages::default();
+                for i in r.into_inner().images {
+                    if i.pinned {
+                        listed
+                            .pinned_names
+                            .extend(i.repo_tags.into_iter().chain(i.repo_digests));
+                    }
+                    listed.ids.insert(i.id);
+                }
+                Ok(Some(listed))
+            }
             Err(s) if s.code() == Code::Unimplemented => Ok(None),
             Err(s) => Err(self.failed(BridgeError::rpc(conn.address(), "list CRI images", &s))),
         }

@@ -5,7 +5,8 @@
 //! - [`ContainerdBridge`] (with `[containerd] address` set): every image imaged records is published into
 //!   containerd's namespace ([`publish`]) before the PullImage answers, and every image it removes is taken
 //!   back; a reconciler makes containerd's records match imaged's at start, whenever a publication could
-//!   not be done (containerd down), and periodically (containerd restarted on a fresh root).
+//!   not be done (containerd down), and periodically (containerd restarted on a fresh root). Each round
+//!   also reads which sandbox image containerd pins, which imaged then pins too ([`sandbox`]).
 //!
 //! containerd's CRI plugin learns about images through image events, asynchronously; [`cri_view`] waits until
 //! it shows a publication (the image by id) or a removal (imaged's names gone), so kubelet's next call never
@@ -15,6 +16,7 @@ mod client;
 mod cri_view;
 mod error;
 pub mod publish;
+pub mod sandbox;
 pub mod snapshots;
 pub mod snippet;
 
@@ -31,6 +33,7 @@ pub use error::BridgeError;
 
 use crate::config::ContainerdConfig;
 use crate::digest::Digest;
+use crate::gc::pinned::Pinned;
 use crate::keyed_lock::KeyedLocks;
 use crate::metadata::ImageRecord;
 use crate::pull::Stores;
@@ -56,6 +59,8 @@ pub struct Reconciled {
 pub struct ContainerdBridge {
     config: ContainerdConfig,
     stores: Stores,
+    /// Where the sandbox image containerd pins is pinned in imaged ([`sandbox`]).
+    pinned: Arc<Pinned>,
     /// One publication or removal of an image at a time.
     locks: KeyedLocks<Digest>,
     conn: tokio::sync::Mutex<Option<Conn>>,
@@ -68,11 +73,13 @@ pub struct ContainerdBridge {
 }
 
 impl ContainerdBridge {
-    /// The bridge to the containerd of `config`, publishing from `stores`.
-    pub fn new(config: ContainerdConfig, stores: Stores) -> Arc<ContainerdBridge> {
+    /// The bridge to the containerd of `config`, publishing from `stores`, pinning in `pinned` the sandbox
+    /// image containerd pins.
+    pub fn new(config: ContainerdConfig, stores: Stores, pinned: Arc<Pinned>) -> Arc<ContainerdBridge> {
         Arc::new(ContainerdBridge {
             config,
             stores,
+            pinned,
             locks: KeyedLocks::default(),
             conn: tokio::sync::Mutex::new(None),
             published: std::sync::Mutex::new(HashMap::new()),
@@ -128,7 +135,7 @@ impl ContainerdBridge {
     }
 
     /// Makes containerd's records match imaged's: publishes images with a missing or wrong name, deletes
-    /// the records imaged published whose image is gone.
+    /// the records imaged published whose image is gone; and pins the sandbox image containerd pins.
     pub async fn reconcile(&self) -> Result<Reconciled, BridgeError> {
         let conn = self.conn().await?;
         let filter = format!("labels.\"{}\"", publish::PUBLISHED_LABEL);
@@ -152,7 +159,12 @@ impl ContainerdBridge {
             .collect();
         // The images containerd's CRI plugin knows (None: no CRI plugin). It forgets images it could not
         // check at its own start (imaged was down), until an image event makes it look again.
-        let cri_ids = self.cri_image_ids(&conn).await?;
+        let cri = self.cri_images(&conn).await?;
+        let pinned_listed = cri.as_ref().map(|c| c.pinned_names.as_slice()).unwrap_or_default();
+        // Not knowing it keeps the pins as they are (the next round asks again); publishing goes on.
+        if let Err(e) = self.learn_sandbox(&conn, pinned_listed).await {
+            tracing::warn!(error = %e, "containerd: cannot read which sandbox image it pins; asking again later");
+        }
         let mut done = Reconciled::default();
         let records = self.stores.metadata.list();
         let mut expected = BTreeSet::new();
@@ -160,7 +172,7 @@ impl ContainerdBridge {
             let want = (rec.id.to_string(), publish::target(rec).digest.to_string());
             let names = publish::names(rec);
             let complete = names.iter().all(|n| ours.get(n) == Some(&want));
-            let cri_knows = cri_ids.as_ref().is_none_or(|ids| ids.contains(&want.0));
+            let cri_knows = cri.as_ref().is_none_or(|c| c.ids.contains(&want.0));
             expected.extend(names);
             if !complete || !cri_knows {
                 let _one = self.locks.lock(&rec.id).await;
