@@ -1,7 +1,8 @@
-//! Issue 23, with a real containerd (Debian's 1.6): the sandbox image containerd pins is pinned in imaged too
-//! (ImageStatus and ListImages say so, our GC at every threshold 0 and prune keep it, and the pin follows a
-//! containerd that starts after imaged), and removing an image containerd also holds under a name of its own
-//! answers at once, leaving containerd's copy runnable.
+//! Issue 23, with a real containerd: the sandbox image containerd pins is pinned in imaged too (ImageStatus
+//! and ListImages say so, our GC at every threshold 0 and prune keep it, and the pin follows a containerd
+//! that starts after imaged; on Debian's 1.6, whose CRI Status names its sandbox image), and, on every
+//! containerd line, removing an image containerd also holds under a name of its own answers at once,
+//! leaving containerd's copy runnable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::bridge::Node;
 use common::busybox::{PAUSE_REPO, PAUSE_TAG, busybox_image};
+use common::containerd::Line;
 use common::containerd::pods::ContainerSpec;
 use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle};
 use common::push::push_image;
@@ -108,9 +110,12 @@ async fn the_sandbox_image_containerd_pins_is_pinned_kept_by_gc_at_zero_and_foll
     wait_pinned(&node, &node.pause, true, Duration::from_secs(45)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn removing_an_image_containerd_also_holds_answers_at_once_and_containerds_copy_still_runs() {
-    let node = Node::start(None).await;
+common::containerd::line::on_every_line!(
+    removing_an_image_containerd_also_holds_answers_at_once_and_containerds_copy_still_runs
+);
+
+async fn removing_an_image_containerd_also_holds_answers_at_once_and_containerds_copy_still_runs(line: Line) {
+    let node = Node::start_on(line.clone(), None).await;
     let img = app_image("pulled by containerd\n");
     for repo in ["theirs", "ours"] {
         push_image(&node.registry.addr(), repo, "v1", &img, None).await;
@@ -131,19 +136,25 @@ async fn removing_an_image_containerd_also_holds_answers_at_once_and_containerds
         .unwrap()
         .into_inner()
         .image_ref;
-    let id = node.pull("ours", "v1").await;
-    assert_eq!(id, their_id, "one image, two names");
+    // Five rounds of pull and removal; the median answers within 100 ms (one round slowed by the load of
+    // the tests running beside this one does not decide it; the old wait took 10 s every time).
     let ours = node.registry.image_ref("ours", "v1");
-    node.wait_ctd_status(&ours, true, Duration::from_secs(5)).await;
-
     let mut c = node.imaged.client().await;
-    let started = Instant::now();
-    common::daemon::remove(&mut c, &ours).await.unwrap();
-    let took = started.elapsed();
-    eprintln!("RemoveImage of an image containerd also holds took {took:?}");
+    let mut took = Vec::new();
+    let mut id = String::new();
+    for _ in 0..5 {
+        id = node.pull("ours", "v1").await;
+        assert_eq!(id, their_id, "one image, two names");
+        node.wait_ctd_status(&ours, true, Duration::from_secs(5)).await;
+        let started = Instant::now();
+        common::daemon::remove(&mut c, &ours).await.unwrap();
+        took.push(started.elapsed());
+    }
+    took.sort();
+    eprintln!("{line}: RemoveImage of an image containerd also holds took {took:?}");
     assert!(
-        took <= Duration::from_millis(100),
-        "RemoveImage took {took:?}: it waited on a name that is not imaged's; imaged log:\n{}",
+        took[2] <= Duration::from_millis(100),
+        "{line}: RemoveImage took {took:?}: it waited on a name that is not imaged's; imaged log:\n{}",
         node.imaged.log()
     );
     assert!(!node.imaged.log().contains("did not forget"), "{}", node.imaged.log());
