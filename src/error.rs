@@ -58,8 +58,15 @@ pub trait Classify {
     fn kind(&self) -> ErrorKind;
 }
 
-/// kubelet's reasons for image failures (`pkg/kubelet/images/types.go`), used as message prefixes so that
-/// kubelet events and `kubectl describe` show the same words whichever runtime served the pull.
+/// kubelet's reasons for image failures (`pkg/kubelet/images/types.go`, `k8s.io/cri-api/pkg/errors`).
+///
+/// kubelet derives its reason for a failed PullImage itself and writes it before the message it shows
+/// (`ErrImagePull: rpc error: code = … desc = …`), so messages do not carry the reasons kubelet adds on its
+/// own: a second `ErrImagePull` would only repeat it. kubelet reads a reason from the message in one case
+/// only (`evalCRIPullErr` in `pkg/kubelet/images/image_manager.go`): a message that starts with
+/// `RegistryUnavailable` or `SignatureValidationFailed`, of a status with code UNKNOWN (the one code
+/// cri-client strips, `remote_image.go`); [`Reason::read_by_kubelet`] says which, and those are the only
+/// prefixes on the wire. The other reasons name the failure in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// A pull failed for any other reason.
@@ -84,6 +91,31 @@ impl Reason {
             ErrorKind::Unavailable => Reason::RegistryUnavailable,
             _ => Reason::ErrImagePull,
         }
+    }
+
+    /// Whether kubelet reads this reason from a failed pull's message (then the message starts with it and
+    /// the status has code UNKNOWN, as CRI-O's do); every other reason kubelet derives itself.
+    pub fn read_by_kubelet(&self) -> bool {
+        matches!(self, Reason::RegistryUnavailable)
+    }
+
+    /// `message` as the wire carries it for this reason: prefixed (`RegistryUnavailable: …`) when kubelet
+    /// reads the reason from it, as is otherwise.
+    pub fn on_message(&self, message: impl fmt::Display) -> String {
+        if self.read_by_kubelet() {
+            format!("{self}: {message}")
+        } else {
+            message.to_string()
+        }
+    }
+
+    /// The reason kubelet reads from `message` (one [`Reason::on_message`] wrote) and the rest of it;
+    /// `None` when it starts with no such reason.
+    pub fn read_from(message: &str) -> Option<(Reason, &str)> {
+        [Reason::RegistryUnavailable].into_iter().find_map(|r| {
+            let rest = message.strip_prefix(r.as_str())?.strip_prefix(": ")?;
+            Some((r, rest))
+        })
     }
 
     /// kubelet's spelling.
@@ -118,5 +150,31 @@ mod tests {
         assert_eq!(Reason::for_pull(ErrorKind::Unavailable).as_str(), "RegistryUnavailable");
         assert_eq!(Reason::for_pull(ErrorKind::NotFound).as_str(), "ErrImagePull");
         assert_eq!(Reason::for_pull(ErrorKind::Unauthenticated).as_str(), "ErrImagePull");
+    }
+
+    #[test]
+    fn only_the_reasons_kubelet_reads_prefix_the_message() {
+        assert_eq!(
+            Reason::RegistryUnavailable.on_message("pulling image \"x\": refused"),
+            "RegistryUnavailable: pulling image \"x\": refused"
+        );
+        for r in [
+            Reason::ErrImagePull,
+            Reason::InvalidImageName,
+            Reason::ErrImageNeverPull,
+            Reason::ImagePullBackOff,
+            Reason::ImageInspectError,
+        ] {
+            assert!(!r.read_by_kubelet(), "{r}");
+            assert_eq!(
+                r.on_message("pulling image \"x\": not found"),
+                "pulling image \"x\": not found"
+            );
+        }
+        // read_from undoes on_message.
+        let wire = Reason::RegistryUnavailable.on_message("refused");
+        assert_eq!(Reason::read_from(&wire), Some((Reason::RegistryUnavailable, "refused")));
+        assert_eq!(Reason::read_from("ErrImagePull: not found"), None);
+        assert_eq!(Reason::read_from("RegistryUnavailableX"), None);
     }
 }

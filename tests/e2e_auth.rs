@@ -33,7 +33,8 @@ async fn request_credentials_are_used_and_bad_ones_refused_without_leaking() {
 
     let err = pull(&mut c, &image, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    assert!(err.message().starts_with("ErrImagePull: "), "{}", err.message());
+    assert!(err.message().starts_with("pulling image "), "{}", err.message());
+    common::kubelet::assert_reason_once(&err, &image, "ErrImagePull");
 
     let wrong = "not-the-Pa55word";
     let err = pull(&mut c, &image, basic(USER, wrong)).await.unwrap_err();

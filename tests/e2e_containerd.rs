@@ -1,7 +1,7 @@
 //! Issues 10 and 23: a real containerd runs pods from the images imaged pulled, through imaged's proxy
 //! snapshotter and the images imaged publishes into its namespace — kubelet's calls made by hand:
 //! PullImage on imaged, then RunPodSandbox / CreateContainer (image = PullImage's image_ref) /
-//! StartContainer on containerd. The scenarios of [`on_every_line!`] run on each containerd line
+//! StartContainer on containerd. The scenarios of `on_every_line!` run on each containerd line
 //! (1.6, 1.7, 2.x: `common::containerd::Line`), each configured with what `imaged containerd-config`
 //! prints for it; the others on Debian 12's 1.6.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -39,27 +39,7 @@ fn sleeper(name: &str, image: &str) -> ContainerSpec {
     ContainerSpec::new(name, image).command(&["/bin/sleep", "inf"])
 }
 
-/// Each scenario as a test per containerd line: `containerd_1_6::NAME`, `containerd_1_7::NAME`,
-/// `containerd_2::NAME`.
-macro_rules! on_every_line {
-    ($($scenario:ident),* $(,)?) => {
-        on_every_line!(@line containerd_1_6, bookworm, $($scenario),*);
-        on_every_line!(@line containerd_1_7, trixie, $($scenario),*);
-        on_every_line!(@line containerd_2, sid, $($scenario),*);
-    };
-    (@line $module:ident, $line:ident, $($scenario:ident),*) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Line::$line()).await
-                }
-            )*
-        }
-    };
-}
-
-on_every_line!(
+common::containerd::line::on_every_line!(
     pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer,
     removal_keeps_running_containers_frees_layers_after_them_and_survives_containerds_gc,
     containers_survive_imaged_and_containerd_restarts,

@@ -1,6 +1,6 @@
 //! Hostile layers against the real daemon: entries that climb out with `..`, go through symlinks, hard-link
 //! out of the layer, decompression bombs, too many entries, too long paths. Each is refused with a clear
-//! error (FailedPrecondition for unsafe entries, ResourceExhausted for limits, `ErrImagePull: ` first);
+//! error (FailedPrecondition for unsafe entries, ResourceExhausted for limits, `pulling image` first, kubelet's ErrImagePull once);
 //! nothing is written outside the store (a sentinel directory next to the daemon's, which the hostile
 //! paths aim at by absolute path and by `../` climbing from the snapshot's depth, stays as it was, and so
 //! does the daemon's directory outside `<root>`); and the store is left clean: no image, no blob, no

@@ -72,7 +72,7 @@ async fn image_ref_pins_the_pull_and_a_mismatch_is_refused() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     let msg = err.message();
     assert!(
-        msg.starts_with("ErrImagePull: ")
+        msg.starts_with("pulling image ")
             && msg.contains(&format!(
                 "image_ref {:?} pins the pull to another image",
                 elsewhere.config_digest

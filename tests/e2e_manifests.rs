@@ -288,7 +288,8 @@ async fn manifests_that_are_not_utf8_json_are_refused_and_nothing_is_kept() {
     for tag in ["manifest", "index"] {
         let err = pull(&mut c, &s.image("app", tag), None).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{tag}: {err:?}");
-        assert!(err.message().starts_with("ErrImagePull: "), "{}", err.message());
+        assert!(err.message().starts_with("pulling image "), "{}", err.message());
+        common::kubelet::assert_reason_once(&err, tag, "ErrImagePull");
         assert!(err.message().contains("not UTF-8 JSON"), "{}", err.message());
         assert!(list(&mut c).await.is_empty(), "no image may be recorded");
         assert!(

@@ -105,9 +105,10 @@ async fn config_errors_name_the_key_and_settings_apply() {
         .unwrap_err();
     assert_eq!(
         err.code(),
-        tonic::Code::Unavailable,
+        tonic::Code::Unknown,
         "runc is accepted, the host is not reachable: {err:?}"
     );
+    assert!(err.message().starts_with("RegistryUnavailable: "), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

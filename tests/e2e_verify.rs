@@ -78,9 +78,10 @@ async fn present_images_are_answered_only_to_credentials_the_registry_accepted()
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     let msg = err.message();
     assert!(
-        msg.starts_with("ErrImagePull: ") && msg.contains("did not confirm that the request's credentials may pull"),
+        msg.starts_with("pulling image ") && msg.contains("did not confirm that the request's credentials may pull"),
         "{msg}"
     );
+    common::kubelet::assert_reason_once(&err, &image, "ErrImagePull");
     assert!(!msg.contains("guess"), "the password leaked: {msg}");
     let manifest = format!("/v2/private/app/manifests/{}", img.manifest_digest);
     let by_b: Vec<UserRequest> = user_requests(&s.registry)
@@ -229,7 +230,7 @@ async fn concurrent_requests_with_the_same_credentials_share_one_verification() 
         .collect();
     for t in tasks {
         let err = t.await.unwrap().unwrap_err();
-        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert_eq!(err.code(), Code::Unknown, "{err:?}");
         assert!(err.message().starts_with("RegistryUnavailable: "), "{}", err.message());
     }
     let manifests = proxy

@@ -113,11 +113,11 @@ fn failures_are_expected_only_where_their_cause_was() {
         message,
     };
     let unavailable = "RegistryUnavailable: pulling image \"x\": connection refused";
-    assert!(classify(&f(9.0, 10.5, Code::Unavailable, unavailable), &d, &ledger).expected);
-    assert!(!classify(&f(1.0, 2.0, Code::Unavailable, unavailable), &d, &ledger).expected);
-    let backoff_outage = "ImagePullBackOff: Back-off pulling image \"x\": RegistryUnavailable: refused";
-    assert!(classify(&f(13.0, 13.1, Code::Unavailable, backoff_outage), &d, &ledger).expected);
-    let backoff_local = "ImagePullBackOff: Back-off pulling image \"x\": ErrImagePull: image x was removed";
+    assert!(classify(&f(9.0, 10.5, Code::Unknown, unavailable), &d, &ledger).expected);
+    assert!(!classify(&f(1.0, 2.0, Code::Unknown, unavailable), &d, &ledger).expected);
+    let backoff_outage = "RegistryUnavailable: Back-off pulling image \"x\": refused";
+    assert!(classify(&f(13.0, 13.1, Code::Unknown, backoff_outage), &d, &ledger).expected);
+    let backoff_local = "Back-off pulling image \"x\": image x was removed";
     assert!(!classify(&f(13.0, 13.1, Code::Unavailable, backoff_local), &d, &ledger).expected);
     assert!(classify(&f(29.0, 30.2, Code::Unknown, "transport error"), &d, &ledger).expected);
     assert!(classify(&f(30.2, 30.2, Code::Unavailable, "Connection refused"), &d, &ledger).expected);

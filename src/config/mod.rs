@@ -65,7 +65,8 @@ pub struct FileConfig {
     /// Caps on each layer (`max_layer_bytes`, `max_entries`, `max_path_bytes`).
     #[serde(default)]
     pub unpack: Option<Limits>,
-    /// Images never garbage-collected or pruned: exact references or globs (`registry.k8s.io/pause:*`).
+    /// Images never garbage-collected or pruned: exact references or globs (`quay.io/acme/agent:*`). The
+    /// sandbox image is pinned on top of these, always (`gc::pinned`).
     pub pinned_images: Option<Vec<String>>,
     /// Address for Prometheus metrics (`127.0.0.1:9090`); off when absent.
     pub metrics_addr: Option<String>,

@@ -22,6 +22,9 @@ pub enum EnsureError {
         message: String,
         /// How long until a pull is allowed again.
         remaining: Duration,
+        /// kubelet's reason: the failure's when kubelet reads it from the message (`RegistryUnavailable`),
+        /// else `ImagePullBackOff`.
+        reason: Reason,
     },
     /// The rate limiter would have made the pull wait too long.
     #[error(transparent)]
@@ -102,7 +105,7 @@ impl EnsureError {
     pub fn reason(&self) -> Reason {
         match self {
             EnsureError::NeverPull(_) | EnsureError::NeverVerifiable { .. } => Reason::ErrImageNeverPull,
-            EnsureError::BackOff { .. } => Reason::ImagePullBackOff,
+            EnsureError::BackOff { reason, .. } => *reason,
             EnsureError::Qps(_) | EnsureError::Stalled { .. } => Reason::ErrImagePull,
             EnsureError::Pull(e) => Reason::for_pull(e.kind()),
             EnsureError::Unverified { source, .. } => Reason::for_pull(source.kind()),

@@ -161,7 +161,7 @@ impl Flights {
         match result {
             Ok(_) => b.succeeded(&key),
             // Stored as kubelet stores it, so the back-off message reads like kubelet's.
-            Err(e) if e.arms_backoff() => b.failed(&key, Instant::now(), format!("{}: {e}", e.reason())),
+            Err(e) if e.arms_backoff() => b.failed(&key, Instant::now(), e.reason().on_message(e)),
             Err(_) => {}
         }
     }

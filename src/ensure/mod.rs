@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 pub use error::EnsureError;
 pub use flight::{Caller, JOIN_IDLE_LIMIT};
 
+use crate::error::Reason;
 use crate::metadata::{Grant, ImageRecord};
 use crate::metrics::Metrics;
 use crate::pull::{LayerState, Progress, Puller};
@@ -217,11 +218,17 @@ impl Ensurer {
         let off = b.check(&key, now)?;
         self.metrics.backoffs.inc();
         self.metrics.pull_result("backoff");
-        let message = backoff::backoff_message(name, &off.last_error);
+        // A failure whose reason kubelet reads (RegistryUnavailable) stays its reason, at the front.
+        let (reason, last_error) = match Reason::read_from(&off.last_error) {
+            Some((reason, rest)) => (reason, rest),
+            None => (Reason::ImagePullBackOff, off.last_error.as_str()),
+        };
+        let message = backoff::backoff_message(name, last_error);
         tracing::warn!(reason = "BackOff", image = %name, pod = %caller.pod, namespace = %caller.namespace, pod_uid = %caller.uid, remaining = ?off.remaining, "{message}");
         Some(EnsureError::BackOff {
             message,
             remaining: off.remaining,
+            reason,
         })
     }
 

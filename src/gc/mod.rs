@@ -2,6 +2,7 @@
 
 pub mod in_use;
 pub mod outcome;
+pub mod pinned;
 pub mod policy;
 pub mod prune;
 pub mod run;

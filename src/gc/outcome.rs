@@ -1,31 +1,6 @@
-//! What GC and prune report, and the pinned-image patterns they respect.
+//! What GC and prune report.
 
 use super::prune::PrunePlan;
-use crate::metadata::ImageRecord;
-use crate::pattern::ImagePattern;
-
-/// Image patterns that are never collected (the sandbox image, system images).
-#[derive(Debug, Default, Clone)]
-pub struct Pinned {
-    patterns: Vec<ImagePattern>,
-}
-
-impl Pinned {
-    /// Pins images matching any of `patterns`.
-    pub fn new(patterns: Vec<ImagePattern>) -> Pinned {
-        Pinned { patterns }
-    }
-
-    /// Whether any name of the image matches a pin (or the image was pinned when recorded).
-    pub fn is_pinned(&self, rec: &ImageRecord) -> bool {
-        rec.pinned
-            || rec
-                .repo_tags
-                .iter()
-                .chain(&rec.repo_digests)
-                .any(|n| self.patterns.iter().any(|p| p.matches(n)))
-    }
-}
 
 /// One image removed (or that would be).
 #[derive(Debug, Clone, PartialEq, Eq)]

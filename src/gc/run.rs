@@ -60,7 +60,8 @@ impl Classify for GcError {
     }
 }
 
-pub use super::outcome::{GcOutcome, Pinned, PruneOutcome, Removed};
+pub use super::outcome::{GcOutcome, PruneOutcome, Removed};
+pub use super::pinned::Pinned;
 
 /// Runs GC, prune and sweeps over the stores.
 pub struct Collector {

@@ -1,9 +1,11 @@
 //! The thin gRPC layer: CRI `runtime.v1.ImageService` on a unix socket.
 //!
 //! Each RPC lives in its own file and only converts between protobuf and domain types (StreamImages sends
-//! slices of ListImages' cached answer); errors become gRPC statuses in one place ([`status`]).
+//! slices of ListImages' cached answer); errors become gRPC statuses in one place ([`status`]), and a caller's
+//! expired deadline DEADLINE_EXCEEDED ([`deadline`]).
 
 mod convert;
+mod deadline;
 mod image_fs_info;
 mod image_status;
 mod imaged_service;
@@ -48,6 +50,7 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
+        .layer(deadline::DeadlineLayer)
         .add_service(images)
         .add_service(imaged)
         .add_service(snapshots)
@@ -113,7 +116,7 @@ fn image_name(spec: Option<&cri::ImageSpec>) -> Result<&str, Status> {
     match spec.map(|s| s.image.as_str()) {
         Some(s) if !s.trim().is_empty() => Ok(s),
         _ => Err(Status::invalid_argument(
-            "InvalidImageName: the request has no image (ImageSpec.image is empty)",
+            "the request has no image (ImageSpec.image is empty): name the image",
         )),
     }
 }

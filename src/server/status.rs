@@ -21,12 +21,15 @@ pub fn code(kind: ErrorKind) -> Code {
     }
 }
 
-/// The status for `err`, its message prefixed with kubelet's `reason` when given (`"ErrImagePull: …"`).
-/// Module errors never carry credentials, so the message is passed on as is.
+/// The status for `err`, of the code of its kind and with its message, except for a failure whose kubelet
+/// `reason` kubelet reads from the message ([`Reason::read_by_kubelet`]): that one starts with the reason
+/// (`RegistryUnavailable: …`) and has code UNKNOWN, the only code kubelet's cri-client strips before it
+/// matches the prefix (so kubelet reports `RegistryUnavailable`, not `ErrImagePull`). No other reason is
+/// written: kubelet prefixes the one it derives itself. Module errors never carry credentials, so the message
+/// is passed on as is.
 pub fn to_status<E: Classify + std::fmt::Display>(err: &E, reason: Option<Reason>) -> Status {
-    let message = match reason {
-        Some(r) => format!("{r}: {err}"),
-        None => err.to_string(),
-    };
-    Status::new(code(err.kind()), message)
+    match reason {
+        Some(r) if r.read_by_kubelet() => Status::new(Code::Unknown, r.on_message(err)),
+        _ => Status::new(code(err.kind()), err.to_string()),
+    }
 }

@@ -104,13 +104,15 @@ impl Classify for ServiceError {
 }
 
 impl ServiceError {
-    /// The reason prefix for RPCs that only name an image (ImageStatus, ListImages, RemoveImage): an image
-    /// name that does not parse is `InvalidImageName`, as for PullImage; other failures carry none.
+    /// kubelet's reason for a failure of an RPC that only names an image (ImageStatus, ListImages,
+    /// RemoveImage): an image name that does not parse is `InvalidImageName`, as for PullImage; other failures
+    /// have none. (Neither is written on the wire: see `server::status`.)
     pub fn name_reason(&self) -> Option<Reason> {
         matches!(self, ServiceError::InvalidReference(_)).then_some(Reason::InvalidImageName)
     }
 
-    /// kubelet's reason for this failure of a pull, used as the message prefix.
+    /// kubelet's reason for this failure of a pull (on the wire only when kubelet reads it from the message:
+    /// see `server::status`).
     pub fn pull_reason(&self) -> Reason {
         match self {
             ServiceError::InvalidReference(_) => Reason::InvalidImageName,

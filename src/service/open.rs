@@ -102,10 +102,16 @@ impl ImageService {
             stale_if_unavailable: p.stale_if_unavailable.unwrap_or(false),
             policy,
         };
-        let containerd = config
-            .containerd
-            .clone()
-            .map(|c| crate::bridge::containerd::ContainerdBridge::new(c, stores.clone(), config.root.clone()));
+        let patterns = config
+            .pinned_images
+            .iter()
+            .map(|s| ImagePattern::parse(s).map_err(|e| open_err(format!("pinned image {s:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The sandbox image is pinned on top of these (containerd's once the bridge reads it).
+        let pinned = Arc::new(Pinned::new(patterns));
+        let containerd = config.containerd.clone().map(|c| {
+            crate::bridge::containerd::ContainerdBridge::new(c, stores.clone(), config.root.clone(), pinned.clone())
+        });
         // Opened here, before the start's sweep: it leases the layers runtimes' containers sit on.
         let containers_storage = match &config.containers_storage {
             Some(c) => Some(
@@ -128,12 +134,6 @@ impl ImageService {
         };
         let ensurer = Ensurer::new(puller, ensure, metrics.clone(), events.clone(), verifier)
             .map_err(|e| open_err(format!("[pull]: {e}")))?;
-        let patterns = config
-            .pinned_images
-            .iter()
-            .map(|s| ImagePattern::parse(s).map_err(|e| open_err(format!("pinned image {s:?}: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let pinned = Arc::new(Pinned::new(patterns));
         let runtime = config.gc.runtime_endpoint.as_deref().map(RuntimeEndpoint::parse);
         let gc_policy = config.gc.policy();
         gc_policy.validate().map_err(|e| open_err(format!("[gc]: {e}")))?;

@@ -122,6 +122,10 @@ impl RuntimeService for Service {
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
         Err(unimplemented("container_stats"))
     }
+
+    async fn status(&self, _req: Request<cri::StatusRequest>) -> Result<Response<cri::StatusResponse>, Status> {
+        Err(unimplemented("status"))
+    }
 }
 
 fn unimplemented(rpc: &str) -> Status {

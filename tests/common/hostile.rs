@@ -90,7 +90,8 @@ impl Arena {
             .expect_err("the hostile layer must be refused");
         let msg = status.message();
         assert_eq!(status.code(), code, "{repo}: {msg}");
-        assert!(msg.starts_with("ErrImagePull: "), "{repo}: {msg}");
+        assert!(msg.starts_with("pulling image "), "{repo}: {msg}");
+        super::kubelet::assert_reason_once(&status, &image, "ErrImagePull");
         for n in needles {
             assert!(msg.contains(n), "{repo}: the message names {n:?}: {msg}");
         }

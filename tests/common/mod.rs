@@ -14,6 +14,7 @@
 //!   read a container's root filesystem from inside.
 //! - [`snapshots_api`]: containerd's snapshots API called with containerd's Rust client; its mounts mounted.
 //!   [`idmapped`]: a user-namespaced snapshot's mounts mounted with idmapped lowers, as containerd 2.1 does.
+//! - [`kubelet`]: what kubelet makes of a failed pull (its reason, the message it shows).
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
 //! - [`podman`]: a real podman 4.3 with its own storage, reading imaged's containers-storage store.
 //!   [`podman_node`]: imaged keeping such a store, podman reading it, one registry.
@@ -46,6 +47,7 @@ pub mod gc_env;
 pub mod hostile;
 pub mod idmapped;
 pub mod image;
+pub mod kubelet;
 pub mod layer;
 pub mod many_images;
 pub mod pki;

@@ -1,5 +1,5 @@
 //! A connection to containerd: its content, images, leases and snapshots services (containerd's own API
-//! crate) and its CRI image service, with the namespace (and lease) headers containerd reads.
+//! crate) and its CRI image and runtime services, with the namespace (and lease) headers containerd reads.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +74,12 @@ impl Conn {
     /// The snapshots service (containerd's metadata layer over its snapshotters).
     pub fn snapshots(&self) -> ctd_snapshots::snapshots_client::SnapshotsClient<Channel> {
         ctd_snapshots::snapshots_client::SnapshotsClient::new(self.channel.clone())
+    }
+
+    /// containerd's CRI runtime service (its `Status` names the sandbox image).
+    pub fn cri_runtime(&self) -> cri::runtime_service_client::RuntimeServiceClient<Channel> {
+        cri::runtime_service_client::RuntimeServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
     }
 
     /// containerd's CRI image service (served on the same socket by its CRI plugin).

@@ -5,16 +5,19 @@
 //! - [`ContainerdBridge`] (with `[containerd] address` set): every image imaged records is published into
 //!   containerd's namespace ([`publish`]) before the PullImage answers, and every image it removes is taken
 //!   back; a reconciler makes containerd's records match imaged's at start, whenever a publication could
-//!   not be done (containerd down), and periodically (containerd restarted on a fresh root).
+//!   not be done (containerd down), and periodically (containerd restarted on a fresh root). Each round
+//!   also reads which sandbox image containerd pins, which imaged then pins too ([`sandbox`]).
 //!
-//! containerd's CRI plugin learns about images through image events, asynchronously; a publication ends
-//! when containerd's CRI ImageStatus finds the image by id, so kubelet's next call (CreateContainer) never
+//! containerd's CRI plugin learns about images through image events, asynchronously; [`cri_view`] waits until
+//! it shows a publication (the image by id) or a removal (imaged's names gone), so kubelet's next call never
 //! races it.
 
 mod client;
+mod cri_view;
 mod error;
 pub mod fs_path;
 pub mod publish;
+pub mod sandbox;
 pub mod snapshots;
 pub mod snippet;
 
@@ -31,15 +34,13 @@ pub use error::BridgeError;
 
 use crate::config::ContainerdConfig;
 use crate::digest::Digest;
+use crate::gc::pinned::Pinned;
 use crate::keyed_lock::KeyedLocks;
 use crate::metadata::ImageRecord;
-use crate::proto::runtime::v1 as cri;
 use crate::pull::Stores;
 
 /// Longest a publication or removal may take before the pull answers anyway (the reconciler finishes it).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for containerd's CRI plugin to see a change (it follows image events within milliseconds).
-const CRI_WAIT: Duration = Duration::from_secs(10);
 /// How often the reconciler compares both sides when nothing asked it to.
 const RECONCILE_PERIOD: Duration = Duration::from_secs(60);
 /// Retry delays while containerd cannot be reached.
@@ -61,6 +62,8 @@ pub struct ContainerdBridge {
     stores: Stores,
     /// imaged's store: the filesystem containerd should report for the snapshotter ([`fs_path`]).
     store_root: std::path::PathBuf,
+    /// Where the sandbox image containerd pins is pinned in imaged ([`sandbox`]).
+    pinned: Arc<Pinned>,
     /// One publication or removal of an image at a time.
     locks: KeyedLocks<Digest>,
     conn: tokio::sync::Mutex<Option<Conn>>,
@@ -73,12 +76,19 @@ pub struct ContainerdBridge {
 }
 
 impl ContainerdBridge {
-    /// The bridge to the containerd of `config`, publishing from `stores`, kept at `store_root`.
-    pub fn new(config: ContainerdConfig, stores: Stores, store_root: std::path::PathBuf) -> Arc<ContainerdBridge> {
+    /// The bridge to the containerd of `config`, publishing from `stores` (kept at `store_root`), pinning in
+    /// `pinned` the sandbox image containerd pins.
+    pub fn new(
+        config: ContainerdConfig,
+        stores: Stores,
+        store_root: std::path::PathBuf,
+        pinned: Arc<Pinned>,
+    ) -> Arc<ContainerdBridge> {
         Arc::new(ContainerdBridge {
             config,
             stores,
             store_root,
+            pinned,
             locks: KeyedLocks::default(),
             conn: tokio::sync::Mutex::new(None),
             published: std::sync::Mutex::new(HashMap::new()),
@@ -134,7 +144,7 @@ impl ContainerdBridge {
     }
 
     /// Makes containerd's records match imaged's: publishes images with a missing or wrong name, deletes
-    /// the records imaged published whose image is gone.
+    /// the records imaged published whose image is gone; and pins the sandbox image containerd pins.
     pub async fn reconcile(&self) -> Result<Reconciled, BridgeError> {
         let conn = self.conn().await?;
         // Checked at every round: containerd may have been restarted on a fresh root.
@@ -168,7 +178,12 @@ impl ContainerdBridge {
             .collect();
         // The images containerd's CRI plugin knows (None: no CRI plugin). It forgets images it could not
         // check at its own start (imaged was down), until an image event makes it look again.
-        let cri_ids = self.cri_image_ids(&conn).await?;
+        let cri = self.cri_images(&conn).await?;
+        let pinned_listed = cri.as_ref().map(|c| c.pinned_names.as_slice()).unwrap_or_default();
+        // Not knowing it keeps the pins as they are (the next round asks again); publishing goes on.
+        if let Err(e) = self.learn_sandbox(&conn, pinned_listed).await {
+            tracing::warn!(error = %e, "containerd: cannot read which sandbox image it pins; asking again later");
+        }
         let mut done = Reconciled::default();
         let records = self.stores.metadata.list();
         let mut expected = BTreeSet::new();
@@ -176,7 +191,7 @@ impl ContainerdBridge {
             let want = (rec.id.to_string(), publish::target(rec).digest.to_string());
             let names = publish::names(rec);
             let complete = names.iter().all(|n| ours.get(n) == Some(&want));
-            let cri_knows = cri_ids.as_ref().is_none_or(|ids| ids.contains(&want.0));
+            let cri_knows = cri.as_ref().is_none_or(|c| c.ids.contains(&want.0));
             expected.extend(names);
             if !complete || !cri_knows {
                 let _one = self.locks.lock(&rec.id).await;
@@ -241,7 +256,7 @@ impl ContainerdBridge {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(rec.id, publish::names(rec).into_iter().collect());
-        self.wait_for_cri(conn, &rec.id, true).await
+        self.wait_cri_knows(conn, &rec.id).await
     }
 
     /// Whether containerd still has `rec` under its id, pointing at it.
@@ -259,53 +274,14 @@ impl ContainerdBridge {
         }
     }
 
-    /// Waits until containerd's CRI ImageStatus finds image `id` (`present`) or not. Without a CRI plugin
-    /// there is nothing to wait for.
-    async fn wait_for_cri(&self, conn: &Conn, id: &Digest, present: bool) -> Result<(), BridgeError> {
-        let deadline = tokio::time::Instant::now() + CRI_WAIT;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let req = cri::ImageStatusRequest {
-                image: Some(cri::ImageSpec {
-                    image: id.to_string(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            };
-            match conn.cri_images().image_status(conn.req(req, None)).await {
-                Ok(r) if r.get_ref().image.is_some() == present => return Ok(()),
-                Ok(_) => {}
-                Err(s) if s.code() == Code::Unimplemented => return Ok(()),
-                Err(s) => return Err(self.failed(BridgeError::rpc(conn.address(), "ask CRI for the image", &s))),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(image = %id, present, "containerd's CRI plugin has not caught up after 10 s");
-                return Ok(());
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
-    }
-
-    /// The ids of the images containerd's CRI plugin lists, or `None` without a CRI plugin.
-    async fn cri_image_ids(&self, conn: &Conn) -> Result<Option<std::collections::HashSet<String>>, BridgeError> {
-        match conn
-            .cri_images()
-            .list_images(conn.req(cri::ListImagesRequest { filter: None }, None))
-            .await
-        {
-            Ok(r) => Ok(Some(r.into_inner().images.into_iter().map(|i| i.id).collect())),
-            Err(s) if s.code() == Code::Unimplemented => Ok(None),
-            Err(s) => Err(self.failed(BridgeError::rpc(conn.address(), "list CRI images", &s))),
-        }
-    }
-
-    /// Takes `rec`'s records back and waits until containerd's CRI plugin has forgotten it.
+    /// Takes `rec`'s records back and waits until containerd's CRI plugin no longer shows them (containerd
+    /// may keep the image under names of its own).
     async fn take_back(&self, rec: &ImageRecord) -> Result<(), BridgeError> {
         let conn = self.conn().await?;
         publish::unpublish(&conn, rec).await.map_err(|e| self.failed(e))?;
         self.forget(&rec.id);
-        self.wait_for_cri(&conn, &rec.id, false).await
+        let ours: BTreeSet<String> = publish::names(rec).into_iter().collect();
+        self.wait_cri_forgot(&conn, &rec.id, &ours).await
     }
 
     fn forget(&self, id: &Digest) {

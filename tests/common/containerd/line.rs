@@ -119,3 +119,26 @@ impl std::fmt::Display for Line {
         write!(f, "containerd {}", self.version())
     }
 }
+
+/// Each scenario (`async fn NAME(line: Line)` in the invoking file) as a test per containerd line:
+/// `containerd_1_6::NAME`, `containerd_1_7::NAME`, `containerd_2::NAME`.
+#[allow(unused_macros)] // Only the files whose scenarios run on every line use it.
+macro_rules! on_every_line {
+    ($($scenario:ident),* $(,)?) => {
+        $crate::common::containerd::line::on_every_line!(@line containerd_1_6, bookworm, $($scenario),*);
+        $crate::common::containerd::line::on_every_line!(@line containerd_1_7, trixie, $($scenario),*);
+        $crate::common::containerd::line::on_every_line!(@line containerd_2, sid, $($scenario),*);
+    };
+    (@line $module:ident, $line:ident, $($scenario:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Line::$line()).await
+                }
+            )*
+        }
+    };
+}
+
+pub(crate) use on_every_line;

@@ -133,15 +133,17 @@ pub fn classify(f: &Failure<'_>, d: &Disturbances, ledger: &Ledger) -> Class {
         let end = d.outage_end.map_or(f64::INFINITY, |e| e + OUTAGE_TAIL_SECS);
         f.issued <= end && f.answered >= s
     });
-    if f.rpc == Rpc::Pull && f.code == Code::Unavailable && f.message.starts_with("RegistryUnavailable:") && outage {
-        return Class::expected("registry outage: RegistryUnavailable");
-    }
+    // A registry outage is RegistryUnavailable at the front, code UNKNOWN (as kubelet reads it), and so is
+    // the back-off it arms.
     if f.rpc == Rpc::Pull
-        && f.message.starts_with("ImagePullBackOff:")
-        && f.message.contains("RegistryUnavailable:")
+        && f.code == Code::Unknown
+        && f.message.starts_with("RegistryUnavailable: Back-off pulling image")
         && d.outage_start.is_some()
     {
         return Class::expected("back-off armed by the registry outage");
+    }
+    if f.rpc == Rpc::Pull && f.code == Code::Unknown && f.message.starts_with("RegistryUnavailable:") && outage {
+        return Class::expected("registry outage: RegistryUnavailable");
     }
     if f.rpc == Rpc::Status
         && f.code == Code::NotFound
