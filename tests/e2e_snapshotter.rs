@@ -7,58 +7,12 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::daemon::{Daemon, DaemonOptions};
 use common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
-use common::push::push_image;
-use common::registry::{RegistryOptions, TestRegistry};
-use common::snapshots_api::{commit, list, mount, prepare, remove, stat, umount};
+use common::snapshots_api::{commit, list, mount, prepare, remove, stat, umount, world};
 use containerd_client::services::v1::snapshots as api;
-use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const REF_LABEL: &str = "containerd.io/snapshot.ref";
-
-struct World {
-    registry: TestRegistry,
-    _hosts: tempfile::TempDir,
-    imaged: Daemon,
-}
-
-async fn world() -> World {
-    let registry = TestRegistry::start(RegistryOptions::default()).await;
-    let hosts = tempfile::TempDir::new().unwrap();
-    registry.write_hosts_toml(hosts.path());
-    let imaged = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().to_path_buf()),
-        ..Default::default()
-    })
-    .await;
-    World {
-        registry,
-        _hosts: hosts,
-        imaged,
-    }
-}
-
-impl World {
-    async fn client(&self) -> SnapshotsClient<Channel> {
-        SnapshotsClient::new(imaged::uds::channel(&self.imaged.socket).await.unwrap())
-    }
-
-    /// Pushes and pulls (through imaged) `image`; returns its chain ids, base first.
-    async fn pulled(&self, repo: &str, image: &BuiltImage) -> Vec<String> {
-        push_image(&self.registry.addr(), repo, "v1", image, None).await;
-        let mut c = self.imaged.client().await;
-        common::daemon::pull(&mut c, &self.registry.image_ref(repo, "v1"), None)
-            .await
-            .unwrap();
-        imaged::metadata::chain_ids(image.layers.iter().map(|l| l.diff_id.parse().unwrap()))
-            .iter()
-            .map(|c| c.to_string())
-            .collect()
-    }
-}
 
 fn two_layers() -> BuiltImage {
     let a = Layer::build(
@@ -323,4 +277,103 @@ async fn a_128_layer_chain_mounts_within_a_page_and_reads_every_layer() {
     found.sort_by_key(|s| s.parse::<u32>().unwrap());
     umount(mnt.path());
     assert_eq!(found, (0..128).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_namespaced_prepare_mounts_with_idmapped_lowers_and_the_pods_root_owns_it() {
+    use std::os::unix::fs::MetadataExt;
+    let w = world().await;
+    let a = Layer::build(
+        &[
+            Entry::dir("etc"),
+            Entry::file("etc/root-file", "0"),
+            Entry::file_with("etc/user-file", "1000", 0o644, 1000, 1000),
+        ],
+        Compression::Gzip,
+        MediaStyle::Oci,
+    );
+    let b = Layer::build(
+        &[Entry::dir("b"), Entry::file("b/two", "2")],
+        Compression::Gzip,
+        MediaStyle::Oci,
+    );
+    let chains = w
+        .pulled("userns", &ImageBuilder::new(MediaStyle::Oci).layer(a).layer(b).build())
+        .await;
+    let mut c = w.client().await;
+    let map = "0:100000:65536";
+    let req = api::PrepareSnapshotRequest {
+        snapshotter: "imaged".into(),
+        key: "k8s.io/1/pod-rootfs".into(),
+        parent: chains[1].clone(),
+        labels: [
+            ("containerd.io/snapshot/uidmapping".to_string(), map.to_string()),
+            ("containerd.io/snapshot/gidmapping".to_string(), map.to_string()),
+        ]
+        .into(),
+    };
+    let mounts = c.prepare(req).await.unwrap().into_inner().mounts;
+    assert_eq!(mounts[0].r#type, "overlay");
+    assert_eq!(
+        mounts[0].options[..2],
+        [format!("uidmap={map}"), format!("gidmap={map}")]
+    );
+    let upper = mounts[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .unwrap();
+    let owner = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.uid(), m.gid())).unwrap();
+    assert_eq!(
+        owner(upper.as_ref()),
+        (100000, 100000),
+        "the upper dir belongs to the pod's root"
+    );
+
+    let mnt = tempfile::tempdir().unwrap();
+    let pod = common::idmapped::mount(&mounts, mnt.path());
+    // From the host, through the idmapped lowers, the layers' files show the mapped owners...
+    assert_eq!(owner(&mnt.path().join("etc/root-file")), (100000, 100000));
+    assert_eq!(owner(&mnt.path().join("etc/user-file")), (101000, 101000));
+    assert_eq!(owner(&mnt.path().join("b/two")), (100000, 100000));
+    // ...inside the pod, the image's own...
+    let inside = pod.run(&[
+        "stat",
+        "-c",
+        "%u:%g",
+        &mnt.path().join("etc/user-file").display().to_string(),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).trim(),
+        "1000:1000",
+        "{inside:?}"
+    );
+    // ...and the pod's root can make what a runtime makes at the root and change the image's files.
+    let root = mnt.path().display().to_string();
+    let made = pod.run(&[
+        "sh",
+        "-c",
+        &format!("mkdir {root}/proc && echo x >> {root}/etc/root-file"),
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    umount(mnt.path());
+    assert_eq!(owner(&std::path::Path::new(upper).join("proc")), (100000, 100000));
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(upper).join("etc/root-file")).unwrap(),
+        "0x\n"
+    );
+    // The layer on disk is untouched: still root's.
+    let layer_file = w
+        .imaged
+        .root
+        .join("snapshots")
+        .join(chains[0].trim_start_matches("sha256:"))
+        .join("fs/etc/root-file");
+    assert_eq!(
+        (
+            owner(&layer_file),
+            std::fs::read_to_string(&layer_file).unwrap().as_str()
+        ),
+        ((0, 0), "0")
+    );
 }

@@ -27,12 +27,17 @@
 //! container's rootfs depends on it, even after its image was removed. When a record goes, the layers it
 //! held are handed back to the caller, which asks the stores to remove what nothing else references.
 //!
+//! User namespaces (containerd's `remap-ids`, [`idmap`]): a snapshot prepared with a pod's id mappings gets
+//! its own directory chowned to the pod's root and mounts that ask containerd for idmapped lower
+//! directories; the layers are never copied or chowned.
+//!
 //! Crash safety: a record's directory is created (and renamed into place) before its row is committed, and
 //! its row is deleted before its directory: a crash leaves at most a directory without a row, removed when
 //! the snapshotter opens and by `Cleanup`.
 
 mod error;
 pub mod filter;
+pub mod idmap;
 mod mounts;
 mod ops;
 mod records;
@@ -59,7 +64,11 @@ pub const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
 /// The snapshotter capabilities (containerd's names) this snapshotter implements. A proxy plugin learns
 /// them only from containerd's config (`[proxy_plugins.NAME] capabilities`, 1.7.23+), which
 /// `imaged containerd-config` writes from this list.
-pub const CAPABILITIES: &[&str] = &[];
+///
+/// - `remap-ids`: user-namespaced pods get idmapped layers ([`idmap`]) instead of a chowned copy.
+/// - Not `only-remap-ids`: it only tells containerd to refuse the copy when `remap-ids` is absent.
+/// - Not `rebase`: see README.md ("containerd's own pulls unpack into imaged one layer at a time").
+pub const CAPABILITIES: &[&str] = &["remap-ids"];
 
 /// What a snapshot is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

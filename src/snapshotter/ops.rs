@@ -3,6 +3,7 @@
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 
+use super::idmap::IdMap;
 use super::records::{Change, Labels, Record};
 use super::{Kind, Mount, SNAPSHOT_REF_LABEL, Snapshotter, SnapshotterError, error, record_info};
 use crate::digest::Digest;
@@ -24,6 +25,7 @@ impl Snapshotter {
 
     fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotterError> {
         validate(key, &labels)?;
+        let mapped_root = IdMap::from_labels(&labels)?.map(|m| m.root()).transpose()?;
         let _writer = self.writer();
         let state = self.read();
         // containerd's remote snapshot protocol: the layer it is about to unpack is one of ours, on the
@@ -74,8 +76,12 @@ impl Snapshotter {
                     .create(&work)
                     .map_err(error::io("create", &work))?;
             }
-            // As containerd: the new layer's root belongs to the owner of the parent's top directory.
-            if let Some(top) = lowers.first()
+            // As containerd: a user-namespaced snapshot's own directory belongs to the pod's root; any
+            // other new layer's root to the owner of the parent's top directory.
+            if let Some((uid, gid)) = mapped_root {
+                std::os::unix::fs::lchown(&fs_dir, Some(uid), Some(gid))
+                    .map_err(error::io("chown to the user namespace's root", &fs_dir))?;
+            } else if let Some(top) = lowers.first()
                 && rustix::process::geteuid().is_root()
             {
                 let m = fs::metadata(&top.real).map_err(error::io("stat", &top.real))?;

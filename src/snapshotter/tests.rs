@@ -324,3 +324,7 @@ fn usage_counts_active_and_committed_snapshots() {
     f.sn.commit("K", "k", BTreeMap::new(), "").unwrap();
     assert_eq!(f.sn.usage("K").unwrap(), u);
 }
+
+// User namespaces (containerd's remap-ids).
+#[path = "tests_idmap.rs"]
+mod idmap;

@@ -41,6 +41,15 @@ impl Node {
 
     /// Starts the three on containerd `line`, configured as `imaged containerd-config` prints for it.
     pub async fn start_on(line: Line, config: Option<&str>) -> Node {
+        Node::start_with(line, config, |o| o).await
+    }
+
+    /// [`Node::start_on`] with containerd's options changed by `ctd` (e.g. a pod network).
+    pub async fn start_with(
+        line: Line,
+        config: Option<&str>,
+        ctd: impl FnOnce(ContainerdOptions) -> ContainerdOptions,
+    ) -> Node {
         let registry = TestRegistry::start(RegistryOptions::default()).await;
         let hosts = TempDir::new().expect("hosts dir");
         registry.write_hosts_toml(hosts.path());
@@ -51,12 +60,10 @@ impl Node {
             .expect("socket dir");
         let socket = sockets.path().join("imaged.sock");
         let root = sockets.path().join("root");
-        let ctd = Containerd::start(
-            ContainerdOptions::new(&pause)
-                .line(line)
-                .imaged(Path::new(env!("CARGO_BIN_EXE_imaged")), &socket, &root)
-                .hosts_dir(hosts.path()),
-        )
+        let ctd = Containerd::start(ctd(ContainerdOptions::new(&pause)
+            .line(line)
+            .imaged(Path::new(env!("CARGO_BIN_EXE_imaged")), &socket, &root)
+            .hosts_dir(hosts.path())))
         .await;
         let imaged = Daemon::start(DaemonOptions {
             hosts_dir: Some(hosts.path().to_path_buf()),

@@ -21,6 +21,7 @@ pub mod config;
 pub mod inside;
 pub mod line;
 pub mod logs;
+pub mod network;
 pub mod pods;
 pub mod teardown;
 
@@ -91,6 +92,8 @@ pub struct ContainerdOptions {
     pub log_level: String,
     /// TOML appended to `config.toml` as is (whole tables, e.g. `[plugins."io.containerd.gc.v1.scheduler"]`).
     pub extra_config: String,
+    /// Whether pods may have network namespaces of their own ([`network`]; containerd 2.x lines).
+    pub pod_network: bool,
 }
 
 impl ContainerdOptions {
@@ -105,6 +108,7 @@ impl ContainerdOptions {
             hosts_dir: None,
             log_level: "info".into(),
             extra_config: String::new(),
+            pod_network: false,
         }
     }
 
@@ -200,6 +204,10 @@ impl Containerd {
             fs::create_dir_all(ctd.dir.path().join(d)).expect("create containerd dirs");
         }
         fs::write(ctd.config_path(), ctd.config_toml()).expect("write containerd config.toml");
+        if ctd.opts.pod_network {
+            let conf = ctd.dir.path().join("cni/conf").join(network::CONFLIST);
+            fs::write(conf, network::conflist(ctd.dir.path())).expect("write the CNI network");
+        }
         ctd.start_again().await;
         ctd
     }

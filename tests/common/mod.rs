@@ -13,6 +13,7 @@
 //! - [`containerd`]: a real containerd 1.6 with runc in a temp dir, and CRI helpers to run pods on it and
 //!   read a container's root filesystem from inside.
 //! - [`snapshots_api`]: containerd's snapshots API called with containerd's Rust client; its mounts mounted.
+//!   [`idmapped`]: a user-namespaced snapshot's mounts mounted with idmapped lowers, as containerd 2.1 does.
 //! - [`kubelet`]: what kubelet makes of a failed pull (its reason, the message it shows).
 //! - [`bridge`]: imaged and containerd wired together as on a node (proxy snapshotter, publishing).
 //! - [`podman`]: a real podman 4.3 with its own storage, reading imaged's containers-storage store.
@@ -44,6 +45,7 @@ pub mod fake_runtime;
 pub mod fault_proxy;
 pub mod gc_env;
 pub mod hostile;
+pub mod idmapped;
 pub mod image;
 pub mod kubelet;
 pub mod layer;

@@ -18,7 +18,8 @@
 //!   implements, and `exports.root`, the directory containerd's CRI names as the filesystem of images and
 //!   writable layers (ImageFsInfo, container stats; kubelet stats it). Older releases name
 //!   `<containerd root>/io.containerd.snapshotter.v1.<name>` instead, which the bridge creates (see
-//!   [`super::fs_path`]).
+//!   [`super::fs_path`]). `remap-ids` only for 2.x: imaged's idmapped layers are mount options that only
+//!   2.x's mount code turns into idmapped mounts (`core/mount/mount_linux.go`); 1.7 has none.
 
 use std::fmt;
 use std::path::Path;
@@ -132,8 +133,15 @@ pub fn render(version: Version, t: &Target<'_>) -> String {
         quote(&t.socket.display().to_string())
     ));
     if version.proxy_exports() {
-        if !t.capabilities.is_empty() {
-            let caps: Vec<String> = t.capabilities.iter().map(|c| quote(c)).collect();
+        // containerd 1.7's mount code knows no `uidmap=`/`gidmap=` options (2.0's does): declaring
+        // remap-ids there would hand them to the kernel, so 1.7 keeps its chowned copy.
+        let caps: Vec<String> = t
+            .capabilities
+            .iter()
+            .filter(|c| version.is_v2() || **c != "remap-ids")
+            .map(|c| quote(c))
+            .collect();
+        if !caps.is_empty() {
             out.push_str(&format!("  capabilities = [{}]\n", caps.join(", ")));
         }
         out.push_str(&format!(
@@ -223,9 +231,12 @@ mod tests {
             let t = parsed(v);
             let exports = at(&t, &["proxy_plugins", "imaged", "exports", "root"]);
             assert_eq!(exports.and_then(|v| v.as_str()), Some("/var/lib/imaged"), "{v}");
-            let caps = at(&t, &["proxy_plugins", "imaged", "capabilities"]).unwrap();
-            assert_eq!(caps.as_array().unwrap()[0].as_str(), Some("remap-ids"));
         }
+        let (v2, v1) = (parsed(Version::new(2, 1, 9)), parsed(Version::new(1, 7, 24)));
+        let caps = at(&v2, &["proxy_plugins", "imaged", "capabilities"]).unwrap();
+        assert_eq!(caps.as_array().unwrap()[0].as_str(), Some("remap-ids"));
+        let caps = at(&v1, &["proxy_plugins", "imaged", "capabilities"]);
+        assert!(caps.is_none(), "1.7 cannot mount idmapped layers: {caps:?}");
         assert!(at(&parsed(Version::new(1, 7, 22)), &["proxy_plugins", "imaged", "exports"]).is_none());
     }
 

@@ -195,8 +195,10 @@ imports = ["{d}/conf.d/*.toml"]
         # runc's state (default /run/containerd/runc) stays in this instance.
         Root = "{d}/runc"
         BinaryName = "{runc}"
+  # Network namespaces (with a pod network) stay in this instance.
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dir = "{d}/cni/bin"
+    bin_dir = "{cni_bin}"
     conf_dir = "{d}/cni/conf"
 
 [plugins.'io.containerd.cri.v1.images']
@@ -208,6 +210,11 @@ imports = ["{d}/conf.d/*.toml"]
         snapshotter = o.snapshotter,
         level = o.log_level,
         runc = o.line.runc().display(),
+        cni_bin = if o.pod_network {
+            super::network::CNI_PLUGINS.to_string()
+        } else {
+            format!("{d}/cni/bin")
+        },
     );
     if let Some(hosts) = &o.hosts_dir {
         toml.push_str(&format!(

@@ -106,6 +106,13 @@ impl Containerd {
     /// Runs a host-network pod sandbox `name` (unique in this instance) in this instance's cgroup parent,
     /// logging to `<temp dir>/pods/<name>`; containerd pulls its `sandbox_image` if it lacks it.
     pub async fn run_pod(&self, name: &str) -> Pod {
+        self.run_pod_with(name, None).await
+    }
+
+    /// [`Containerd::run_pod`] with CRI `userns_options` (e.g. mode POD and a mapping, as kubelet sends
+    /// for `hostUsers: false`), then in a network namespace of its own (start containerd with
+    /// `pod_network`); the pod's containers get the same namespace options, as from kubelet.
+    pub async fn run_pod_with(&self, name: &str, userns: Option<cri::UserNamespace>) -> Pod {
         let log_dir = self.dir().join("pods").join(name);
         std::fs::create_dir_all(&log_dir).expect("create pod log dir");
         let config = cri::PodSandboxConfig {
@@ -119,7 +126,16 @@ impl Containerd {
             linux: Some(cri::LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: namespaces(),
+                    // containerd pins a pod's user namespace through its network namespace.
+                    namespace_options: namespaces().map(|n| cri::NamespaceOption {
+                        network: if userns.is_some() {
+                            cri::NamespaceMode::Pod as i32
+                        } else {
+                            n.network
+                        },
+                        userns_options: userns,
+                        ..n
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -172,7 +188,12 @@ impl Containerd {
             log_path: format!("{}.log", spec.name),
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: namespaces(),
+                    namespace_options: pod
+                        .config
+                        .linux
+                        .as_ref()
+                        .and_then(|l| l.security_context.as_ref())
+                        .and_then(|s| s.namespace_options.clone()),
                     ..Default::default()
                 }),
                 ..Default::default()
