@@ -94,20 +94,7 @@ async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer(line
     let own = app_image("pulled by containerd\n");
     push(&node, "own", &own).await;
     let own_ref = node.registry.image_ref("own", "v1");
-    let req = cri::PullImageRequest {
-        image: common::daemon::spec(&own_ref),
-        ..Default::default()
-    };
-    let own_id = node
-        .ctd
-        .images()
-        .await
-        .unwrap()
-        .pull_image(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let own_id = node.ctd_pull(&own_ref).await;
     let spec = ContainerSpec::new("own", &own_id);
     assert_eq!(node.ctd.run_to_exit(&pod, &spec).await.1, "pulled by containerd\n");
     let listed = node

@@ -16,7 +16,6 @@ use common::containerd::pods::ContainerSpec;
 use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle};
 use common::push::push_image;
 use imaged::proto::imaged::v1 as imaged_api;
-use imaged::proto::runtime::v1 as cri;
 
 /// busybox + `/etc/marker`, cmd `cat /etc/marker`.
 fn app_image(marker: &str) -> BuiltImage {
@@ -122,20 +121,7 @@ async fn removing_an_image_containerd_also_holds_answers_at_once_and_containerds
     }
     // containerd pulls it itself, under its own name; imaged pulls the same image (same id) under another.
     let theirs = node.registry.image_ref("theirs", "v1");
-    let req = cri::PullImageRequest {
-        image: common::daemon::spec(&theirs),
-        ..Default::default()
-    };
-    let their_id = node
-        .ctd
-        .images()
-        .await
-        .unwrap()
-        .pull_image(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let their_id = node.ctd_pull(&theirs).await;
     // Five rounds of pull and removal; the median answers within 100 ms (one round slowed by the load of
     // the tests running beside this one does not decide it; the old wait took 10 s every time).
     let ours = node.registry.image_ref("ours", "v1");

@@ -93,33 +93,9 @@ fn default_sandbox() -> Vec<ImagePattern> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
-    use crate::metadata::{Descriptor, LayerRecord};
 
     fn named(tags: &[&str], digests: &[&str]) -> ImageRecord {
-        let desc = |d: &str| Descriptor {
-            media_type: "application/octet-stream".into(),
-            digest: Digest::of(d.as_bytes()),
-            size: 1,
-        };
-        ImageRecord {
-            id: Digest::of(b"config"),
-            manifest: desc("manifest"),
-            index: None,
-            config: desc("config"),
-            layers: vec![LayerRecord {
-                blob: desc("layer"),
-                diff_id: Digest::of(b"diff"),
-            }],
-            repo_tags: tags.iter().map(|s| s.to_string()).collect(),
-            repo_digests: digests.iter().map(|s| s.to_string()).collect(),
-            user: String::new(),
-            platform: "linux/amd64".into(),
-            created: None,
-            first_seen_ns: 1,
-            last_used_ns: 1,
-            pinned: false,
-        }
+        ImageRecord::sample("config").tagged(tags).digested(digests)
     }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -20,6 +20,8 @@ pub mod access;
 mod commit;
 mod error;
 mod record;
+#[cfg(test)]
+mod sample;
 mod state;
 
 use std::collections::{HashMap, HashSet};

@@ -99,6 +99,23 @@ impl Node {
         }
     }
 
+    /// CRI PullImage of `reference` on containerd itself (containerd fetches and unpacks it, through imaged's
+    /// snapshotter); returns its image ref. Panics with containerd's answer if it fails.
+    pub async fn ctd_pull(&self, reference: &str) -> String {
+        let req = cri::PullImageRequest {
+            image: super::daemon::spec(reference),
+            ..Default::default()
+        };
+        let mut c = self.ctd.images().await.expect("connect to containerd");
+        match c.pull_image(req).await {
+            Ok(r) => r.into_inner().image_ref,
+            Err(e) => panic!(
+                "containerd's PullImage {reference}: {e}; containerd log:\n{}",
+                self.ctd.log()
+            ),
+        }
+    }
+
     /// containerd's CRI ImageStatus of `name`.
     pub async fn ctd_status(&self, name: &str) -> Option<cri::Image> {
         let mut c = self.ctd.images().await.expect("connect to containerd");

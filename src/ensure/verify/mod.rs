@@ -179,32 +179,9 @@ fn manifest_digest(rec: &ImageRecord, image: &ImageRef) -> String {
 mod tests {
     use super::*;
     use crate::digest::Digest;
-    use crate::metadata::{Descriptor, LayerRecord};
 
     fn rec(repo_digests: &[&str]) -> ImageRecord {
-        let desc = |s: &str| Descriptor {
-            media_type: "m".into(),
-            digest: Digest::of(s.as_bytes()),
-            size: 1,
-        };
-        ImageRecord {
-            id: Digest::of(b"config"),
-            manifest: desc("manifest"),
-            index: None,
-            config: desc("config"),
-            layers: vec![LayerRecord {
-                blob: desc("l"),
-                diff_id: Digest::of(b"d"),
-            }],
-            repo_tags: vec![],
-            repo_digests: repo_digests.iter().map(|s| s.to_string()).collect(),
-            user: String::new(),
-            platform: "linux/amd64".into(),
-            created: None,
-            first_seen_ns: 0,
-            last_used_ns: 0,
-            pinned: false,
-        }
+        ImageRecord::sample("config").digested(repo_digests)
     }
 
     #[test]

@@ -87,12 +87,12 @@ fn merged(base: &str, add: &str) -> String {
     toml::to_string(&table).expect("config.toml serialises")
 }
 
-fn v2(dir: &Path, socket: &Path, o: &ContainerdOptions) -> String {
+/// What both formats write alike: root, state, disabled plugins, sockets, log level, no metrics.
+fn common(dir: &Path, socket: &Path, o: &ContainerdOptions) -> String {
     let d = dir.display();
     let socket = socket.display();
-    let mut toml = format!(
-        r#"version = 2
-root = "{d}/root"
+    format!(
+        r#"root = "{d}/root"
 state = "{d}/state"
 {DISABLED}
 
@@ -108,7 +108,16 @@ state = "{d}/state"
 
 [metrics]
   address = ""
+"#,
+        level = o.log_level,
+    )
+}
 
+fn v2(dir: &Path, socket: &Path, o: &ContainerdOptions) -> String {
+    let d = dir.display();
+    let mut toml = format!(
+        r#"version = 2
+{common}
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
 
@@ -137,8 +146,8 @@ state = "{d}/state"
 "#,
         sandbox = o.sandbox_image,
         snapshotter = o.snapshotter,
-        level = o.log_level,
         runc = o.line.runc().display(),
+        common = common(dir, socket, o),
     );
     if let Some(hosts) = &o.hosts_dir {
         toml.push_str(&format!(
@@ -152,27 +161,10 @@ state = "{d}/state"
 
 fn v3(dir: &Path, socket: &Path, o: &ContainerdOptions) -> String {
     let d = dir.display();
-    let socket = socket.display();
     let mut toml = format!(
         r#"version = 3
-root = "{d}/root"
-state = "{d}/state"
-{DISABLED}
 imports = ["{d}/conf.d/*.toml"]
-
-[grpc]
-  address = "{socket}"
-
-[ttrpc]
-  address = "{socket}.ttrpc"
-
-[debug]
-  address = ""
-  level = "{level}"
-
-[metrics]
-  address = ""
-
+{common}
 [plugins.'io.containerd.internal.v1.opt']
   path = "{d}/opt"
 
@@ -208,8 +200,8 @@ imports = ["{d}/conf.d/*.toml"]
 "#,
         sandbox = o.sandbox_image,
         snapshotter = o.snapshotter,
-        level = o.log_level,
         runc = o.line.runc().display(),
+        common = common(dir, socket, o),
         cni_bin = if o.pod_network {
             super::network::CNI_PLUGINS.to_string()
         } else {
