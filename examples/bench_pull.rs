@@ -89,7 +89,7 @@ struct Args {
     /// `--runtime`: containerd's log level (`debug` logs every snapshotter call; it slows both sides).
     #[arg(long, default_value = "info")]
     containerd_log_level: String,
-    /// `--runtime`: the containerd binary both sides run (its shim beside it; e.g.
+    /// The containerd binary: `--runtime` runs it on both sides (its shim beside it; e.g.
     /// /opt/imaged-test-deps/containerd-sid/usr/bin/containerd for 2.x, which then runs runc 1.3)
     #[arg(long, value_name = "PATH", default_value = "/usr/bin/containerd")]
     containerd: PathBuf,
@@ -129,7 +129,7 @@ async fn main() -> Result<()> {
     let imaged_bin = imaged_bin.canonicalize()?;
     let work = tempfile::Builder::new().prefix("bench-pull-").tempdir()?;
     let dirs_before = system_dirs();
-    let mut out = format!("{}\n", report::machine(work.path(), &imaged_bin));
+    let mut out = format!("{}\n", report::machine(work.path(), &imaged_bin, &args.containerd));
     let res = match (args.api, args.runtime) {
         (true, true) => Err(anyhow::anyhow!("--api and --runtime are separate runs")),
         (true, false) => api_mode(&args, work.path(), &imaged_bin, &mut out).await,

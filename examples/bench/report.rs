@@ -38,7 +38,7 @@ pub fn mb(bytes: u64) -> String {
 }
 
 /// The machine and the versions under test, as a markdown list.
-pub fn machine(workdir: &Path, imaged: &Path) -> String {
+pub fn machine(workdir: &Path, imaged: &Path, containerd: &Path) -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -76,7 +76,7 @@ pub fn machine(workdir: &Path, imaged: &Path) -> String {
         workdir.display(),
         run(&[&imaged.display().to_string(), "--version"]),
         imaged.display(),
-        run(&["containerd", "--version"]),
+        run(&[&containerd.display().to_string(), "--version"]),
         run(&["docker-registry", "--version"]),
     )
 }
