@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::bridge::Node;
-use common::busybox::{busybox_image, busybox_layer, changes_layers};
+use common::busybox::{app_image, busybox_image, busybox_layer, changes_layers};
 use common::containerd::Line;
 use common::containerd::pods::ContainerSpec;
 use common::containerd::{Containerd, ContainerdOptions};
@@ -20,16 +20,6 @@ use common::push::push_image;
 use imaged::proto::runtime::v1 as cri;
 
 const MARKER: &str = "hello from an imaged image\n";
-
-/// busybox + `/etc/marker`, cmd `cat /etc/marker`.
-fn app_image(marker: &str) -> BuiltImage {
-    let layer = Layer::build(
-        &[Entry::dir("etc"), Entry::file("etc/marker", marker)],
-        Compression::Gzip,
-        MediaStyle::Oci,
-    );
-    busybox_image().layer(layer).cmd(&["/bin/cat", "/etc/marker"]).build()
-}
 
 async fn push(node: &Node, repo: &str, image: &BuiltImage) {
     push_image(&node.registry.addr(), repo, "v1", image, None).await;
@@ -43,7 +33,6 @@ common::containerd::line::on_every_line!(
     pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer,
     removal_keeps_running_containers_frees_layers_after_them_and_survives_containerds_gc,
     containers_survive_imaged_and_containerd_restarts,
-    containerds_stats_name_a_filesystem_that_exists_and_holds_imageds_layers,
 );
 
 async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer(line: Line) {
@@ -372,62 +361,6 @@ async fn gc_keeps_what_containerds_containers_use_and_a_failed_publication_shows
         .into_inner()
         .images;
     assert!(listed.iter().all(|i| i.id != id), "half-published: {listed:?}");
-}
-
-/// kubelet's view of the filesystems: containerd's CRI ImageFsInfo and a container's ContainerStats name a
-/// mountpoint that exists (kubelet `stat`s it for its summary API and eviction) and lies on the filesystem
-/// of imaged's store, where the images and the writable layers are.
-async fn containerds_stats_name_a_filesystem_that_exists_and_holds_imageds_layers(line: Line) {
-    use std::os::unix::fs::MetadataExt;
-    let node = Node::start_on(line.clone(), None).await;
-    push(&node, "app", &app_image(MARKER)).await;
-    let id = node.pull("app", "v1").await;
-    let pod = node.ctd.run_pod("stats").await;
-    let running = node.ctd.run_container(&pod, &sleeper("running", &id)).await;
-    let store = std::fs::metadata(&node.imaged.root).unwrap().dev();
-
-    let fs_info = node
-        .ctd
-        .images()
-        .await
-        .unwrap()
-        .image_fs_info(cri::ImageFsInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let image_fs = fs_info.image_filesystems[0].fs_id.clone().unwrap().mountpoint;
-    let stats = node
-        .ctd
-        .runtime()
-        .await
-        .unwrap()
-        .container_stats(cri::ContainerStatsRequest { container_id: running })
-        .await
-        .unwrap()
-        .into_inner()
-        .stats
-        .unwrap();
-    let writable = stats.writable_layer.unwrap().fs_id.unwrap().mountpoint;
-    for (what, path) in [
-        ("ImageFsInfo", &image_fs),
-        ("ContainerStats' writable layer", &writable),
-    ] {
-        // On containerd without the proxy plugin's exported root, imaged links the path containerd names
-        // when it first reaches containerd.
-        let mut meta = std::fs::metadata(path);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while meta.is_err() && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            meta = std::fs::metadata(path);
-        }
-        let meta =
-            meta.unwrap_or_else(|e| panic!("{line}: {what} names {path}: {e}; imaged log:\n{}", node.imaged.log()));
-        assert_eq!(
-            meta.dev(),
-            store,
-            "{line}: {what} names {path}, not on imaged's store's filesystem"
-        );
-    }
 }
 
 async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) {

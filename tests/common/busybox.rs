@@ -106,6 +106,16 @@ pub fn busybox_image() -> ImageBuilder {
     ImageBuilder::new(MediaStyle::Oci).layer(busybox_layer())
 }
 
+/// busybox + `/etc/marker`, cmd `cat /etc/marker`.
+pub fn app_image(marker: &str) -> BuiltImage {
+    let layer = Layer::build(
+        &[Entry::dir("etc"), Entry::file("etc/marker", marker)],
+        Compression::Gzip,
+        MediaStyle::Oci,
+    );
+    busybox_image().layer(layer).cmd(&["/bin/cat", "/etc/marker"]).build()
+}
+
 /// The pod sandbox image: busybox whose entrypoint sleeps forever. As PID 1 of its PID namespace it
 /// ignores signals it has no handler for, so it only ends on SIGKILL, which is how containerd stops a
 /// sandbox.

@@ -1,8 +1,8 @@
-//! Issue 23, with a real containerd: the sandbox image containerd pins is pinned in imaged too (ImageStatus
+//! Issue 23, with a real containerd, what kubelet relies on: the sandbox image containerd pins is pinned in imaged too (ImageStatus
 //! and ListImages say so, our GC at every threshold 0 and prune keep it, and the pin follows a containerd
 //! that starts after imaged; on Debian's 1.6, whose CRI Status names its sandbox image), and, on every
 //! containerd line, removing an image containerd also holds under a name of its own answers at once,
-//! leaving containerd's copy runnable.
+//! leaving containerd's copy runnable; and containerd's CRI stats name a filesystem kubelet can `stat`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,22 +10,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::bridge::Node;
-use common::busybox::{PAUSE_REPO, PAUSE_TAG, busybox_image};
+use common::busybox::{PAUSE_REPO, PAUSE_TAG, app_image};
 use common::containerd::Line;
 use common::containerd::pods::ContainerSpec;
-use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle};
 use common::push::push_image;
 use imaged::proto::imaged::v1 as imaged_api;
-
-/// busybox + `/etc/marker`, cmd `cat /etc/marker`.
-fn app_image(marker: &str) -> BuiltImage {
-    let layer = Layer::build(
-        &[Entry::dir("etc"), Entry::file("etc/marker", marker)],
-        Compression::Gzip,
-        MediaStyle::Oci,
-    );
-    busybox_image().layer(layer).cmd(&["/bin/cat", "/etc/marker"]).build()
-}
+use imaged::proto::runtime::v1 as cri;
 
 /// Whether imaged's ImageStatus says `name` is pinned (`None`: absent).
 async fn pinned(node: &Node, name: &str) -> Option<bool> {
@@ -110,7 +100,8 @@ async fn the_sandbox_image_containerd_pins_is_pinned_kept_by_gc_at_zero_and_foll
 }
 
 common::containerd::line::on_every_line!(
-    removing_an_image_containerd_also_holds_answers_at_once_and_containerds_copy_still_runs
+    removing_an_image_containerd_also_holds_answers_at_once_and_containerds_copy_still_runs,
+    containerds_stats_name_a_filesystem_that_exists_and_holds_imageds_layers,
 );
 
 async fn removing_an_image_containerd_also_holds_answers_at_once_and_containerds_copy_still_runs(line: Line) {
@@ -158,4 +149,66 @@ async fn removing_an_image_containerd_also_holds_answers_at_once_and_containerds
         .run_to_exit(&pod, &ContainerSpec::new("theirs", &their_id))
         .await;
     assert_eq!(out, (0, "pulled by containerd\n".to_string()));
+}
+
+/// kubelet's view of the filesystems: containerd's CRI ImageFsInfo and a container's ContainerStats name a
+/// mountpoint that exists (kubelet `stat`s it for its summary API and eviction) and lies on the filesystem
+/// of imaged's store, where the images and the writable layers are.
+async fn containerds_stats_name_a_filesystem_that_exists_and_holds_imageds_layers(line: Line) {
+    use std::os::unix::fs::MetadataExt;
+    let node = Node::start_on(line.clone(), None).await;
+    push_image(&node.registry.addr(), "app", "v1", &app_image("app\n"), None).await;
+    let id = node.pull("app", "v1").await;
+    let pod = node.ctd.run_pod("stats").await;
+    let running = node
+        .ctd
+        .run_container(
+            &pod,
+            &ContainerSpec::new("running", &id).command(&["/bin/sleep", "inf"]),
+        )
+        .await;
+    let store = std::fs::metadata(&node.imaged.root).unwrap().dev();
+
+    let fs_info = node
+        .ctd
+        .images()
+        .await
+        .unwrap()
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let image_fs = fs_info.image_filesystems[0].fs_id.clone().unwrap().mountpoint;
+    let stats = node
+        .ctd
+        .runtime()
+        .await
+        .unwrap()
+        .container_stats(cri::ContainerStatsRequest { container_id: running })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let writable = stats.writable_layer.unwrap().fs_id.unwrap().mountpoint;
+    for (what, path) in [
+        ("ImageFsInfo", &image_fs),
+        ("ContainerStats' writable layer", &writable),
+    ] {
+        // On containerd without the proxy plugin's exported root, imaged links the path containerd names
+        // when it first reaches containerd.
+        let mut meta = std::fs::metadata(path);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while meta.is_err() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            meta = std::fs::metadata(path);
+        }
+        let meta =
+            meta.unwrap_or_else(|e| panic!("{line}: {what} names {path}: {e}; imaged log:\n{}", node.imaged.log()));
+        assert_eq!(
+            meta.dev(),
+            store,
+            "{line}: {what} names {path}, not on imaged's store's filesystem"
+        );
+    }
 }
