@@ -150,15 +150,8 @@ impl Node {
     }
 }
 
-/// busybox + `/etc/marker`, cmd `cat /etc/marker`.
-pub fn app_image(marker: &str) -> BuiltImage {
-    let layer = Layer::build(
-        &[Entry::dir("etc"), Entry::file("etc/marker", marker)],
-        Compression::Gzip,
-        MediaStyle::Oci,
-    );
-    busybox_image().layer(layer).cmd(&["/bin/cat", "/etc/marker"]).build()
-}
+/// busybox + `/etc/marker`, cmd `cat /etc/marker` (the containerd tests' marker image too).
+pub use super::busybox::app_image;
 
 /// The size of a layer's uncompressed tar.
 pub fn tar_len(layer: &Layer) -> u64 {
