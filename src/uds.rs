@@ -6,6 +6,10 @@ use std::path::Path;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// kubelet's gRPC message size limit, which every channel end in imaged uses too (server, CLI, containerd
+/// client): a ListImages answer with thousands of images must fit.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
 /// A gRPC channel to the unix socket at `socket`, for any service served there; connects now (failing at
 /// once when nothing listens).
 pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {

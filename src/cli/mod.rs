@@ -35,7 +35,7 @@ pub use pull::Creds;
 
 use crate::proto::imaged::v1::images_client::ImagesClient;
 use crate::proto::runtime::v1::image_service_client::ImageServiceClient;
-use crate::server::MAX_MESSAGE_BYTES;
+use crate::uds::MAX_MESSAGE_BYTES;
 use progress::ProgressMode;
 
 /// The client subcommands. Their doc comments are the `--help` text.

@@ -28,9 +28,7 @@ use tonic::{Request, Response, Status};
 use crate::proto::runtime::v1 as cri;
 use crate::proto::runtime::v1::image_service_server::{ImageService as CriImageService, ImageServiceServer};
 use crate::service::ImageService;
-
-/// kubelet's message size limit; a ListImages answer with thousands of images must fit.
-pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+use crate::uds::MAX_MESSAGE_BYTES;
 
 /// Serves CRI on `listener` until `shutdown` completes, then stops accepting and returns once in-flight
 /// calls are done.

@@ -79,13 +79,13 @@ impl Conn {
     /// containerd's CRI runtime service (its `Status` names the sandbox image).
     pub fn cri_runtime(&self) -> cri::runtime_service_client::RuntimeServiceClient<Channel> {
         cri::runtime_service_client::RuntimeServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(crate::uds::MAX_MESSAGE_BYTES)
     }
 
     /// containerd's CRI image service (served on the same socket by its CRI plugin).
     pub fn cri_images(&self) -> cri::image_service_client::ImageServiceClient<Channel> {
         cri::image_service_client::ImageServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(crate::server::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(crate::uds::MAX_MESSAGE_BYTES)
     }
 }
 
