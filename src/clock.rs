@@ -1,4 +1,20 @@
-//! Reading the RFC 3339 times image configs carry (`created`), and writing them, without a date-time crate.
+//! The clock: now in Unix nanoseconds, and the RFC 3339 times image configs and runtimes carry (`created`,
+//! containerd's lease expiry), read and written without a date-time crate.
+//!
+//! Every module that stamps a time takes it from here, so the stores, the pull and the bridges agree on one
+//! representation (signed Unix nanoseconds, 0 before the epoch is not reachable in practice).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, in Unix nanoseconds.
+pub fn now_ns() -> i64 {
+    ns_of(SystemTime::now())
+}
+
+/// A system time in Unix nanoseconds (0 for a time before the epoch).
+pub fn ns_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
 
 /// `2023-11-14T22:13:20Z` or with fractions and an offset, to Unix nanoseconds.
 pub fn rfc3339_ns(s: &str) -> Option<i64> {

@@ -29,13 +29,14 @@
 //!   [`lease`] protects what operations in flight are about to reference.
 //! - [`metrics`]: Prometheus metrics and their endpoint.
 //! - [`reference`], [`digest`], [`manifest`], [`platform`], [`pattern`], [`duration`]: value types and parsers;
-//!   [`keyed_lock`]: a lock per key; [`uds`]: gRPC channels over unix sockets.
+//!   [`keyed_lock`]: a lock per key; [`uds`]: gRPC channels over unix sockets; [`clock`]: now and RFC 3339.
 //! - [`config`]: the daemon's configuration and its embedded defaults; [`memory`]: allocator tuning.
 //! - [`cli`]: the client subcommands (`imaged pull`, `images`, ...), which speak CRI over a unix socket.
 //! - [`error`]: the error kinds every module maps into; [`events`]: what the service announces to bridges.
 
 pub mod bridge;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod content;
 pub mod digest;

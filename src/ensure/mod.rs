@@ -147,7 +147,7 @@ impl Ensurer {
         let state = match (decision, present, check) {
             (Decision::UseLocal, Some(rec), Some(Check::Local)) => {
                 self.metrics.pull_result("present");
-                self.puller.stores().metadata.touch(&rec.id, crate::service::now_ns());
+                self.puller.stores().metadata.touch(&rec.id, crate::clock::now_ns());
                 TicketState::Done(Ok(rec))
             }
             (Decision::UseLocal, _, Some(Check::Verify(_))) if pull_policy == PullPolicy::Never => {

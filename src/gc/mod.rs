@@ -6,4 +6,3 @@ pub mod pinned;
 pub mod policy;
 pub mod prune;
 pub mod run;
-pub mod time;

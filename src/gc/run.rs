@@ -166,7 +166,7 @@ impl Collector {
                 created_ns: r
                     .created
                     .as_deref()
-                    .and_then(super::time::rfc3339_ns)
+                    .and_then(crate::clock::rfc3339_ns)
                     .unwrap_or(r.first_seen_ns),
                 first_seen_ns: r.first_seen_ns,
                 pinned: self.pinned.is_pinned(r),

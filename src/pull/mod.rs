@@ -293,9 +293,7 @@ impl Puller {
             self.commit_small(body, desc).await?;
         }
 
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+        let now = crate::clock::now_ns();
         let top_digest = r.index.as_ref().map_or(r.manifest.0.digest, |(d, _)| d.digest);
         let record = ImageRecord {
             id: config_desc.digest,

@@ -12,13 +12,13 @@ mod verbose;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::ServiceError;
 pub use fsck::{FsckReport, leftovers as fsck_leftovers};
 pub use housekeeping::Housekeeping;
 pub use pin::PullTicket;
 
+use crate::clock::now_ns;
 use crate::ensure::{Caller, Ensurer};
 use crate::gc::run::{Collector, GcOutcome, Pinned, PruneOutcome};
 use crate::metadata::ImageRecord;
@@ -294,12 +294,4 @@ impl ImageService {
     pub fn stores(&self) -> &Stores {
         &self.stores
     }
-}
-
-/// Now, in Unix nanoseconds.
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

@@ -295,7 +295,7 @@ impl SnapshotStore {
             implicit_dirs,
             parent: parent_field(parent),
             link: Some(link_name.clone()),
-            created_ns: crate::service::now_ns(),
+            created_ns: crate::clock::now_ns(),
             diff_size,
         };
         let written = (|| {

@@ -6,8 +6,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use super::idmap::IdMap;
 use super::records::{Change, Labels, Record};
 use super::{Kind, Mount, SNAPSHOT_REF_LABEL, Snapshotter, SnapshotterError, error, record_info};
+use crate::clock::now_ns;
 use crate::digest::Digest;
-use crate::service::now_ns;
 
 /// Label keys and values containerd accepts (`pkg/labels`): at most 4096 bytes each pair.
 const MAX_LABEL_BYTES: usize = 4096;

@@ -118,7 +118,7 @@ async fn publish_leased(
 async fn create_lease(conn: &Conn, rec: &ImageRecord) -> Result<String, BridgeError> {
     let now = std::time::SystemTime::now();
     let expire = now + std::time::Duration::from_secs(3600);
-    let nanos = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = crate::clock::ns_of(now);
     let id = format!("imaged-publish-{}-{nanos}", &rec.id.hex()[..12]);
     let labels = [(LEASE_EXPIRE_LABEL.to_string(), rfc3339(expire))].into();
     let mut leases = conn.leases();
@@ -350,8 +350,8 @@ pub async fn unpublish(conn: &Conn, rec: &ImageRecord) -> Result<(), BridgeError
 
 /// RFC 3339 in UTC, whole seconds, as containerd's label parser takes it.
 fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    crate::gc::time::rfc3339_from_ns(secs * 1_000_000_000)
+    let secs = crate::clock::ns_of(t).div_euclid(1_000_000_000);
+    crate::clock::rfc3339_from_ns(secs * 1_000_000_000)
 }
 
 #[cfg(test)]

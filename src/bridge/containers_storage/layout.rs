@@ -245,7 +245,7 @@ fn image(rec: &ImageRecord, names: Vec<String>, top_layer: String) -> PlannedIma
     let created_ns = rec
         .created
         .as_deref()
-        .and_then(crate::gc::time::rfc3339_ns)
+        .and_then(crate::clock::rfc3339_ns)
         .unwrap_or(rec.first_seen_ns);
     let json = ImageJson {
         id: rec.id.hex(),
@@ -265,7 +265,7 @@ fn image(rec: &ImageRecord, names: Vec<String>, top_layer: String) -> PlannedIma
 
 /// Unix nanoseconds as RFC 3339 in UTC with nanoseconds, as Go's `time.Time` writes and reads it.
 pub fn rfc3339(ns: i64) -> String {
-    crate::gc::time::rfc3339_from_ns(ns)
+    crate::clock::rfc3339_from_ns(ns)
 }
 
 #[cfg(test)]

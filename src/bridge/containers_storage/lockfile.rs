@@ -132,9 +132,7 @@ impl Locked {
 /// the pid (little-endian), then random bytes; different on every call and across processes.
 fn new_token() -> io::Result<[u8; TOKEN_LEN]> {
     let mut t = [0u8; TOKEN_LEN];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let now = crate::clock::now_ns() as u64;
     t[0..8].copy_from_slice(&now.to_le_bytes());
     t[8..16].copy_from_slice(&TOKENS.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     t[16..20].copy_from_slice(&std::process::id().to_le_bytes());

@@ -144,7 +144,7 @@ impl Verifier {
             return Err(refused(e));
         }
         self.metrics.verification("verified");
-        let now = crate::service::now_ns();
+        let now = crate::clock::now_ns();
         let metadata = self.metadata.clone();
         let (id, grant) = (target.rec.id, target.grant.clone());
         let recorded = tokio::task::spawn_blocking(move || metadata.grant(&id, &grant, now))
