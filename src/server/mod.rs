@@ -1,6 +1,8 @@
-//! The thin gRPC layer: CRI `runtime.v1.ImageService` on a unix socket.
+//! The thin gRPC layer: every service imaged serves on its unix socket. CRI `runtime.v1.ImageService`,
+//! imaged's own `imaged.v1.Images` (`imaged_service`), and containerd's snapshot API (`snapshots`), which
+//! containerd loads as a proxy snapshotter.
 //!
-//! Each RPC lives in its own file and only converts between protobuf and domain types (StreamImages sends
+//! Each CRI RPC lives in its own file and only converts between protobuf and domain types (StreamImages sends
 //! slices of ListImages' cached answer); errors become gRPC statuses in one place ([`status`]), and a caller's
 //! expired deadline DEADLINE_EXCEEDED ([`deadline`]).
 
@@ -13,6 +15,7 @@ mod list_images;
 pub mod listener;
 mod pull_image;
 mod remove_image;
+mod snapshots;
 pub mod status;
 mod stream_images;
 
@@ -40,7 +43,7 @@ pub async fn serve(
     let imaged = crate::proto::imaged::v1::images_server::ImagesServer::new(imaged_service::Imaged {
         service: service.clone(),
     });
-    let snapshots = crate::bridge::containerd::snapshots::SnapshotsService::server(service.clone());
+    let snapshots = snapshots::SnapshotsService::server(service.snapshotter().clone());
     let images = ImageServiceServer::new(Images {
         service,
         list_cache: Default::default(),

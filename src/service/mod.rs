@@ -252,25 +252,6 @@ impl ImageService {
         &self.snapshotter
     }
 
-    /// Removes the layers among `chains` that nothing references any more (no image, no lease, no
-    /// snapshot built on them): what a removed snapshotter snapshot held. Returns the bytes freed.
-    pub async fn release_layers(&self, chains: Vec<crate::digest::Digest>) -> u64 {
-        if chains.is_empty() {
-            return 0;
-        }
-        let stores = self.stores.clone();
-        let freed = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&chains))
-            .await
-            .unwrap_or(0);
-        if freed > 0 {
-            tracing::info!(
-                freed_bytes = freed,
-                "removed layers no image or container needs any more"
-            );
-        }
-        freed
-    }
-
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -175,9 +175,10 @@ impl Snapshotter {
         Ok(())
     }
 
-    /// Removes snapshot `key` (not one with children, not one of imaged's layers). Returns the imaged layers
-    /// it held: the caller asks the stores to remove those that nothing references any more.
-    pub fn remove(&self, key: &str) -> Result<Vec<Digest>, SnapshotterError> {
+    /// Removes snapshot `key` (not one with children, not one of imaged's layers), then the imaged layers it
+    /// held that nothing protects any more (no image record, no lease, no other snapshot on them: their image
+    /// was removed while a container used them). Returns the bytes those layers freed.
+    pub fn remove(&self, key: &str) -> Result<u64, SnapshotterError> {
         let writer = self.writer();
         let state = self.read();
         let Some(rec) = state.records.get(key).cloned() else {
@@ -219,7 +220,30 @@ impl Snapshotter {
                 tracing::warn!(path = %dir.display(), error = %e, "snapshotter: cannot remove a removed snapshot's directory; Cleanup will")
             }
         }
-        Ok(released.map(|l| l.digests().to_vec()).unwrap_or_default())
+        let chains = released.as_ref().map(|l| l.digests()).unwrap_or_default();
+        drop(released);
+        Ok(self.release(&chains))
+    }
+
+    /// Deletes the layers among `chains` that the layer store no longer protects; it refuses, under its
+    /// lease lock, what a lease or a recorded image still needs, so this cannot race a pull or a removal.
+    fn release(&self, chains: &[Digest]) -> u64 {
+        let mut freed = 0;
+        for chain in chains {
+            match self.layers.delete(chain) {
+                Ok(n) => freed += n,
+                Err(e) => {
+                    tracing::warn!(snapshot = %chain, error = %e, "could not remove a layer no snapshot holds any more")
+                }
+            }
+        }
+        if freed > 0 {
+            tracing::info!(
+                freed_bytes = freed,
+                "removed layers no image or container needs any more"
+            );
+        }
+        freed
     }
 
     /// Changes the labels of snapshot `name` (`fieldpaths`: `labels`, `labels.<key>`, or none for all

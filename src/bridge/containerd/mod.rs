@@ -1,7 +1,6 @@
-//! The containerd bridge.
+//! The containerd bridge: imaged's outbound adapter to containerd. (containerd's snapshot API, which
+//! containerd calls to build containers' root filesystems on imaged's layers, is served by `server/`.)
 //!
-//! - [`snapshots`]: containerd's snapshot API on imaged's socket, so containerd loads imaged as a proxy
-//!   snapshotter and builds containers' root filesystems on imaged's layers.
 //! - [`ContainerdBridge`] (with `[containerd] address` set): every image imaged records is published into
 //!   containerd's namespace ([`publish`]) before the PullImage answers, and every image it removes is taken
 //!   back; a reconciler makes containerd's records match imaged's at start, whenever a publication could
@@ -18,7 +17,6 @@ mod error;
 pub mod fs_path;
 pub mod publish;
 pub mod sandbox;
-pub mod snapshots;
 pub mod snippet;
 
 use std::collections::{BTreeSet, HashMap};

@@ -12,21 +12,20 @@ use crate::error::Classify;
 use crate::proto::containerd::services::snapshots::v1 as api;
 use crate::proto::containerd::types as ctypes;
 use crate::server::status::to_status;
-use crate::service::ImageService;
 use crate::snapshotter::{Info, Kind, Mount, Snapshotter, SnapshotterError};
 
 /// Infos per List message (containerd's own service sends 100 at a time).
 const LIST_BATCH: usize = 100;
 
-/// The snapshot service over the image service's snapshotter.
+/// The snapshot service over the snapshotter.
 pub struct SnapshotsService {
-    service: Arc<ImageService>,
+    snapshotter: Arc<Snapshotter>,
 }
 
 impl SnapshotsService {
     /// The gRPC server to add to imaged's socket.
-    pub fn server(service: Arc<ImageService>) -> api::snapshots_server::SnapshotsServer<SnapshotsService> {
-        api::snapshots_server::SnapshotsServer::new(SnapshotsService { service })
+    pub fn server(snapshotter: Arc<Snapshotter>) -> api::snapshots_server::SnapshotsServer<SnapshotsService> {
+        api::snapshots_server::SnapshotsServer::new(SnapshotsService { snapshotter })
     }
 
     /// Runs `f` on the snapshotter off the async threads (it creates, measures and removes directories).
@@ -35,7 +34,7 @@ impl SnapshotsService {
         op: &'static str,
         f: impl FnOnce(&Snapshotter) -> Result<T, SnapshotterError> + Send + 'static,
     ) -> Result<T, Status> {
-        let sn = self.service.snapshotter().clone();
+        let sn = self.snapshotter.clone();
         let result = tokio::task::spawn_blocking(move || f(&sn))
             .await
             .map_err(|e| Status::internal(format!("snapshot {op}: task failed: {e}")))?;
@@ -97,10 +96,8 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
 
     async fn remove(&self, req: Request<api::RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
         let key = req.into_inner().key;
-        let released = self.run("remove", move |s| s.remove(&key)).await?;
-        // The layers this snapshot held may be unreferenced now (their image removed while a container
-        // used them): the stores decide.
-        self.service.release_layers(released).await;
+        // The snapshotter also frees the layers only this snapshot still held.
+        self.run("remove", move |s| s.remove(&key)).await?;
         Ok(Response::new(()))
     }
 
