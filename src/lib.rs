@@ -60,6 +60,7 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod snapshotter;
+pub mod stores;
 pub mod uds;
 pub mod unpack;
 pub mod wire;

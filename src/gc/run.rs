@@ -17,8 +17,8 @@ use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
 use crate::lease::Item;
 use crate::metadata::ImageRecord;
-use crate::pull::Stores;
 use crate::reference::ImageRef;
+use crate::stores::Stores;
 
 mod resources;
 use resources::{digest_of, resources_of};

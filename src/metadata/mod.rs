@@ -63,7 +63,7 @@ pub struct Recorded {
     pub untagged: Vec<Digest>,
     /// Blobs and snapshots the image's previous record named and this one does not: a pull of another form
     /// of the same image (another manifest, other compressed layers, one config) replaced it. The caller
-    /// discards those no other image references ([`crate::pull::Stores::discard_unreferenced`]).
+    /// discards those no other image references ([`crate::stores::Stores::discard_unreferenced`]).
     pub dropped: Vec<Digest>,
 }
 

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::Stores;
 use crate::lease::Lease;
+use crate::stores::Stores;
 
 /// Sets the flag when dropped: a dropped pull tells its layer workers to stop and commit nothing.
 pub(super) struct CancelOnDrop(pub(super) Arc<std::sync::atomic::AtomicBool>);

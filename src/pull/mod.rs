@@ -15,7 +15,6 @@ mod progress;
 mod resolve;
 
 use cleanup::{CancelOnDrop, Cleanup};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -23,79 +22,16 @@ use futures_util::StreamExt;
 pub use error::PullError;
 pub use progress::{LayerProgress, LayerState, Progress, ProgressView, Queued};
 
-use crate::content::ContentStore;
 use crate::digest::Digest;
-use crate::lease::{Item, Lease, LeaseTable};
+use crate::lease::{Item, Lease};
 use crate::manifest;
-use crate::metadata::{Descriptor, Grant, ImageRecord, LayerRecord, MetadataStore};
+use crate::metadata::{Descriptor, Grant, ImageRecord, LayerRecord};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
 use crate::registry::{Registry, Session};
-use crate::snapshot::SnapshotStore;
+use crate::stores::Stores;
 use crate::unpack::{Capabilities, Limits};
-
-/// The stores a pull writes into.
-#[derive(Clone)]
-pub struct Stores {
-    /// Blobs.
-    pub content: ContentStore,
-    /// Unpacked layers.
-    pub snapshots: SnapshotStore,
-    /// Image records.
-    pub metadata: Arc<MetadataStore>,
-    /// Leases over blobs and snapshots.
-    pub leases: Arc<LeaseTable>,
-}
-
-impl Stores {
-    /// Rewrites the OCI layout's `index.json` from the metadata: one entry per tag (or, for an untagged
-    /// image, its first repo digest), so OCI tools see the images by name.
-    pub fn refresh_index(&self) -> Result<(), crate::content::ContentError> {
-        self.content.write_index(|| {
-            let mut entries = Vec::new();
-            for rec in self.metadata.list() {
-                let top = rec.index.as_ref().unwrap_or(&rec.manifest);
-                let mut names: Vec<&String> = rec.repo_tags.iter().collect();
-                if names.is_empty() {
-                    names.extend(rec.repo_digests.iter().take(1));
-                }
-                for name in names {
-                    entries.push(crate::content::IndexEntry {
-                        media_type: top.media_type.clone(),
-                        digest: top.digest,
-                        size: top.size,
-                        annotations: [("org.opencontainers.image.ref.name".to_string(), name.clone())].into(),
-                    });
-                }
-            }
-            entries
-        })
-    }
-
-    /// Removes the blobs and snapshots among `digests` that no recorded image references and no other
-    /// operation has leased. Returns the bytes freed.
-    pub fn discard_unreferenced(&self, digests: &[Digest]) -> u64 {
-        let images = self.metadata.list();
-        let (blobs, snaps) = (referenced_blobs(&images), referenced_snapshots(&images));
-        let mut freed = 0;
-        for d in digests {
-            if !blobs.contains(d) {
-                match self.content.delete(d) {
-                    Ok(n) => freed += n,
-                    Err(e) => tracing::warn!(blob = %d, error = %e, "could not remove an unreferenced blob"),
-                }
-            }
-            if !snaps.contains(d) {
-                match self.snapshots.delete(d) {
-                    Ok(n) => freed += n,
-                    Err(e) => tracing::warn!(snapshot = %d, error = %e, "could not remove an unreferenced snapshot"),
-                }
-            }
-        }
-        freed
-    }
-}
 
 /// How images are pulled.
 #[derive(Debug, Clone)]
@@ -319,21 +255,9 @@ impl Puller {
         // The answer is the record as written: a removal that comes after it is a later operation, and one
         // that came before (RemoveImage, GC, prune) is undone by this record, which creates the image again.
         // Everything it names is still leased here, and referenced by the record before the lease ends.
-        tokio::task::spawn_blocking(move || {
-            let recorded = stores.metadata.record_granted(record, grant.as_ref(), now)?;
-            if !recorded.dropped.is_empty() {
-                // Another form of this image was recorded before: what only it named is garbage now.
-                let freed = stores.discard_unreferenced(&recorded.dropped);
-                tracing::debug!(id = %recorded.image.id, freed_bytes = freed, "Replaced another form of the image");
-            }
-            // index.json is derived (and rebuilt at start): failing to refresh it does not fail the pull.
-            if let Err(e) = stores.refresh_index() {
-                tracing::warn!(error = %e, "could not refresh index.json");
-            }
-            Ok::<_, PullError>(recorded.image)
-        })
-        .await
-        .map_err(|e| PullError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || Ok(stores.record(record, grant.as_ref(), now)?))
+            .await
+            .map_err(|e| PullError::Task(e.to_string()))?
     }
 
     /// The config blob, from the store or the registry (held in memory: it is small and needed parsed).
@@ -376,14 +300,4 @@ fn desc_of(d: &manifest::Desc) -> Descriptor {
         digest: d.digest,
         size: d.size,
     }
-}
-
-/// Every blob the images reference.
-pub fn referenced_blobs(records: &[Arc<ImageRecord>]) -> HashSet<Digest> {
-    records.iter().flat_map(|r| r.blobs().collect::<Vec<_>>()).collect()
-}
-
-/// Every snapshot (chain id) the images reference.
-pub fn referenced_snapshots(records: &[Arc<ImageRecord>]) -> HashSet<Digest> {
-    records.iter().flat_map(|r| r.chain_ids()).collect()
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::ImageService;
 use crate::digest::{Digest, Hasher};
-use crate::pull::{referenced_blobs, referenced_snapshots};
+use crate::stores::{referenced_blobs, referenced_snapshots};
 
 /// What a consistency check found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -23,9 +23,9 @@ use crate::ensure::{Caller, Ensurer};
 use crate::gc::run::{Collector, GcOutcome, Pinned, PruneOutcome};
 use crate::metadata::ImageRecord;
 use crate::metrics::Metrics;
-use crate::pull::Stores;
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
+use crate::stores::Stores;
 
 /// The store's filesystem usage, as `ImageFsInfo` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,9 +15,10 @@ use crate::lease::LeaseTable;
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
 use crate::pattern::ImagePattern;
-use crate::pull::{PullOptions, Puller, Stores};
+use crate::pull::{PullOptions, Puller};
 use crate::registry::{Registry, RegistryOptions};
 use crate::snapshot::SnapshotStore;
+use crate::stores::Stores;
 use crate::unpack::Capabilities;
 
 impl ImageService {

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::ServiceError;
 use crate::manifest::MAX_CONFIG_BYTES;
 use crate::metadata::ImageRecord;
-use crate::pull::Stores;
+use crate::stores::Stores;
 
 pub(super) fn info(stores: &Stores, rec: &ImageRecord) -> Result<HashMap<String, String>, ServiceError> {
     let config = stores.content.read(&rec.config.digest, MAX_CONFIG_BYTES)?;

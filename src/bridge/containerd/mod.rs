@@ -35,7 +35,7 @@ use crate::digest::Digest;
 use crate::gc::pinned::Pinned;
 use crate::keyed_lock::KeyedLocks;
 use crate::metadata::ImageRecord;
-use crate::pull::Stores;
+use crate::stores::Stores;
 
 /// Longest a publication or removal may take before the pull answers anyway (the reconciler finishes it).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);

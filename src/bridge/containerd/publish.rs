@@ -24,7 +24,7 @@ use super::BridgeError;
 use super::client::Conn;
 use crate::digest::Digest;
 use crate::metadata::{Descriptor, ImageRecord};
-use crate::pull::Stores;
+use crate::stores::Stores;
 
 /// The label imaged puts on the image records it publishes; its value is the image id.
 pub const PUBLISHED_LABEL: &str = "io.imaged.published";

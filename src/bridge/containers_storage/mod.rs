@@ -36,7 +36,7 @@ use crate::config::ContainersStorageConfig;
 use crate::digest::Digest;
 use crate::lease::{Item, Lease};
 use crate::metadata::ImageRecord;
-use crate::pull::Stores;
+use crate::stores::Stores;
 
 /// Longest wait for a runtime to let go of a lock of the store (a reader holds it for milliseconds).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(20);

@@ -22,7 +22,7 @@ use super::primary;
 use crate::digest::Digest;
 use crate::lease::{Item, Lease};
 use crate::metadata::ImageRecord;
-use crate::pull::Stores;
+use crate::stores::Stores;
 
 /// The bridge's view of its files and what it holds.
 pub struct State {
