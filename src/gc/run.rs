@@ -132,7 +132,7 @@ impl Collector {
             let freed = if dry_run {
                 v.frees_bytes
             } else {
-                match self.remove_image(rec).await? {
+                match self.remove_planned(rec).await? {
                     Some(freed) => freed,
                     None => continue, // Used since the plan: it stays.
                 }
@@ -203,20 +203,21 @@ impl Collector {
             let mut removed = Vec::with_capacity(plan.images.len());
             for p in std::mem::take(&mut plan.images) {
                 let Some(rec) = by_id.get(&p.id) else { continue };
-                if self.remove_unchanged(rec)? {
-                    self.events.removed(rec).await;
+                if let Some(n) = self.remove_planned(rec).await? {
+                    freed += n;
                     removed.push(p);
                 }
             }
             plan.images = removed;
+            // The plan's other resources: what no image referenced even before (left by a crash).
             let stores = self.stores.clone();
             let resources = plan.resources.clone();
-            freed = tokio::task::spawn_blocking(move || {
+            freed += tokio::task::spawn_blocking(move || {
                 let names: Vec<Digest> = resources.iter().filter_map(|(r, _)| digest_of(r)).collect();
                 stores.discard_unreferenced(&names)
             })
             .await
-            .unwrap_or(freed);
+            .unwrap_or(0);
             // What an image used since the plan still references stayed: report what is gone.
             plan.resources.retain(|(r, _)| !self.exists(r));
             plan.freed_bytes = freed;
@@ -251,52 +252,39 @@ impl Collector {
         .unwrap_or((0, 0, 0))
     }
 
-    /// Removes one planned victim and what only it referenced; returns the bytes freed, or `None` when the
-    /// image stays because it was used since the plan (see [`Collector::remove_unchanged`]).
-    async fn remove_image(&self, rec: &Arc<ImageRecord>) -> Result<Option<u64>, GcError> {
-        if !self.remove_unchanged(rec)? {
-            return Ok(None);
-        }
-        self.events.removed(rec).await;
-        let stores = self.stores.clone();
-        let named: Vec<Digest> = rec.blobs().chain(rec.chain_ids()).collect();
-        tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named))
-            .await
-            .map(Some)
-            .map_err(|e| GcError::Remove {
-                id: rec.id.to_string(),
-                detail: e.to_string(),
-            })
-    }
-
-    /// The re-check right before a victim goes: it is removed only if its record is still the one the plan
-    /// saw, decided in one step with the removal under the metadata store's lock, the lock a pull's record
-    /// and an ImageStatus touch take too. A pull in flight for it (leasing its id) also keeps it. Returns
-    /// whether it was removed.
-    fn remove_unchanged(&self, planned: &Arc<ImageRecord>) -> Result<bool, GcError> {
+    /// Removes one planned victim through the stores' removal protocol; returns the bytes freed, or `None`
+    /// when the image stays. The re-check comes right before it goes: it is removed only if its record is
+    /// still the one the plan saw, decided in one step with the removal under the metadata store's lock, the
+    /// lock a pull's record and an ImageStatus touch take too. A pull in flight for it (leasing its id)
+    /// also keeps it.
+    async fn remove_planned(&self, planned: &Arc<ImageRecord>) -> Result<Option<u64>, GcError> {
         let spared = |why: &str| {
             tracing::info!(image = %planned.id, why, "image kept: used since garbage collection planned it");
-            Ok(false)
         };
         if self.stores.leases.is_leased(&Item::Blob(planned.id)) {
-            return spared("a pull of it is in flight");
+            spared("a pull of it is in flight");
+            return Ok(None);
         }
         let mut changed = false;
         let removed = self
             .stores
-            .metadata
-            .remove_if(&planned.id, |current| {
+            .remove_image(self.events.as_ref(), &planned.id, |current| {
                 changed = !Arc::ptr_eq(current, planned);
                 !changed
             })
+            .await
             .map_err(|e| GcError::Remove {
                 id: planned.id.to_string(),
                 detail: e.to_string(),
             })?;
         match removed {
-            Some(_) => Ok(true),
-            None if changed => spared("pulled, inspected or renamed since the plan"),
-            None => Ok(false), // Already gone (a RemoveImage meanwhile).
+            Some(r) => Ok(Some(r.freed_bytes)),
+            None => {
+                if changed {
+                    spared("pulled, inspected or renamed since the plan");
+                }
+                Ok(None) // Otherwise already gone (a RemoveImage meanwhile).
+            }
         }
     }
 

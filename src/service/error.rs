@@ -63,6 +63,9 @@ pub enum ServiceError {
     /// The metadata store failed.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// Removing an image from the stores failed.
+    #[error(transparent)]
+    Stores(#[from] crate::stores::StoresError),
     /// The content store failed.
     #[error(transparent)]
     Content(#[from] ContentError),
@@ -80,9 +83,6 @@ pub enum ServiceError {
         /// Why.
         detail: String,
     },
-    /// A background task died.
-    #[error("internal task failed: {0}")]
-    Task(String),
 }
 
 impl Classify for ServiceError {
@@ -96,9 +96,10 @@ impl Classify for ServiceError {
             ServiceError::Auth { .. } => ErrorKind::InvalidArgument,
             ServiceError::Metadata(e) => e.kind(),
             ServiceError::Content(e) => e.kind(),
+            ServiceError::Stores(e) => e.kind(),
             ServiceError::Snapshot(e) => e.kind(),
             ServiceError::Snapshotter(e) => e.kind(),
-            ServiceError::Open { .. } | ServiceError::Task(_) => ErrorKind::Internal,
+            ServiceError::Open { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -158,19 +158,13 @@ impl ImageService {
         let Some(rec) = self.lookup(name)? else {
             return Ok(());
         };
-        let Some(removed) = self.stores.metadata.remove(&rec.id)? else {
-            return Ok(());
-        };
-        self.events.removed(&removed).await;
-        let stores = self.stores.clone();
-        // What the removed record named: a pull of another form of the image may have replaced the record
-        // since the lookup, and the form it recorded is the one whose blobs are garbage now.
-        let named: Vec<_> = removed.blobs().chain(removed.chain_ids()).collect();
-        let freed = tokio::task::spawn_blocking(move || stores.discard_unreferenced(&named))
-            .await
-            .map_err(|e| ServiceError::Task(e.to_string()))?;
-        self.stores.refresh_index()?;
-        tracing::info!(image = %name, id = %rec.id, freed_bytes = freed, "Removed");
+        let removal = self
+            .stores
+            .remove_image(self.events.as_ref(), &rec.id, |_| true)
+            .await?;
+        if let Some(r) = removal {
+            tracing::info!(image = %name, id = %r.record.id, freed_bytes = r.freed_bytes, "Removed");
+        }
         Ok(())
     }
 
@@ -181,7 +175,6 @@ impl ImageService {
             self.metrics.gc_runs.inc();
             self.metrics.gc_images_removed.inc_by(out.removed.len() as u64);
             self.metrics.gc_freed_bytes.inc_by(out.freed_bytes);
-            self.stores.refresh_index()?;
         }
         Ok(out)
     }
@@ -197,7 +190,6 @@ impl ImageService {
             self.metrics.gc_runs.inc();
             self.metrics.gc_images_removed.inc_by(out.plan.images.len() as u64);
             self.metrics.gc_freed_bytes.inc_by(out.freed_bytes);
-            self.stores.refresh_index()?;
         }
         Ok(out)
     }
