@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
@@ -106,7 +106,29 @@ impl Classify for ManifestError {
     }
 }
 
-/// A descriptor as it appears in manifests and indexes.
+/// A content descriptor: what a manifest says about a blob, and all that imaged keeps of it (in image
+/// records, and to fetch the blob from a registry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    /// The blob's media type.
+    pub media_type: String,
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The blob's size in bytes.
+    pub size: u64,
+}
+
+impl From<&Desc> for Descriptor {
+    fn from(d: &Desc) -> Descriptor {
+        Descriptor {
+            media_type: d.media_type.clone(),
+            digest: d.digest,
+            size: d.size,
+        }
+    }
+}
+
+/// A descriptor as it appears in manifests and indexes, with what imaged reads of it and does not keep.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Desc {

@@ -30,11 +30,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use crate::manifest::Descriptor;
 use access::AccessChanges;
 pub use access::{AccessView, Accessor, Grant, MAX_ACCESSORS};
 use commit::union;
 pub use error::MetadataError;
-pub use record::{Descriptor, ImageRecord, LayerRecord, chain_ids};
+pub use record::{ImageRecord, LayerRecord, chain_ids};
 use state::State;
 
 use crate::digest::Digest;

@@ -3,17 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-
-/// A content descriptor: what a manifest says about a blob.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Descriptor {
-    /// The blob's media type.
-    pub media_type: String,
-    /// The blob's digest.
-    pub digest: Digest,
-    /// The blob's size in bytes.
-    pub size: u64,
-}
+use crate::manifest::Descriptor;
 
 /// One layer of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{Progress, PullError};
 use crate::content::ContentStore;
-use crate::metadata::Descriptor;
+use crate::manifest::Descriptor;
 use crate::registry::Session;
 
 /// Chunks in flight between the network and the disk (reqwest chunks are 8–64 KiB).

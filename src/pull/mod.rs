@@ -25,7 +25,8 @@ pub use progress::{LayerProgress, LayerState, Progress, ProgressView, Queued};
 use crate::digest::Digest;
 use crate::lease::{Item, Lease};
 use crate::manifest;
-use crate::metadata::{Descriptor, Grant, ImageRecord, LayerRecord};
+use crate::manifest::Descriptor;
+use crate::metadata::{Grant, ImageRecord, LayerRecord};
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
@@ -147,7 +148,7 @@ impl Puller {
             lease.add(Item::Blob(l.digest));
         }
 
-        let config_desc = desc_of(&m.config);
+        let config_desc = Descriptor::from(&m.config);
         let config_body = self.config_blob(&session, &config_desc, progress).await?;
         progress.advance();
         let config = manifest::parse_config(&config_body, config_desc.digest, m.layers.len())?;
@@ -169,7 +170,7 @@ impl Puller {
             .iter()
             .zip(&config.rootfs.diff_ids)
             .map(|(l, diff_id)| LayerRecord {
-                blob: desc_of(l),
+                blob: Descriptor::from(l),
                 diff_id: *diff_id,
             })
             .collect();
@@ -291,13 +292,5 @@ impl Puller {
             .await
             .map_err(|e| PullError::Task(e.to_string()))??;
         Ok(())
-    }
-}
-
-fn desc_of(d: &manifest::Desc) -> Descriptor {
-    Descriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest,
-        size: d.size,
     }
 }

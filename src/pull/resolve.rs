@@ -5,8 +5,8 @@
 use bytes::Bytes;
 
 use super::PullError;
+use crate::manifest::Descriptor;
 use crate::manifest::{self, ImageManifest, Manifest};
-use crate::metadata::Descriptor;
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::Session;

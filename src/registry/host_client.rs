@@ -22,8 +22,8 @@ use super::hosts::RegistryHost;
 use super::token::{self, Presented};
 use super::{BlobStream, FetchedManifest, RegistryError};
 use crate::digest::Hasher;
+use crate::manifest::Descriptor;
 use crate::manifest::{ACCEPTED, MAX_MANIFEST_BYTES};
-use crate::metadata::Descriptor;
 use crate::reference::ImageRef;
 
 /// The most of an error response's body that is read (for its message).

@@ -37,7 +37,7 @@ pub use error::RegistryError;
 use host_client::HostClient;
 
 use crate::digest::Digest;
-use crate::metadata::Descriptor;
+use crate::manifest::Descriptor;
 use crate::reference::ImageRef;
 use auth::{AuthFile, CredentialSource, Credentials};
 
