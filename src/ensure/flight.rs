@@ -192,3 +192,7 @@ impl Flights {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+#[path = "flight_tests.rs"]
+mod tests;

@@ -200,3 +200,7 @@ fn log(span: &Span, level: Level, line: Line<'_>) {
         _ => event_at!(trace),
     }
 }
+
+#[cfg(test)]
+#[path = "instrument_tests.rs"]
+mod tests;
