@@ -4,7 +4,8 @@
 //! the pull ends, its task takes the list of waiting requests and forgets the pull in the same step (so no
 //! request joins a finished pull), then settles every request (stale-if-unavailable, back-off, metrics, the
 //! `Pulled`/`Failed` event) whether or not its caller is still connected, and hands each its result. A caller
-//! that went away costs nothing and misses nothing: its request is counted and logged once, like any other.
+//! that went away costs nothing and misses nothing: its request is counted and logged once, like any other,
+//! in its own span (the task runs outside every caller's, so each request brings its span along).
 //!
 //! A request joins a pull in flight only while that pull moves: one that has not advanced for
 //! [`JOIN_IDLE_LIMIT`] (waiting on a registry that does not answer, say) is left to its own requests, and
@@ -45,12 +46,33 @@ pub struct Caller {
 /// One request waiting for a pull.
 pub(super) struct Waiter {
     pub caller: Caller,
+    /// The request's span (its RPC's, naming the pod), for what the pull's task logs about it.
+    pub span: tracing::Span,
     /// The image as the request named it.
     pub name: String,
     /// The image the tag named when the request came, for `stale_if_unavailable`.
     pub present: Option<Arc<ImageRecord>>,
     pub started: Instant,
     pub tx: oneshot::Sender<PullResult>,
+}
+
+impl Waiter {
+    /// The request of `caller` for `name` (with the image `present` for it), made now in the current span.
+    pub fn new(
+        caller: Caller,
+        name: String,
+        present: Option<Arc<ImageRecord>>,
+        tx: oneshot::Sender<PullResult>,
+    ) -> Waiter {
+        Waiter {
+            caller,
+            span: tracing::Span::current(),
+            name,
+            present,
+            started: Instant::now(),
+            tx,
+        }
+    }
 }
 
 /// What [`Flights::join_or_start`] did.
@@ -135,7 +157,7 @@ impl Flights {
         let (name, c) = (&w.name, &w.caller);
         let result = match (result, &w.present) {
             (Err(e), Some(rec)) if self.stale_if_unavailable && e.kind() == ErrorKind::Unavailable => {
-                tracing::warn!(image = %name, error = %e, "registry unavailable: serving the image present in the store (pull.stale_if_unavailable)");
+                tracing::warn!(parent: &w.span, image = %name, error = %e, "registry unavailable: serving the image present in the store (pull.stale_if_unavailable)");
                 Ok(rec.clone())
             }
             (r, _) => r,
@@ -144,11 +166,11 @@ impl Flights {
         match &result {
             Ok(rec) => {
                 self.metrics.pull_result("success");
-                tracing::info!(reason = "Pulled", image = %name, id = %rec.id, size = rec.size(), seconds = w.started.elapsed().as_secs_f64(), pod = %c.pod, namespace = %c.namespace, pod_uid = %c.uid, "Successfully pulled image");
+                tracing::info!(parent: &w.span, reason = "Pulled", image = %name, id = %rec.id, size = rec.size(), seconds = w.started.elapsed().as_secs_f64(), "Successfully pulled image");
             }
             Err(e) => {
                 self.metrics.pull_result("failure");
-                tracing::warn!(reason = "Failed", kubelet_reason = %e.reason(), image = %name, pod = %c.pod, namespace = %c.namespace, pod_uid = %c.uid, error = %e, "Failed to pull image");
+                tracing::warn!(parent: &w.span, reason = "Failed", kubelet_reason = %e.reason(), image = %name, error = %e, "Failed to pull image");
             }
         }
         result
@@ -170,3 +192,7 @@ impl Flights {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+#[path = "flight_tests.rs"]
+mod tests;

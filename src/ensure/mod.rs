@@ -19,8 +19,8 @@
 //! 5. the pull itself under a **progress watchdog**: when no byte moves for `progress_timeout`, it is
 //!    cancelled (its partial work is discarded by the puller's cleanup).
 //!
-//! Every request logs kubelet's events (`Pulling`, `Pulled`, `Failed`, `BackOff`) with the pod, and the
-//! outcome is counted in the metrics. Only failures of the registry or of the image arm the back-off; a local
+//! Every request logs kubelet's events (`Pulling`, `Pulled`, `Failed`, `BackOff`) in its span (the RPC's,
+//! which names the pod), and the outcome is counted in the metrics. Only failures of the registry or of the image arm the back-off; a local
 //! one (a disk error, a cancelled pull, the local rate limit) does not ([`EnsureError::arms_backoff`]).
 
 pub mod backoff;
@@ -187,15 +187,9 @@ impl Ensurer {
         if let Some(err) = self.check_backoff(&caller, &name) {
             return TicketState::Done(Err(err));
         }
-        tracing::info!(reason = "Pulling", image = %name, pod = %caller.pod, namespace = %caller.namespace, pod_uid = %caller.uid, work, "Pulling image");
+        tracing::info!(reason = "Pulling", image = %name, work, "Pulling image");
         let (tx, rx) = oneshot::channel();
-        let waiter = Waiter {
-            caller,
-            name,
-            present,
-            started: Instant::now(),
-            tx,
-        };
+        let waiter = Waiter::new(caller, name, present, tx);
         TicketState::Waiting {
             progress: join(waiter),
             result: rx,
@@ -224,7 +218,7 @@ impl Ensurer {
             None => (Reason::ImagePullBackOff, off.last_error.as_str()),
         };
         let message = backoff::backoff_message(name, last_error);
-        tracing::warn!(reason = "BackOff", image = %name, pod = %caller.pod, namespace = %caller.namespace, pod_uid = %caller.uid, remaining = ?off.remaining, "{message}");
+        tracing::warn!(reason = "BackOff", image = %name, remaining = ?off.remaining, "{message}");
         Some(EnsureError::BackOff {
             message,
             remaining: off.remaining,

@@ -14,7 +14,7 @@ impl Images {
             .status(name)
             .map_err(|e| status::to_status(&e, e.name_reason()))?
         else {
-            tracing::debug!(image = name, "ImageStatus: not present");
+            tracing::debug!("ImageStatus: not present");
             return Ok(cri::ImageStatusResponse::default());
         };
         let info = if req.verbose {
@@ -24,7 +24,7 @@ impl Images {
         } else {
             Default::default()
         };
-        tracing::debug!(image = name, id = %rec.id, "ImageStatus");
+        tracing::debug!(id = %rec.id, "ImageStatus");
         Ok(cri::ImageStatusResponse {
             image: Some(convert::image(
                 &rec,

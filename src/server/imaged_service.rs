@@ -8,7 +8,9 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
+use super::instrument::Rpc;
 use super::status;
 use crate::gc::policy::ResourceId;
 use crate::gc::prune::PruneOptions;
@@ -33,14 +35,26 @@ impl ImagedImages for Imaged {
     type PullStream = PullStream;
 
     async fn pull(&self, req: Request<cri::PullImageRequest>) -> Result<Response<PullStream>, Status> {
-        let request = super::pull_image::to_domain(req.into_inner())?;
+        let req = req.into_inner();
+        // The call answers when its stream ends: the exit is logged by the task that feeds the stream.
+        let mut exit = Rpc::info("Pull", &req).enter();
+        let request = match super::pull_image::to_domain(req) {
+            Ok(r) => r,
+            Err(s) => {
+                exit.done(Some(&s));
+                return Err(s);
+            }
+        };
         let service = self.service.clone();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
+        let span = exit.span().clone();
+        let task = async move {
             let ticket = match service.begin_pull(request) {
                 Ok(t) => t,
                 Err(e) => {
-                    let _ = tx.send(Err(status::to_status(&e, Some(e.pull_reason())))).await;
+                    let s = status::to_status(&e, Some(e.pull_reason()));
+                    exit.done(Some(&s));
+                    let _ = tx.send(Err(s)).await;
                     return;
                 }
             };
@@ -79,8 +93,10 @@ impl ImagedImages for Imaged {
                 }
                 Err(e) => Err(status::to_status(&e, Some(e.pull_reason()))),
             };
+            exit.done(message.as_ref().err());
             let _ = tx.send(message).await;
-        });
+        };
+        tokio::spawn(task.instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -88,12 +104,27 @@ impl ImagedImages for Imaged {
         &self,
         req: Request<pb::GarbageCollectRequest>,
     ) -> Result<Response<pb::GarbageCollectResponse>, Status> {
+        let req = req.into_inner();
+        let rpc = Rpc::info("GarbageCollect", &req);
+        rpc.run(self.garbage_collect(req)).await.map(Response::new)
+    }
+
+    async fn prune(&self, req: Request<pb::PruneRequest>) -> Result<Response<pb::PruneResponse>, Status> {
+        let req = req.into_inner();
+        let rpc = Rpc::info("Prune", &req);
+        rpc.run(self.prune(req)).await.map(Response::new)
+    }
+}
+
+impl Imaged {
+    /// GarbageCollect: a GC run now (or what it would remove).
+    async fn garbage_collect(&self, req: pb::GarbageCollectRequest) -> Result<pb::GarbageCollectResponse, Status> {
         let out = self
             .service
-            .gc(req.into_inner().dry_run)
+            .gc(req.dry_run)
             .await
             .map_err(|e| status::to_status(&e, None))?;
-        Ok(Response::new(pb::GarbageCollectResponse {
+        Ok(pb::GarbageCollectResponse {
             removed: out
                 .removed
                 .into_iter()
@@ -110,11 +141,11 @@ impl ImagedImages for Imaged {
             used_bytes_before: out.used_before,
             used_bytes_after: out.used_after,
             shortfall: out.shortfall.unwrap_or_default(),
-        }))
+        })
     }
 
-    async fn prune(&self, req: Request<pb::PruneRequest>) -> Result<Response<pb::PruneResponse>, Status> {
-        let r = req.into_inner();
+    /// Prune: remove the images and resources the options select (or list them).
+    async fn prune(&self, r: pb::PruneRequest) -> Result<pb::PruneResponse, Status> {
         let options = PruneOptions {
             keep_younger_than: r.keep_younger_than_seconds.map(Duration::from_secs),
             keep_tag_revisions: r.keep_tag_revisions.map(|n| n as usize),
@@ -125,7 +156,7 @@ impl ImagedImages for Imaged {
             .prune(&options, r.dry_run)
             .await
             .map_err(|e| status::to_status(&e, None))?;
-        Ok(Response::new(pb::PruneResponse {
+        Ok(pb::PruneResponse {
             images: out
                 .plan
                 .images
@@ -155,7 +186,7 @@ impl ImagedImages for Imaged {
                 .collect(),
             freed_bytes: out.freed_bytes,
             report: out.report,
-        }))
+        })
     }
 }
 

@@ -4,13 +4,15 @@
 //!
 //! Each CRI RPC lives in its own file and only converts between protobuf and domain types (StreamImages sends
 //! slices of ListImages' cached answer); errors become gRPC statuses in one place ([`status`]), and a caller's
-//! expired deadline DEADLINE_EXCEEDED ([`deadline`]).
+//! expired deadline DEADLINE_EXCEEDED ([`deadline`]). Every call runs in its span, with its entry and exit
+//! logged, through one helper ([`instrument`]).
 
 mod convert;
 mod deadline;
 mod image_fs_info;
 mod image_status;
 mod imaged_service;
+mod instrument;
 mod list_images;
 pub mod listener;
 mod pull_image;
@@ -32,6 +34,7 @@ use crate::proto::runtime::v1 as cri;
 use crate::proto::runtime::v1::image_service_server::{ImageService as CriImageService, ImageServiceServer};
 use crate::service::ImageService;
 use crate::uds::MAX_MESSAGE_BYTES;
+use instrument::Rpc;
 
 /// Serves CRI on `listener` until `shutdown` completes, then stops accepting and returns once in-flight
 /// calls are done.
@@ -71,7 +74,9 @@ impl CriImageService for Images {
         &self,
         req: Request<cri::ListImagesRequest>,
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
-        self.list_images(req.into_inner()).map(Response::new)
+        let req = req.into_inner();
+        let rpc = Rpc::trace("ListImages", &req);
+        rpc.run(async { self.list_images(req) }).await.map(Response::new)
     }
 
     type StreamImagesStream = stream_images::ImageStream;
@@ -80,35 +85,45 @@ impl CriImageService for Images {
         &self,
         req: Request<cri::StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        self.stream_images(req.into_inner()).map(Response::new)
+        let req = req.into_inner();
+        let rpc = Rpc::trace("StreamImages", &req);
+        rpc.run(async { self.stream_images(req) }).await.map(Response::new)
     }
 
     async fn image_status(
         &self,
         req: Request<cri::ImageStatusRequest>,
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
-        self.image_status(req.into_inner()).map(Response::new)
+        let req = req.into_inner();
+        let rpc = Rpc::debug("ImageStatus", &req);
+        rpc.run(async { self.image_status(req) }).await.map(Response::new)
     }
 
     async fn pull_image(
         &self,
         req: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
-        self.pull_image(req.into_inner()).await.map(Response::new)
+        let req = req.into_inner();
+        let rpc = Rpc::info("PullImage", &req);
+        rpc.run(self.pull_image(req)).await.map(Response::new)
     }
 
     async fn remove_image(
         &self,
         req: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
-        self.remove_image(req.into_inner()).await.map(Response::new)
+        let req = req.into_inner();
+        let rpc = Rpc::info("RemoveImage", &req);
+        rpc.run(self.remove_image(req)).await.map(Response::new)
     }
 
     async fn image_fs_info(
         &self,
         req: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        Ok(Response::new(self.image_fs_info(req.into_inner())))
+        let req = req.into_inner();
+        let rpc = Rpc::trace("ImageFsInfo", &req);
+        rpc.run(async { Ok(self.image_fs_info(req)) }).await.map(Response::new)
     }
 }
 
