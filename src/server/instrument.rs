@@ -62,6 +62,8 @@ impl Fields for cri::StreamImagesRequest {}
 impl Fields for cri::ImageFsInfoRequest {}
 impl Fields for pb::GarbageCollectRequest {}
 impl Fields for pb::PruneRequest {}
+/// A request that names no image and no pod (containerd's snapshot API names snapshots by key).
+impl Fields for () {}
 
 /// One call of an RPC: its span, opened with the request's fields, and its level.
 pub(super) struct Rpc {

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::error::Classify;
 use crate::proto::containerd::services::snapshots::v1 as api;
 use crate::proto::containerd::types as ctypes;
+use crate::server::instrument::Rpc;
 use crate::server::status::to_status;
 use crate::snapshotter::{Info, Kind, Mount, Snapshotter, SnapshotterError};
 
@@ -28,25 +29,28 @@ impl SnapshotsService {
         api::snapshots_server::SnapshotsServer::new(SnapshotsService { snapshotter })
     }
 
-    /// Runs `f` on the snapshotter off the async threads (it creates, measures and removes directories).
+    /// Runs `f` on the snapshotter off the async threads (it creates, measures and removes directories),
+    /// in the call's span: containerd calls these all the time, so they log at debug.
     async fn run<T: Send + 'static>(
         &self,
         op: &'static str,
         f: impl FnOnce(&Snapshotter) -> Result<T, SnapshotterError> + Send + 'static,
     ) -> Result<T, Status> {
         let sn = self.snapshotter.clone();
-        let result = tokio::task::spawn_blocking(move || f(&sn))
+        Rpc::debug(op, &())
+            .run(async move {
+                let result = tokio::task::spawn_blocking(move || f(&sn))
+                    .await
+                    .map_err(|e| Status::internal(format!("{op}: task failed: {e}")))?;
+                result.map_err(|e| {
+                    // AlreadyExists on Prepare and FailedPrecondition on Remove are answers containerd expects.
+                    if e.kind() == crate::error::ErrorKind::Internal {
+                        tracing::warn!(op, error = %e, "snapshot request failed");
+                    }
+                    to_status(&e, None)
+                })
+            })
             .await
-            .map_err(|e| Status::internal(format!("snapshot {op}: task failed: {e}")))?;
-        result.map_err(|e| {
-            // AlreadyExists on Prepare and FailedPrecondition on Remove are answers containerd expects.
-            if e.kind() == crate::error::ErrorKind::Internal {
-                tracing::warn!(op, error = %e, "snapshot request failed");
-            } else {
-                tracing::debug!(op, error = %e, "snapshot request refused");
-            }
-            to_status(&e, None)
-        })
     }
 }
 
@@ -59,7 +63,7 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
         let r = req.into_inner();
         let labels = BTreeMap::from_iter(r.labels);
         let mounts = self
-            .run("prepare", move |s| s.prepare(&r.key, &r.parent, labels))
+            .run("snapshots.Prepare", move |s| s.prepare(&r.key, &r.parent, labels))
             .await?;
         Ok(Response::new(api::PrepareSnapshotResponse {
             mounts: mounts.into_iter().map(mount).collect(),
@@ -72,7 +76,9 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
     ) -> Result<Response<api::ViewSnapshotResponse>, Status> {
         let r = req.into_inner();
         let labels = BTreeMap::from_iter(r.labels);
-        let mounts = self.run("view", move |s| s.view(&r.key, &r.parent, labels)).await?;
+        let mounts = self
+            .run("snapshots.View", move |s| s.view(&r.key, &r.parent, labels))
+            .await?;
         Ok(Response::new(api::ViewSnapshotResponse {
             mounts: mounts.into_iter().map(mount).collect(),
         }))
@@ -80,7 +86,7 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
 
     async fn mounts(&self, req: Request<api::MountsRequest>) -> Result<Response<api::MountsResponse>, Status> {
         let key = req.into_inner().key;
-        let mounts = self.run("mounts", move |s| s.mounts(&key)).await?;
+        let mounts = self.run("snapshots.Mounts", move |s| s.mounts(&key)).await?;
         Ok(Response::new(api::MountsResponse {
             mounts: mounts.into_iter().map(mount).collect(),
         }))
@@ -89,15 +95,17 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
     async fn commit(&self, req: Request<api::CommitSnapshotRequest>) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let labels = BTreeMap::from_iter(r.labels);
-        self.run("commit", move |s| s.commit(&r.name, &r.key, labels, &r.parent))
-            .await?;
+        self.run("snapshots.Commit", move |s| {
+            s.commit(&r.name, &r.key, labels, &r.parent)
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
     async fn remove(&self, req: Request<api::RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
         let key = req.into_inner().key;
         // The snapshotter also frees the layers only this snapshot still held.
-        self.run("remove", move |s| s.remove(&key)).await?;
+        self.run("snapshots.Remove", move |s| s.remove(&key)).await?;
         Ok(Response::new(()))
     }
 
@@ -106,7 +114,7 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
         req: Request<api::StatSnapshotRequest>,
     ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let key = req.into_inner().key;
-        let info = self.run("stat", move |s| s.stat(&key)).await?;
+        let info = self.run("snapshots.Stat", move |s| s.stat(&key)).await?;
         Ok(Response::new(api::StatSnapshotResponse {
             info: Some(to_info(info)),
         }))
@@ -123,7 +131,9 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let labels = BTreeMap::from_iter(info.labels);
         let name = info.name;
-        let info = self.run("update", move |s| s.update(&name, labels, &paths)).await?;
+        let info = self
+            .run("snapshots.Update", move |s| s.update(&name, labels, &paths))
+            .await?;
         Ok(Response::new(api::UpdateSnapshotResponse {
             info: Some(to_info(info)),
         }))
@@ -133,7 +143,7 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
 
     async fn list(&self, req: Request<api::ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
         let filters = req.into_inner().filters;
-        let infos = self.run("list", move |s| s.list(&filters)).await?;
+        let infos = self.run("snapshots.List", move |s| s.list(&filters)).await?;
         let batches: Vec<Result<api::ListSnapshotsResponse, Status>> = infos
             .chunks(LIST_BATCH)
             .map(|c| {
@@ -147,7 +157,7 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
 
     async fn usage(&self, req: Request<api::UsageRequest>) -> Result<Response<api::UsageResponse>, Status> {
         let key = req.into_inner().key;
-        let u = self.run("usage", move |s| s.usage(&key)).await?;
+        let u = self.run("snapshots.Usage", move |s| s.usage(&key)).await?;
         Ok(Response::new(api::UsageResponse {
             size: i64::try_from(u.bytes).unwrap_or(i64::MAX),
             inodes: i64::try_from(u.inodes).unwrap_or(i64::MAX),
@@ -155,7 +165,7 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
     }
 
     async fn cleanup(&self, _req: Request<api::CleanupRequest>) -> Result<Response<()>, Status> {
-        let removed = self.run("cleanup", |s| s.cleanup()).await?;
+        let removed = self.run("snapshots.Cleanup", |s| s.cleanup()).await?;
         if removed > 0 {
             tracing::info!(
                 directories = removed,
