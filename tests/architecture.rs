@@ -265,3 +265,40 @@ fn a_module_missing_from_the_table_is_named() {
     assert!(report.contains("place module `low` in LAYERS"), "{report}");
     assert!(report.contains("LAYERS places `gone`"), "{report}");
 }
+
+#[test]
+fn paths_in_macro_and_attribute_arguments_count() {
+    let low = "\
+pub struct Low;
+pub fn f() -> String {
+    format!(\"{:?}\", crate::top::top())
+}
+pub struct Opt {
+    #[arg(value_parser = crate::top::parse)]
+    x: u8,
+}
+";
+    let dir = with("src/low.rs", low);
+    let report = check(dir.path(), SMALL, &[]);
+    assert_eq!(
+        sites(&report),
+        ["src/low.rs:3  crate::top::top", "src/low.rs:6  crate::top::parse"],
+        "\n{report}"
+    );
+}
+
+#[test]
+fn super_in_a_path_child_is_resolved_from_that_child() {
+    // `b`'s child `extra`, in a file named by #[path]: its `super::super` is the folder `f`.
+    let mut files = clean();
+    files.retain(|(p, _)| *p != "src/f/b.rs");
+    files.push(("src/f/b.rs", "#[path = \"b_extra.rs\"]\nmod extra;\npub struct B;\n"));
+    files.push(("src/f/b_extra.rs", "use super::super::a::A;\n"));
+    let dir = tree(&files);
+    let report = check(dir.path(), SMALL, &[]);
+    assert_eq!(
+        sites(&report),
+        ["src/f/a.rs:1  super::b::B", "src/f/b_extra.rs:1  super::super::a::A"],
+        "\n{report}"
+    );
+}
