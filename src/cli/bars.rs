@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::progress::{short_digest, status};
+use super::layer_text::{short_digest, status};
 use crate::proto::imaged::v1::{LayerState, PullProgress};
 
 /// A layer being fetched: digest, bar, bytes.
@@ -79,18 +79,7 @@ fn style(state: LayerState) -> ProgressStyle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::imaged::v1::LayerProgress;
-
-    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    fn layer(state: LayerState, done: u64, total: u64) -> LayerProgress {
-        LayerProgress {
-            digest: DIGEST.to_string(),
-            done_bytes: done,
-            total_bytes: total,
-            state: state.into(),
-        }
-    }
+    use crate::cli::layer_text::fixture::{DIGEST, layer};
 
     #[test]
     fn bar_templates_are_valid() {

@@ -15,6 +15,7 @@ mod fsinfo;
 mod gc;
 mod images;
 mod inspect;
+mod layer_text;
 mod mount;
 mod output;
 mod progress;

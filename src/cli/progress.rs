@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressDrawTarget;
 
 use super::bars::Bars;
-use super::output::human_size;
+use super::layer_text::{short_digest, status};
 use crate::proto::imaged::v1::{LayerProgress, LayerState, PullProgress};
 
 /// The least time between two plain lines of one layer in the same state.
 pub const LINE_INTERVAL: Duration = Duration::from_secs(1);
-/// Hex characters of a layer digest shown, as `docker pull` does.
-const SHORT_DIGEST_HEX: usize = 12;
 
 /// How `pull` shows progress on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,32 +35,6 @@ impl ProgressMode {
         } else {
             Self::Lines
         }
-    }
-}
-
-/// `sha256:` and the first 12 hex characters of a digest; a digest without an algorithm is cut alike.
-pub fn short_digest(digest: &str) -> String {
-    let (algorithm, hex) = digest.split_once(':').map_or(("", digest), |(a, h)| (a, h));
-    let hex: String = hex.chars().take(SHORT_DIGEST_HEX).collect();
-    match algorithm {
-        "" => hex,
-        a => format!("{a}:{hex}"),
-    }
-}
-
-/// A layer's state in words: `waiting`, `downloading 12.3MB/45.6MB` (just the bytes done while the size
-/// is unknown), `done`, `already present`.
-pub fn status(layer: &LayerProgress) -> String {
-    match layer.state() {
-        LayerState::Waiting => "waiting".to_string(),
-        LayerState::Downloading if layer.total_bytes > 0 => format!(
-            "downloading {}/{}",
-            human_size(layer.done_bytes),
-            human_size(layer.total_bytes)
-        ),
-        LayerState::Downloading => format!("downloading {}", human_size(layer.done_bytes)),
-        LayerState::Done => "done".to_string(),
-        LayerState::Present => "already present".to_string(),
     }
 }
 
@@ -156,24 +128,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    fn layer(state: LayerState, done: u64, total: u64) -> LayerProgress {
-        LayerProgress {
-            digest: DIGEST.to_string(),
-            done_bytes: done,
-            total_bytes: total,
-            state: state.into(),
-        }
-    }
-
-    #[test]
-    fn short_digest_keeps_the_algorithm_and_12_hex_chars() {
-        assert_eq!(short_digest(DIGEST), "sha256:0123456789ab");
-        assert_eq!(short_digest("0123456789abcdef"), "0123456789ab");
-        assert_eq!(short_digest("sha256:abc"), "sha256:abc");
-    }
+    use crate::cli::layer_text::fixture::layer;
 
     #[test]
     fn lines_show_the_state_and_bytes() {
@@ -191,13 +146,6 @@ mod tests {
             line(&layer(LayerState::Present, 0, 10)),
             "sha256:0123456789ab already present"
         );
-    }
-
-    #[test]
-    fn an_unknown_state_number_reads_as_waiting() {
-        let mut l = layer(LayerState::Waiting, 0, 0);
-        l.state = 99;
-        assert_eq!(status(&l), "waiting");
     }
 
     #[test]

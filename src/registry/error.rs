@@ -4,6 +4,7 @@
 use super::auth::AuthError;
 use super::helper::HelperError;
 use super::hosts::HostsError;
+use super::text::first_line;
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
 
@@ -211,10 +212,6 @@ pub(crate) fn transport_detail(e: &(dyn std::error::Error + 'static)) -> String 
     }
     // reqwest puts the URL in its message; URLs never carry credentials here (we never put them there).
     out
-}
-
-pub(crate) fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().chars().take(200).collect()
 }
 
 fn summarize_body(body: &[u8]) -> String {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::auth::Credentials;
+use super::text::first_line;
 use crate::error::{Classify, ErrorKind};
 
 /// How long a helper may take unless configured otherwise (`registry.credential_helper_timeout`).
@@ -201,7 +202,7 @@ async fn run(
             helper: h,
             registry: r,
             status: status.to_string(),
-            message: super::error::first_line(text.trim()),
+            message: first_line(text.trim()),
         });
     }
     let answer: Answer = serde_json::from_slice(&out).map_err(|e| HelperError::BadAnswer {

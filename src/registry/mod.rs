@@ -20,6 +20,7 @@ mod error;
 pub mod helper;
 mod host_client;
 pub mod hosts;
+mod text;
 mod tls;
 mod token;
 
