@@ -26,9 +26,20 @@ pub trait ImageEvents: Send + Sync {
     fn removed<'a>(&'a self, rec: &'a ImageRecord) -> BoxFuture<'a, ()>;
     /// The ids of the images that the runtime's containers use as far as this bridge sees them, asked
     /// before garbage collection plans (it refreshes what the bridge holds for them first). None by default.
-    fn in_use(&self) -> BoxFuture<'_, HashSet<Digest>> {
-        Box::pin(async { HashSet::new() })
+    /// An error stops the collection: an image in use must never be taken for garbage.
+    fn in_use(&self) -> BoxFuture<'_, Result<HashSet<Digest>, InUseError>> {
+        Box::pin(async { Ok(HashSet::new()) })
     }
+}
+
+/// A runtime could not say which images its containers use.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot list containers of the runtime at {endpoint}: {detail}; no image is collected until it answers")]
+pub struct InUseError {
+    /// Where the runtime was asked.
+    pub endpoint: String,
+    /// Why it did not answer.
+    pub detail: String,
 }
 
 /// No bridge: events go nowhere.
@@ -45,14 +56,39 @@ impl ImageEvents for NoEvents {
     }
 }
 
+/// A bridge to a runtime, as the service holds it: it listens to image events, may run background work (a
+/// reconciler), and says what is wrong on its side for `imaged fsck`. Bridges are built by the composition
+/// root (`daemon`), which knows the configuration; the service only holds them as [`Bridges`].
+pub trait Bridge: ImageEvents {
+    /// Starts the bridge's background work, if it has any; the work stops when the handle is aborted.
+    fn start(self: Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+
+    /// What is wrong on the bridge's side, for `imaged fsck` (nothing by default).
+    fn check(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 /// Every bridge that is on: each event goes to all of them at once, and is over when each is done.
 #[derive(Default)]
-pub struct Bridges(Vec<Arc<dyn ImageEvents>>);
+pub struct Bridges(Vec<Arc<dyn Bridge>>);
 
 impl Bridges {
     /// The bridges that receive events.
-    pub fn new(bridges: Vec<Arc<dyn ImageEvents>>) -> Bridges {
+    pub fn new(bridges: Vec<Arc<dyn Bridge>>) -> Bridges {
         Bridges(bridges)
+    }
+
+    /// Starts each bridge's background work; see [`Bridge::start`].
+    pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.0.iter().filter_map(|b| b.clone().start()).collect()
+    }
+
+    /// What each bridge finds wrong on its side; see [`Bridge::check`].
+    pub fn check(&self) -> Vec<String> {
+        self.0.iter().flat_map(|b| b.check()).collect()
     }
 }
 
@@ -69,10 +105,14 @@ impl ImageEvents for Bridges {
         })
     }
 
-    fn in_use(&self) -> BoxFuture<'_, HashSet<Digest>> {
+    fn in_use(&self) -> BoxFuture<'_, Result<HashSet<Digest>, InUseError>> {
         Box::pin(async move {
             let all = futures_util::future::join_all(self.0.iter().map(|b| b.in_use())).await;
-            all.into_iter().flatten().collect()
+            let mut ids = HashSet::new();
+            for one in all {
+                ids.extend(one?);
+            }
+            Ok(ids)
         })
     }
 }
@@ -100,10 +140,12 @@ mod tests {
             Box::pin(async {})
         }
 
-        fn in_use(&self) -> BoxFuture<'_, HashSet<Digest>> {
-            Box::pin(async { [self.uses].into() })
+        fn in_use(&self) -> BoxFuture<'_, Result<HashSet<Digest>, InUseError>> {
+            Box::pin(async { Ok([self.uses].into()) })
         }
     }
+
+    impl Bridge for Recorder {}
 
     fn record(id: Digest) -> ImageRecord {
         let desc = |d| crate::metadata::Descriptor {
@@ -149,7 +191,11 @@ mod tests {
                 [format!("recorded {a}"), format!("removed {a}")]
             );
         }
-        assert_eq!(bridges.in_use().await, [a, b].into());
-        assert!(NoEvents.in_use().await.is_empty());
+        assert_eq!(bridges.in_use().await.unwrap(), [a, b].into());
+        assert!(NoEvents.in_use().await.unwrap().is_empty());
+        assert!(
+            bridges.start().is_empty(),
+            "no background work unless a bridge has some"
+        );
     }
 }

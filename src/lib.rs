@@ -39,6 +39,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod content;
+pub mod daemon;
 pub mod digest;
 pub mod duration;
 pub mod ensure;

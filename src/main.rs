@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use imaged::config::{Config, DEFAULT_CONFIG_FILE, FileConfig, Overrides};
-use imaged::service::ImageService;
 
 /// How long in-flight calls may run after SIGTERM/SIGINT before the daemon exits anyway. The store is
 /// crash-safe, so cutting a pull short only loses that pull's progress.
@@ -151,7 +150,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             image_id_format: args.image_id_format,
         },
     )?;
-    let service = Arc::new(ImageService::open(&config)?);
+    let service = Arc::new(imaged::daemon::open(&config)?);
     let housekeeping = imaged::service::Housekeeping::start(service.clone(), config.gc.period());
     let _metrics = config.metrics_addr.map(|addr| {
         let s = service.clone();
@@ -236,7 +235,7 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
     // references, rewrites index.json), here awaited before checking. What they repair is found first, and
     // reported.
     let mut repaired = imaged::service::fsck_leftovers(&config.root);
-    let service = ImageService::open(&config)?;
+    let service = imaged::daemon::open(&config)?;
     repaired.extend(service.unreferenced());
     runtime.block_on(service.recover());
     let report = service.fsck();

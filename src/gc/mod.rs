@@ -1,6 +1,5 @@
 //! Disk-threshold image GC and graph-based pruning: the pure policies, and running them on the stores.
 
-pub mod in_use;
 pub mod outcome;
 pub mod pinned;
 pub mod policy;

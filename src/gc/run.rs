@@ -10,14 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::in_use::{RuntimeEndpoint, RuntimeError};
 use super::policy::{self, GcImage, GcPolicy, PolicyError, ResourceId, Usage};
 use super::prune::{self, PruneImage, PruneOptions, TagRevision};
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
 use crate::lease::Item;
 use crate::metadata::ImageRecord;
-use crate::reference::ImageRef;
 use crate::stores::Stores;
 
 mod resources;
@@ -26,9 +24,9 @@ use resources::{digest_of, resources_of};
 /// Why a GC or prune run could not be done.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
-    /// The runtime could not say which images are in use.
+    /// A runtime could not say which images are in use.
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Runtime(#[from] crate::events::InUseError),
     /// The policy or the filesystem figures are invalid.
     #[error("image garbage collection: {0}")]
     Policy(#[from] PolicyError),
@@ -68,7 +66,6 @@ pub struct Collector {
     stores: Stores,
     root: PathBuf,
     pinned: Arc<Pinned>,
-    runtime: Option<RuntimeEndpoint>,
     running: tokio::sync::Mutex<()>,
     events: Arc<dyn crate::events::ImageEvents>,
 }
@@ -80,14 +77,12 @@ impl Collector {
         stores: Stores,
         root: PathBuf,
         pinned: Arc<Pinned>,
-        runtime: Option<RuntimeEndpoint>,
         events: Arc<dyn crate::events::ImageEvents>,
     ) -> Collector {
         Collector {
             stores,
             root,
             pinned,
-            runtime,
             running: tokio::sync::Mutex::new(()),
             events,
         }
@@ -288,30 +283,10 @@ impl Collector {
         }
     }
 
-    /// Ids of images the runtime's containers use, and those the bridges see runtimes' containers use.
+    /// Ids of images the runtimes' containers use, as the bridges see them (the CRI runtime at
+    /// `[gc] runtime_endpoint` is one of them).
     async fn in_use(&self) -> Result<HashSet<Digest>, GcError> {
-        let mut ids = self.events.in_use().await;
-        let Some(rt) = &self.runtime else {
-            return Ok(ids);
-        };
-        let names = rt.images_in_use().await?;
-        ids.extend(names.iter().filter_map(|n| self.resolve(n)));
-        Ok(ids)
-    }
-
-    fn resolve(&self, name: &str) -> Option<Digest> {
-        let m = &self.stores.metadata;
-        if let Ok(d) = name.parse::<Digest>().or_else(|_| Digest::from_hex(name))
-            && m.get(&d).is_some()
-        {
-            return Some(d);
-        }
-        let r = ImageRef::parse(name).ok()?;
-        let rec = match r.digest() {
-            Some(d) => m.by_repo_digest(&r.with_digest(d)),
-            None => r.tagged().and_then(|t| m.by_tag(&t)),
-        };
-        rec.map(|r| r.id)
+        Ok(self.events.in_use().await?)
     }
 
     fn inputs(

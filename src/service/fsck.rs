@@ -128,8 +128,7 @@ impl ImageService {
             }
         }
         r.problems.extend(self.snapshotter.check());
-        r.problems
-            .extend(self.containers_storage.iter().flat_map(|b| b.check()));
+        r.problems.extend(self.bridges.check());
         let leftovers = |dir: std::path::PathBuf, what: &str, r: &mut FsckReport| {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {

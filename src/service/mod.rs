@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub use error::ServiceError;
 pub use fsck::{FsckReport, leftovers as fsck_leftovers};
 pub use housekeeping::Housekeeping;
+pub use open::Opened;
 pub use pin::PullTicket;
 
 use crate::clock::now_ns;
@@ -78,9 +79,7 @@ pub struct ImageService {
     metrics: Arc<Metrics>,
     runtime_handlers: Vec<String>,
     snapshotter: Arc<crate::snapshotter::Snapshotter>,
-    events: Arc<dyn crate::events::ImageEvents>,
-    containerd: Option<Arc<crate::bridge::containerd::ContainerdBridge>>,
-    containers_storage: Option<Arc<crate::bridge::containers_storage::ContainersStorageBridge>>,
+    bridges: Arc<crate::events::Bridges>,
     image_id_format: crate::config::ImageIdFormat,
 }
 
@@ -160,7 +159,7 @@ impl ImageService {
         };
         let removal = self
             .stores
-            .remove_image(self.events.as_ref(), &rec.id, |_| true)
+            .remove_image(self.bridges.as_ref(), &rec.id, |_| true)
             .await?;
         if let Some(r) = removal {
             tracing::info!(image = %name, id = %r.record.id, freed_bytes = r.freed_bytes, "Removed");
@@ -219,24 +218,12 @@ impl ImageService {
     /// Starts the bridges' background work (their reconcilers), if any; each stops when its handle is
     /// aborted.
     pub fn start_bridges(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let containerd = self.containerd.as_ref().map(|b| b.start());
-        let containers_storage = self.containers_storage.as_ref().map(|b| b.start());
-        containerd.into_iter().chain(containers_storage).collect()
-    }
-
-    /// The containers-storage bridge, when `[containers_storage] root` is set.
-    pub fn containers_storage(&self) -> Option<&Arc<crate::bridge::containers_storage::ContainersStorageBridge>> {
-        self.containers_storage.as_ref()
+        self.bridges.start()
     }
 
     /// The id clients see for `rec` (`Image.id`, `image_ref`), in the configured format.
     pub fn image_id(&self, rec: &ImageRecord) -> String {
         self.image_id_format.render(&rec.id)
-    }
-
-    /// The containerd bridge, when `[containerd] address` is set.
-    pub fn containerd(&self) -> Option<&Arc<crate::bridge::containerd::ContainerdBridge>> {
-        self.containerd.as_ref()
     }
 
     /// The snapshotter runtimes build containers' root filesystems with.
@@ -261,10 +248,5 @@ impl ImageService {
         } else {
             Err(ServiceError::UnknownRuntimeHandler(handler.to_string()))
         }
-    }
-
-    /// The stores (for maintenance commands and tests).
-    pub fn stores(&self) -> &Stores {
-        &self.stores
     }
 }

@@ -1,5 +1,7 @@
-//! Opening the service: the stores (with the cleanup a start does), the registry adapter, the puller, the
-//! ensure logic and the collector, from the configuration.
+//! Opening the service, in two steps so the composition root (`daemon`) can build the bridges between
+//! them: [`ImageService::open_stores`] opens the stores (with the cleanup a start does) and the pins,
+//! [`ImageService::open`] the registry adapter, the puller, the ensure logic and the collector over them,
+//! announcing to the bridges it is given.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use crate::content::ContentStore;
 use crate::ensure::backoff::BackoffPolicy;
 use crate::ensure::verify::{CredentialKey, Verifier};
 use crate::ensure::{EnsureOptions, Ensurer};
-use crate::gc::in_use::RuntimeEndpoint;
+use crate::events::{Bridge, Bridges};
 use crate::gc::run::{Collector, Pinned};
 use crate::lease::LeaseTable;
 use crate::metadata::MetadataStore;
@@ -21,14 +23,29 @@ use crate::snapshot::SnapshotStore;
 use crate::stores::Stores;
 use crate::unpack::Capabilities;
 
+/// What [`ImageService::open_stores`] opened: the stores, and what is pinned, which the bridges are built on.
+pub struct Opened {
+    /// The stores.
+    pub stores: Stores,
+    /// What GC never removes (the containerd bridge adds the sandbox image it reads).
+    pub pinned: Arc<Pinned>,
+    snapshotter: Arc<crate::snapshotter::Snapshotter>,
+    caps: Capabilities,
+}
+
+/// An error opening the service at `config.root`.
+fn open_err(config: &Config) -> impl Fn(String) -> ServiceError + '_ {
+    |detail| ServiceError::Open {
+        path: config.root.display().to_string(),
+        detail,
+    }
+}
+
 impl ImageService {
-    /// Opens the store under `config.root` (creating it), drops partial downloads and builds, and sets up
-    /// everything a pull needs. The sweep of unreferenced content follows: [`ImageService::recover`].
-    pub fn open(config: &Config) -> Result<ImageService, ServiceError> {
-        let open_err = |detail: String| ServiceError::Open {
-            path: config.root.display().to_string(),
-            detail,
-        };
+    /// Opens the store under `config.root` (creating it) and drops partial downloads and builds; reads
+    /// the pinned images.
+    pub fn open_stores(config: &Config) -> Result<Opened, ServiceError> {
+        let open_err = open_err(config);
         create_private_dir(&config.root).map_err(|e| open_err(e.to_string()))?;
         let leases = LeaseTable::new();
         // The metadata first: redb locks its file, so a second daemon on the same root stops here, before
@@ -65,6 +82,31 @@ impl ImageService {
             metadata,
             leases,
         };
+        let patterns = config
+            .pinned_images
+            .iter()
+            .map(|s| ImagePattern::parse(s).map_err(|e| open_err(format!("pinned image {s:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The sandbox image is pinned on top of these (containerd's once the bridge reads it).
+        let pinned = Arc::new(Pinned::new(patterns));
+        Ok(Opened {
+            stores,
+            pinned,
+            snapshotter,
+            caps,
+        })
+    }
+
+    /// Sets up everything a pull, GC and prune need over `opened`, announcing to `bridges`. The sweep of
+    /// unreferenced content follows: [`ImageService::recover`].
+    pub fn open(config: &Config, opened: Opened, bridges: Vec<Arc<dyn Bridge>>) -> Result<ImageService, ServiceError> {
+        let open_err = open_err(config);
+        let Opened {
+            stores,
+            pinned,
+            snapshotter,
+            caps,
+        } = opened;
         let registry = Arc::new(Registry::new(RegistryOptions {
             hosts_dir: config.hosts_dir.clone(),
             auth_files: config.auth_files.clone(),
@@ -103,48 +145,12 @@ impl ImageService {
             stale_if_unavailable: p.stale_if_unavailable.unwrap_or(false),
             policy,
         };
-        let patterns = config
-            .pinned_images
-            .iter()
-            .map(|s| ImagePattern::parse(s).map_err(|e| open_err(format!("pinned image {s:?}: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        // The sandbox image is pinned on top of these (containerd's once the bridge reads it).
-        let pinned = Arc::new(Pinned::new(patterns));
-        let containerd = config.containerd.clone().map(|c| {
-            crate::bridge::containerd::ContainerdBridge::new(c, stores.clone(), config.root.clone(), pinned.clone())
-        });
-        // Opened here, before the start's sweep: it leases the layers runtimes' containers sit on.
-        let containers_storage = match &config.containers_storage {
-            Some(c) => Some(
-                crate::bridge::containers_storage::ContainersStorageBridge::open(c, stores.clone())
-                    .map_err(|e| open_err(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let mut bridges: Vec<Arc<dyn crate::events::ImageEvents>> = Vec::new();
-        bridges.extend(containerd.clone().map(|b| b as Arc<dyn crate::events::ImageEvents>));
-        bridges.extend(
-            containers_storage
-                .clone()
-                .map(|b| b as Arc<dyn crate::events::ImageEvents>),
-        );
-        let events: Arc<dyn crate::events::ImageEvents> = match bridges.len() {
-            0 => Arc::new(crate::events::NoEvents),
-            1 => bridges.remove(0),
-            _ => Arc::new(crate::events::Bridges::new(bridges)),
-        };
-        let ensurer = Ensurer::new(puller, ensure, metrics.clone(), events.clone(), verifier)
+        let bridges = Arc::new(Bridges::new(bridges));
+        let ensurer = Ensurer::new(puller, ensure, metrics.clone(), bridges.clone(), verifier)
             .map_err(|e| open_err(format!("[pull]: {e}")))?;
-        let runtime = config.gc.runtime_endpoint.as_deref().map(RuntimeEndpoint::parse);
         let gc_policy = config.gc.policy();
         gc_policy.validate().map_err(|e| open_err(format!("[gc]: {e}")))?;
-        let collector = Collector::new(
-            stores.clone(),
-            config.root.clone(),
-            pinned.clone(),
-            runtime,
-            events.clone(),
-        );
+        let collector = Collector::new(stores.clone(), config.root.clone(), pinned.clone(), bridges.clone());
         let service = ImageService {
             root: config.root.clone(),
             stores,
@@ -155,9 +161,7 @@ impl ImageService {
             metrics,
             runtime_handlers: config.runtime_handlers.clone(),
             snapshotter,
-            events,
-            containerd,
-            containers_storage,
+            bridges,
             image_id_format: config.image_id_format,
         };
         Ok(service)

@@ -101,7 +101,7 @@ impl ContainerdBridge {
     }
 
     /// Starts the reconciler: at once, then whenever work is left over, and every minute.
-    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    fn spawn_reconciler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let bridge = self.clone();
         tokio::spawn(async move {
             let mut delay = RETRY_MIN;
@@ -310,6 +310,12 @@ impl ContainerdBridge {
     fn retry_later(&self) {
         self.dirty.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+}
+
+impl crate::events::Bridge for ContainerdBridge {
+    fn start(self: Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        Some(self.spawn_reconciler())
     }
 }
 

@@ -34,6 +34,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::ContainersStorageConfig;
 use crate::digest::Digest;
+use crate::events::{Bridge, ImageEvents, InUseError};
 use crate::lease::{Item, Lease};
 use crate::metadata::ImageRecord;
 use crate::stores::Stores;
@@ -165,7 +166,7 @@ impl ContainersStorageBridge {
 
     /// Starts the reconciler: it retries failed work and, every minute, lets go of layers whose containers
     /// are gone. Stops when the handle is aborted.
-    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    fn spawn_reconciler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             loop {
@@ -181,7 +182,7 @@ impl ContainersStorageBridge {
 
     /// Problems between the store and imaged's records (for `imaged fsck`): every image listed, every
     /// listed layer's `diff` leading to imaged's layer directory.
-    pub fn check(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<String> {
         let state = lock(&self.shared.state);
         let stores = &self.shared.stores;
         let mut problems = Vec::new();
@@ -284,7 +285,7 @@ fn lock(m: &Mutex<sync::State>) -> std::sync::MutexGuard<'_, sync::State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl crate::events::ImageEvents for ContainersStorageBridge {
+impl ImageEvents for ContainersStorageBridge {
     fn recorded<'a>(&'a self, _rec: &'a Arc<ImageRecord>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.shared.clone().sync(false).await;
@@ -312,8 +313,19 @@ impl crate::events::ImageEvents for ContainersStorageBridge {
         })
     }
 
-    fn in_use(&self) -> BoxFuture<'_, HashSet<Digest>> {
-        Box::pin(self.shared.clone().sync(true))
+    fn in_use(&self) -> BoxFuture<'_, Result<HashSet<Digest>, InUseError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(shared.sync(true).await) })
+    }
+}
+
+impl Bridge for ContainersStorageBridge {
+    fn start(self: Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        Some(self.spawn_reconciler())
+    }
+
+    fn check(&self) -> Vec<String> {
+        self.problems()
     }
 }
 

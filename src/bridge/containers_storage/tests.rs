@@ -214,7 +214,7 @@ async fn a_listed_layer_survives_a_deletion_between_its_records_removal_and_the_
     let ids = layer_ids(app.layers.iter().map(|l| l.diff_id));
     let chains = app.chain_ids();
     f.container_on(&[link_of(&f.store(), &ids[1]), link_of(&f.store(), &ids[0])]);
-    assert_eq!(bridge.in_use().await, [app.id].into());
+    assert_eq!(bridge.in_use().await.unwrap(), [app.id].into());
 
     // A removal has taken the record out, and has not told the bridge yet; meanwhile another removal (of
     // an image sharing these layers, GC, the start's sweep) deletes what nothing protects.
@@ -238,7 +238,7 @@ async fn a_layer_a_primary_container_sits_on_stays_leased_until_the_container_is
     let chains = app.chain_ids();
     // A container on the top layer lists the whole chain, top first.
     f.container_on(&[link_of(&f.store(), &ids[1]), link_of(&f.store(), &ids[0])]);
-    assert_eq!(bridge.in_use().await, [app.id].into());
+    assert_eq!(bridge.in_use().await.unwrap(), [app.id].into());
 
     f.stores.metadata.remove(&app.id).unwrap();
     bridge.removed(&app).await;
@@ -259,7 +259,7 @@ async fn a_layer_a_primary_container_sits_on_stays_leased_until_the_container_is
 
     // The container is gone: GC's question lets go of the layers, which are deleted.
     f.remove_container();
-    assert!(bridge.in_use().await.is_empty());
+    assert!(bridge.in_use().await.unwrap().is_empty());
     assert!(f.layers().is_empty());
     assert!(
         chains
@@ -332,7 +332,7 @@ async fn a_removal_the_store_cannot_follow_yet_keeps_its_layers_until_it_has() {
     // Once the lock is free, the sync finishes the removal and deletes the layers (on its thread, after it
     // let go of the store; GC's question waits for the sync).
     assert!(holder.wait().unwrap().success());
-    assert!(bridge.in_use().await.is_empty());
+    assert!(bridge.in_use().await.unwrap().is_empty());
     assert!(f.images().is_empty() && f.layers().is_empty());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while chains.iter().any(|c| f.stores.snapshots.exists(c)) {
