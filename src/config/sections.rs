@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::bridge::containerd::ContainerdConfig;
+pub use crate::bridge::containers_storage::ContainersStorageConfig;
 use crate::duration::ConfigDuration;
 
 /// `[pull]`: limits, back-off, policy and progress timeout (kubelet's image manager, in the server).
@@ -122,17 +124,6 @@ pub struct ContainerdSection {
     pub snapshotter: Option<String>,
 }
 
-/// The resolved `[containerd]` section, present when publishing is on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerdConfig {
-    /// containerd's gRPC socket.
-    pub address: std::path::PathBuf,
-    /// The namespace images are published in.
-    pub namespace: String,
-    /// The proxy snapshotter's name in containerd's config.
-    pub snapshotter: String,
-}
-
 impl ContainerdSection {
     /// The resolved section with `address` (from the file or `--containerd-address`), if any.
     pub fn resolve(&self, address: Option<std::path::PathBuf>) -> Option<ContainerdConfig> {
@@ -159,15 +150,6 @@ pub struct ContainersStorageSection {
     /// The runtimes' own (primary) stores whose containers may sit on imaged's layers: those layers are
     /// kept while they do. Default `["/var/lib/containers/storage"]`.
     pub primary_roots: Option<Vec<std::path::PathBuf>>,
-}
-
-/// The resolved `[containers_storage]` section, present when the store is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainersStorageConfig {
-    /// The read-only store's directory.
-    pub root: std::path::PathBuf,
-    /// Primary stores read for the containers that use imaged's layers.
-    pub primary_roots: Vec<std::path::PathBuf>,
 }
 
 /// Where CRI-O and podman keep their own images and containers by default.

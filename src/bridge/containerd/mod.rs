@@ -30,12 +30,23 @@ use tonic::Code;
 pub use client::Conn;
 pub use error::BridgeError;
 
-use crate::config::ContainerdConfig;
 use crate::digest::Digest;
 use crate::gc::pinned::Pinned;
 use crate::keyed_lock::KeyedLocks;
 use crate::metadata::ImageRecord;
 use crate::stores::Stores;
+
+/// The resolved `[containerd]` section (`config` reads it from the file and the command line), present
+/// when publishing is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerdConfig {
+    /// containerd's gRPC socket.
+    pub address: std::path::PathBuf,
+    /// The namespace images are published in.
+    pub namespace: String,
+    /// The proxy snapshotter's name in containerd's config.
+    pub snapshotter: String,
+}
 
 /// Longest a publication or removal may take before the pull answers anyway (the reconciler finishes it).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);

@@ -32,12 +32,21 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::ContainersStorageConfig;
 use crate::digest::Digest;
 use crate::events::{Bridge, ImageEvents, InUseError};
 use crate::lease::{Item, Lease};
 use crate::metadata::ImageRecord;
 use crate::stores::Stores;
+
+/// The resolved `[containers_storage]` section (`config` reads it from the file and the command line),
+/// present when the store is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainersStorageConfig {
+    /// The read-only store's directory.
+    pub root: std::path::PathBuf,
+    /// Primary stores read for the containers that use imaged's layers.
+    pub primary_roots: Vec<std::path::PathBuf>,
+}
 
 /// Longest wait for a runtime to let go of a lock of the store (a reader holds it for milliseconds).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(20);
