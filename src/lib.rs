@@ -14,7 +14,7 @@
 //! - [`ensure`]: kubelet's image manager inside the server: pull policy, credential re-verification
 //!   (KEP-2535), back-off, coalescing, limits, the progress watchdog, events.
 //! - [`gc`]: disk-threshold GC and graph pruning (pure policies in `gc::policy` and `gc::prune`, executed on
-//!   the stores by `gc::run`); `gc::pinned`: what is never collected (patterns and the sandbox image).
+//!   the stores by `gc::run`); [`pinned`]: what is never collected (patterns and the sandbox image).
 //! - [`pull`]: one image pull: resolve the reference, choose the platform, fetch and verify every blob,
 //!   apply every layer, commit them and record the image.
 //! - [`unpack`] and [`snapshot`]: applying layer tars safely into overlay-ready snapshot directories keyed by
@@ -53,6 +53,7 @@ pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod pattern;
+pub mod pinned;
 pub mod platform;
 pub mod pull;
 pub mod reference;

@@ -66,7 +66,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub unpack: Option<Limits>,
     /// Images never garbage-collected or pruned: exact references or globs (`quay.io/acme/agent:*`). The
-    /// sandbox image is pinned on top of these, always (`gc::pinned`).
+    /// sandbox image is pinned on top of these, always (`pinned`).
     pub pinned_images: Option<Vec<String>>,
     /// Address for Prometheus metrics (`127.0.0.1:9090`); off when absent.
     pub metrics_addr: Option<String>,

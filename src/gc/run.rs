@@ -16,6 +16,7 @@ use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
 use crate::lease::Item;
 use crate::metadata::ImageRecord;
+use crate::pinned::Pinned;
 use crate::stores::Stores;
 
 mod resources;
@@ -59,7 +60,6 @@ impl Classify for GcError {
 }
 
 pub use super::outcome::{GcOutcome, PruneOutcome, Removed};
-pub use super::pinned::Pinned;
 
 /// Runs GC, prune and sweeps over the stores.
 pub struct Collector {

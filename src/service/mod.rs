@@ -21,9 +21,10 @@ pub use pin::PullTicket;
 
 use crate::clock::now_ns;
 use crate::ensure::{Caller, Ensurer};
-use crate::gc::run::{Collector, GcOutcome, Pinned, PruneOutcome};
+use crate::gc::run::{Collector, GcOutcome, PruneOutcome};
 use crate::metadata::ImageRecord;
 use crate::metrics::Metrics;
+use crate::pinned::Pinned;
 use crate::reference::ImageRef;
 use crate::registry::auth::Credentials;
 use crate::stores::Stores;

@@ -31,9 +31,9 @@ pub use client::Conn;
 pub use error::BridgeError;
 
 use crate::digest::Digest;
-use crate::gc::pinned::Pinned;
 use crate::keyed_lock::KeyedLocks;
 use crate::metadata::ImageRecord;
+use crate::pinned::Pinned;
 use crate::stores::Stores;
 
 /// The resolved `[containerd]` section (`config` reads it from the file and the command line), present

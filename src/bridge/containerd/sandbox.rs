@@ -1,4 +1,4 @@
-//! containerd's sandbox image, which imaged pins as containerd does (see `gc::pinned`).
+//! containerd's sandbox image, which imaged pins as containerd does (see `pinned`).
 //!
 //! Where containerd says which image it pins:
 //! - 1.6 and 1.7: CRI `Status(verbose)` answers `info["config"]`, the CRI plugin's configuration as JSON,
@@ -11,7 +11,7 @@
 //!   CRI ListImages says `pinned: true` for them; their names are pinned too. (So on 2.x the sandbox image is
 //!   known once containerd has pulled it, for its first pod.)
 //!
-//! None of these known, `gc::pinned`'s default (`registry.k8s.io/pause`) stays.
+//! None of these known, `pinned`'s default (`registry.k8s.io/pause`) stays.
 
 use tonic::Code;
 
