@@ -74,6 +74,8 @@ pub struct EnsureOptions {
 /// The ensure logic over a [`Puller`].
 pub struct Ensurer {
     puller: Arc<Puller>,
+    /// The image records, read to answer from the store and touched when an image is used.
+    metadata: Arc<crate::metadata::MetadataStore>,
     options: EnsureOptions,
     flights: Arc<Flights>,
     slots: PullSlots,
@@ -102,6 +104,7 @@ impl Ensurer {
     /// Successful answers are announced to `events` (bridges) before they are returned.
     pub fn new(
         puller: Arc<Puller>,
+        metadata: Arc<crate::metadata::MetadataStore>,
         options: EnsureOptions,
         metrics: Arc<Metrics>,
         events: Arc<dyn crate::events::ImageEvents>,
@@ -110,6 +113,7 @@ impl Ensurer {
         let bucket = limits::TokenBucket::new(options.qps, options.burst, options.max_qps_wait)?;
         Ok(Ensurer {
             puller,
+            metadata,
             slots: PullSlots::new(options.max_parallel_pulls),
             rate: Arc::new(RateLimiter::new(bucket)),
             flights: Arc::new(Flights::new(
@@ -147,7 +151,7 @@ impl Ensurer {
         let state = match (decision, present, check) {
             (Decision::UseLocal, Some(rec), Some(Check::Local)) => {
                 self.metrics.pull_result("present");
-                self.puller.stores().metadata.touch(&rec.id, crate::clock::now_ns());
+                self.metadata.touch(&rec.id, crate::clock::now_ns());
                 TicketState::Done(Ok(rec))
             }
             (Decision::UseLocal, _, Some(Check::Verify(_))) if pull_policy == PullPolicy::Never => {
@@ -197,7 +201,7 @@ impl Ensurer {
     }
 
     fn present(&self, image: &ImageRef) -> Option<Arc<ImageRecord>> {
-        let m = &self.puller.stores().metadata;
+        let m = &self.metadata;
         match image.digest() {
             Some(d) => m.by_repo_digest(&image.with_digest(d)),
             None => image.tagged().and_then(|t| m.by_tag(&t)),

@@ -64,11 +64,6 @@ impl Puller {
         }
     }
 
-    /// The stores.
-    pub fn stores(&self) -> &Stores {
-        &self.stores
-    }
-
     /// The registry adapter.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

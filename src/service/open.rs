@@ -147,8 +147,15 @@ impl ImageService {
             policy,
         };
         let bridges = Arc::new(Bridges::new(bridges));
-        let ensurer = Ensurer::new(puller, ensure, metrics.clone(), bridges.clone(), verifier)
-            .map_err(|e| open_err(format!("[pull]: {e}")))?;
+        let ensurer = Ensurer::new(
+            puller,
+            stores.metadata.clone(),
+            ensure,
+            metrics.clone(),
+            bridges.clone(),
+            verifier,
+        )
+        .map_err(|e| open_err(format!("[pull]: {e}")))?;
         let gc_policy = config.gc.policy();
         gc_policy.validate().map_err(|e| open_err(format!("[gc]: {e}")))?;
         let collector = Collector::new(stores.clone(), config.root.clone(), pinned.clone(), bridges.clone());
