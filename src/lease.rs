@@ -3,7 +3,7 @@
 //! A pull takes a [`Lease`] on every blob digest and snapshot chain id its image names *before* it checks
 //! whether they exist; the stores never delete a leased item. The table's lock also orders a store's
 //! "exists?/leased?" checks with the deletion or commit that follows, so the check and the action are one
-//! step (see `content` and `snapshot`).
+//! step (see `content` and `layers`).
 //!
 //! # Recording versus removal
 //!

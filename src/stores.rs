@@ -16,17 +16,17 @@ use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
 use crate::events::ImageEvents;
+use crate::layers::LayerStore;
 use crate::lease::LeaseTable;
 use crate::metadata::{Grant, ImageRecord, MetadataError, MetadataStore};
-use crate::snapshot::SnapshotStore;
 
 /// The stores: blobs, unpacked layers, image records, and the leases over blobs and layers.
 #[derive(Clone)]
 pub struct Stores {
     /// Blobs.
     pub content: ContentStore,
-    /// Unpacked layers.
-    pub snapshots: SnapshotStore,
+    /// Unpacked layers (snapshot directories by chain id).
+    pub layers: LayerStore,
     /// Image records.
     pub metadata: Arc<MetadataStore>,
     /// Leases over blobs and snapshots.
@@ -165,7 +165,7 @@ impl Stores {
                 }
             }
             if !snaps.contains(d) {
-                match self.snapshots.delete(d) {
+                match self.layers.delete(d) {
                     Ok(n) => freed += n,
                     Err(e) => tracing::warn!(snapshot = %d, error = %e, "could not remove an unreferenced snapshot"),
                 }

@@ -58,10 +58,9 @@ const LAYERS: &[Layer] = &[
         modules: &["events", "pinned"],
         peers: false,
     },
-    // `snapshot` is the layer store (to be renamed `layers`, point 4: rename it here too).
     Layer {
         what: "the image database and the layer store",
-        modules: &["metadata", "snapshot"],
+        modules: &["metadata", "layers"],
         peers: false,
     },
     Layer {

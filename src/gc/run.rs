@@ -232,11 +232,11 @@ impl Collector {
         let stores = self.stores.clone();
         tokio::task::spawn_blocking(move || {
             let mut names = stores.content.list().unwrap_or_default();
-            names.extend(stores.snapshots.list().unwrap_or_default());
+            names.extend(stores.layers.list().unwrap_or_default());
             let before = names.len();
             let freed = stores.discard_unreferenced(&names);
             let after = stores.content.list().map(|v| v.len()).unwrap_or(0)
-                + stores.snapshots.list().map(|v| v.len()).unwrap_or(0);
+                + stores.layers.list().map(|v| v.len()).unwrap_or(0);
             (
                 before.saturating_sub(after),
                 freed,

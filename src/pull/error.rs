@@ -3,10 +3,10 @@
 use crate::content::ContentError;
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
+use crate::layers::LayerError;
 use crate::manifest::ManifestError;
 use crate::metadata::MetadataError;
 use crate::registry::RegistryError;
-use crate::snapshot::SnapshotError;
 use crate::unpack::UnpackError;
 
 /// A failed pull. Nothing of a failed pull becomes visible.
@@ -27,9 +27,9 @@ pub enum PullError {
     /// A layer could not be applied (hostile, malformed or over a limit).
     #[error(transparent)]
     Unpack(#[from] UnpackError),
-    /// The snapshot store failed.
+    /// The layer store failed.
     #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
+    Layers(#[from] LayerError),
     /// The uncompressed layer is not what the config says.
     #[error("layer {layer}: uncompressed content has diff id {actual}, but the image config says {expected}")]
     DiffIdMismatch {
@@ -99,7 +99,7 @@ impl PullError {
     /// the registry's or the image's. Local failures do not arm back-off: pulling again may well work.
     pub fn is_local(&self) -> bool {
         match self {
-            PullError::Metadata(_) | PullError::Snapshot(_) | PullError::Write { .. } => true,
+            PullError::Metadata(_) | PullError::Layers(_) | PullError::Write { .. } => true,
             PullError::Interrupted | PullError::Task(_) => true,
             PullError::Content(e) => matches!(e.kind(), ErrorKind::Internal | ErrorKind::NotFound),
             PullError::Unpack(e) => e.kind() == ErrorKind::Internal,
@@ -116,7 +116,7 @@ impl Classify for PullError {
             PullError::Content(e) => e.kind(),
             PullError::Metadata(e) => e.kind(),
             PullError::Unpack(e) => e.kind(),
-            PullError::Snapshot(e) => e.kind(),
+            PullError::Layers(e) => e.kind(),
             PullError::DiffIdMismatch { .. } => ErrorKind::FailedPrecondition,
             PullError::NoMatchingPlatform { .. } => ErrorKind::NotFound,
             PullError::NestedIndex { .. } => ErrorKind::FailedPrecondition,

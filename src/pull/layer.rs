@@ -23,10 +23,10 @@ use super::PullError;
 use super::progress::LayerState;
 use crate::content::{ContentStore, Ingest};
 use crate::digest::{Digest, Hasher};
+use crate::layers::LayerStore;
 use crate::manifest::{self, Compression};
 use crate::metadata::LayerRecord;
 use crate::registry::Session;
-use crate::snapshot::SnapshotStore;
 use crate::unpack::{self, Capabilities, CountingReader, Limits};
 
 /// Chunks in flight between the network and the unpacking thread. hyper hands over chunks of up to a few
@@ -44,7 +44,7 @@ const DECODE_BUF: usize = 128 * 1024;
 pub(super) struct LayerCtx<'a> {
     pub session: &'a Session,
     pub content: &'a ContentStore,
-    pub snapshots: &'a SnapshotStore,
+    pub snapshots: &'a LayerStore,
     pub limits: Limits,
     pub caps: Capabilities,
     pub downloads: &'a tokio::sync::Semaphore,
@@ -155,8 +155,8 @@ pub(super) async fn ensure_layer(
 
 /// The blocking half of a layer.
 struct Job {
-    pending: crate::snapshot::Pending,
-    snapshots: SnapshotStore,
+    pending: crate::layers::Pending,
+    snapshots: LayerStore,
     chain: Digest,
     /// The chain id of the layer below (`None` for the base layer).
     parent: Option<Digest>,

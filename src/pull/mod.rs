@@ -181,7 +181,7 @@ impl Puller {
         let ctx = layer::LayerCtx {
             session: &session,
             content: &self.stores.content,
-            snapshots: &self.stores.snapshots,
+            snapshots: &self.stores.layers,
             limits: self.options.limits,
             caps: self.options.caps,
             downloads: &self.options.downloads,
@@ -216,7 +216,7 @@ impl Puller {
                 .unwrap_or(0);
             return Err(errors.swap_remove(i));
         }
-        let (snapshots, chain_list) = (self.stores.snapshots.clone(), chains.clone());
+        let (snapshots, chain_list) = (self.stores.layers.clone(), chains.clone());
         tokio::task::spawn_blocking(move || snapshots.inherit_implicit_dirs(&chain_list))
             .await
             .map_err(|e| PullError::Task(e.to_string()))??;

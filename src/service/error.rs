@@ -4,10 +4,10 @@ use crate::content::ContentError;
 use crate::ensure::EnsureError;
 use crate::error::{Classify, ErrorKind, Reason};
 use crate::gc::run::GcError;
+use crate::layers::LayerError;
 use crate::metadata::MetadataError;
 use crate::reference::ReferenceError;
 use crate::registry::auth::AuthError;
-use crate::snapshot::SnapshotError;
 
 /// What went wrong in an image service operation.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +69,9 @@ pub enum ServiceError {
     /// The content store failed.
     #[error(transparent)]
     Content(#[from] ContentError),
-    /// The snapshot store failed.
+    /// The layer store failed.
     #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
+    Layers(#[from] LayerError),
     /// The snapshotter failed to open.
     #[error(transparent)]
     Snapshotter(#[from] crate::snapshotter::SnapshotterError),
@@ -97,7 +97,7 @@ impl Classify for ServiceError {
             ServiceError::Metadata(e) => e.kind(),
             ServiceError::Content(e) => e.kind(),
             ServiceError::Stores(e) => e.kind(),
-            ServiceError::Snapshot(e) => e.kind(),
+            ServiceError::Layers(e) => e.kind(),
             ServiceError::Snapshotter(e) => e.kind(),
             ServiceError::Open { .. } => ErrorKind::Internal,
         }

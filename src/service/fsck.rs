@@ -50,7 +50,7 @@ impl ImageService {
         let images = s.metadata.list();
         let (keep_blobs, keep_snaps) = (referenced_blobs(&images), referenced_snapshots(&images));
         let blobs = s.content.list().unwrap_or_default().into_iter();
-        let snaps = s.snapshots.list().unwrap_or_default().into_iter();
+        let snaps = s.layers.list().unwrap_or_default().into_iter();
         blobs
             .filter(|d| !keep_blobs.contains(d))
             .map(|d| format!("unreferenced blob {d}"))
@@ -101,12 +101,12 @@ impl ImageService {
                 }
             }
             for c in img.chain_ids() {
-                if !s.snapshots.exists(&c) {
+                if !s.layers.exists(&c) {
                     r.problems.push(format!("image {}: snapshot {c} is missing", img.id));
                 }
             }
         }
-        let snapshots = s.snapshots.list().unwrap_or_default();
+        let snapshots = s.layers.list().unwrap_or_default();
         r.snapshots = snapshots.len();
         let (keep_blobs, keep_snaps) = (referenced_blobs(&images), referenced_snapshots(&images));
         r.problems.extend(
@@ -123,7 +123,7 @@ impl ImageService {
                 .map(|c| format!("snapshot {c} is unreferenced")),
         );
         for c in &snapshots {
-            if !s.snapshots.link_path(c).is_some_and(|l| l.is_dir()) {
+            if !s.layers.link_path(c).is_some_and(|l| l.is_dir()) {
                 r.problems.push(format!("snapshot {c} has no link in snapshots/l/"));
             }
         }

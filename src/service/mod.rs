@@ -199,7 +199,7 @@ impl ImageService {
     /// containerd counts them; those are measured in the background at most every 10 s).
     pub fn fs_usage(&self) -> FsUsage {
         let (blob_bytes, blob_inodes) = self.stores.content.usage();
-        let (snap_bytes, snap_inodes) = self.stores.snapshots.usage();
+        let (snap_bytes, snap_inodes) = self.stores.layers.usage();
         let (runtime, stale) = self.snapshotter.usage_total();
         if stale && let Ok(rt) = tokio::runtime::Handle::try_current() {
             let s = self.snapshotter.clone();

@@ -13,6 +13,7 @@ use crate::ensure::verify::{CredentialKey, Verifier};
 use crate::ensure::{EnsureOptions, Ensurer};
 use crate::events::{Bridge, Bridges};
 use crate::gc::run::Collector;
+use crate::layers::LayerStore;
 use crate::lease::LeaseTable;
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
@@ -20,7 +21,6 @@ use crate::pattern::ImagePattern;
 use crate::pinned::Pinned;
 use crate::pull::{PullOptions, Puller};
 use crate::registry::{Registry, RegistryOptions};
-use crate::snapshot::SnapshotStore;
 use crate::stores::Stores;
 use crate::unpack::Capabilities;
 
@@ -58,10 +58,10 @@ impl ImageService {
         // Deletions ask the records too: what an image references is never deleted (see `lease`).
         leases.set_references(metadata.clone());
         let content = ContentStore::open(&config.root.join("content"), leases.clone())?;
-        let snapshots = SnapshotStore::open(&config.root.join("snapshots"), leases.clone())?;
+        let layers = LayerStore::open(&config.root.join("snapshots"), leases.clone())?;
         // Stores written before snapshots recorded their parents learn them from the images' chains.
         let chains: Vec<Vec<crate::digest::Digest>> = metadata.list().iter().map(|r| r.chain_ids()).collect();
-        let filled = snapshots.fill_parents(chains.iter().map(Vec::as_slice))?;
+        let filled = layers.fill_parents(chains.iter().map(Vec::as_slice))?;
         if filled > 0 {
             tracing::info!(
                 snapshots = filled,
@@ -70,7 +70,7 @@ impl ImageService {
         }
         let snapshotter = Arc::new(crate::snapshotter::Snapshotter::open(
             &config.root.join("snapshotter"),
-            snapshots.clone(),
+            layers.clone(),
             leases.clone(),
         )?);
         let caps = Capabilities::probe(&config.root.join("snapshots"));
@@ -79,7 +79,7 @@ impl ImageService {
         }
         let stores = Stores {
             content,
-            snapshots,
+            layers,
             metadata,
             leases,
         };

@@ -18,7 +18,7 @@ pub(super) fn info(stores: &Stores, rec: &ImageRecord) -> Result<HashMap<String,
     let snapshots: Vec<String> = rec
         .chain_ids()
         .iter()
-        .map(|c| stores.snapshots.fs_dir(c).display().to_string())
+        .map(|c| stores.layers.fs_dir(c).display().to_string())
         .collect();
     let lowerdir = snapshots.iter().rev().cloned().collect::<Vec<_>>().join(":");
     let spec: serde_json::Value = serde_json::from_slice(&config).unwrap_or(serde_json::Value::Null);

@@ -14,7 +14,7 @@
 //! Two kinds of snapshots live here:
 //! - **imaged's layers** are committed snapshots named by their chain id (`sha256:…`), each with its
 //!   parent layer, labelled `containerd.io/snapshot.ref=<chain id>`. They are owned by the layer store
-//!   ([`crate::snapshot`]) and never created or removed through this API: `Remove` answers
+//!   ([`crate::layers`]) and never created or removed through this API: `Remove` answers
 //!   FailedPrecondition (what containerd's garbage collection logs and skips), and a `Prepare` whose
 //!   `containerd.io/snapshot.ref` label names a layer that exists on the same parent answers
 //!   AlreadyExists, which is how containerd adopts a remote snapshot instead of unpacking it.
@@ -53,8 +53,8 @@ pub use error::SnapshotterError;
 pub use records::Labels;
 
 use crate::digest::Digest;
+use crate::layers::{LayerParent, LayerStore};
 use crate::lease::{Lease, LeaseTable};
-use crate::snapshot::{LayerParent, SnapshotStore};
 use records::{Record, Records, State};
 
 /// The label containerd puts on the Prepare of a layer it is about to unpack, naming the layer's chain id;
@@ -133,7 +133,7 @@ pub struct Usage {
 /// The snapshotter; share it behind an `Arc`.
 pub struct Snapshotter {
     dir: PathBuf,
-    layers: SnapshotStore,
+    layers: LayerStore,
     leases: Arc<LeaseTable>,
     records: Records,
     state: RwLock<State>,
@@ -150,7 +150,7 @@ pub struct Snapshotter {
 impl Snapshotter {
     /// Opens (creating) the snapshotter in `dir`, over the layers of `layers` (leased on `leases`): removes
     /// directories left without a record by a crash and takes the records' leases on their layers.
-    pub fn open(dir: &Path, layers: SnapshotStore, leases: Arc<LeaseTable>) -> Result<Snapshotter, SnapshotterError> {
+    pub fn open(dir: &Path, layers: LayerStore, leases: Arc<LeaseTable>) -> Result<Snapshotter, SnapshotterError> {
         let snapshots = dir.join("snapshots");
         std::fs::create_dir_all(&snapshots).map_err(error::io("create", &snapshots))?;
         let (records, state) = Records::open(&dir.join("metadata.redb"))?;

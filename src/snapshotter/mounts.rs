@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::records::{Record, State};
 use super::{Kind, Mount, Snapshotter, SnapshotterError, idmap};
 use crate::digest::Digest;
-use crate::snapshot::LayerParent;
+use crate::layers::LayerParent;
 
 /// One directory below a snapshot.
 #[derive(Debug, Clone)]

@@ -150,7 +150,7 @@ impl Snapshotter {
         }
         drop(state);
         let fs_dir = self.record_dir(rec.id).join("fs");
-        let (bytes, inodes) = crate::snapshot::measure(&fs_dir).map_err(error::io("measure", &fs_dir))?;
+        let (bytes, inodes) = crate::layers::measure(&fs_dir).map_err(error::io("measure", &fs_dir))?;
         let now = now_ns();
         let committed = Record {
             kind: Kind::Committed,

@@ -10,7 +10,7 @@ use crate::lease::LeaseTable;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    layers: SnapshotStore,
+    layers: LayerStore,
     leases: Arc<LeaseTable>,
     sn: Snapshotter,
     root: std::path::PathBuf,
@@ -20,7 +20,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let leases = LeaseTable::new();
-    let layers = SnapshotStore::open(&root.join("snapshots"), leases.clone()).unwrap();
+    let layers = LayerStore::open(&root.join("snapshots"), leases.clone()).unwrap();
     let sn = Snapshotter::open(&root.join("snapshotter"), layers.clone(), leases.clone()).unwrap();
     Fixture {
         _dir: dir,
@@ -47,7 +47,7 @@ impl Fixture {
         } = self;
         drop((sn, layers));
         let leases = LeaseTable::new();
-        let layers = SnapshotStore::open(&root.join("snapshots"), leases.clone()).unwrap();
+        let layers = LayerStore::open(&root.join("snapshots"), leases.clone()).unwrap();
         let sn = Snapshotter::open(&root.join("snapshotter"), layers.clone(), leases.clone()).unwrap();
         Fixture {
             _dir,

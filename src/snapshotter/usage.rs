@@ -28,7 +28,7 @@ impl Snapshotter {
             Some(r) if r.kind == Kind::Active => {
                 let dir = self.record_dir(r.id).join("fs");
                 drop(state);
-                let (bytes, inodes) = crate::snapshot::measure(&dir).map_err(error::io("measure", &dir))?;
+                let (bytes, inodes) = crate::layers::measure(&dir).map_err(error::io("measure", &dir))?;
                 Ok(Usage { bytes, inodes })
             }
             Some(r) => Ok(Usage {
@@ -84,7 +84,7 @@ impl Snapshotter {
         let mut u = Usage::default();
         for dir in &dirs {
             // A snapshot removed meanwhile simply counts nothing.
-            if let Ok((bytes, inodes)) = crate::snapshot::measure(dir) {
+            if let Ok((bytes, inodes)) = crate::layers::measure(dir) {
                 u.bytes += bytes;
                 u.inodes += inodes;
             }

@@ -206,7 +206,7 @@ impl ContainersStorageBridge {
                 continue;
             };
             let diff = state.files.overlay().join(id).join("diff");
-            let same = std::fs::canonicalize(&diff).ok() == std::fs::canonicalize(stores.snapshots.fs_dir(&chain)).ok();
+            let same = std::fs::canonicalize(&diff).ok() == std::fs::canonicalize(stores.layers.fs_dir(&chain)).ok();
             if !same || !diff.is_dir() {
                 problems.push(format!(
                     "containers-storage: layer {id}'s diff does not lead to layer {chain}"

@@ -131,7 +131,7 @@ impl State {
     fn add_layers(&mut self, stores: &Stores, plan: &Plan) -> io::Result<()> {
         let mut union = self.layers.clone();
         for (id, pl) in &plan.layers {
-            let fs_dir = stores.snapshots.fs_dir(&pl.chain);
+            let fs_dir = stores.layers.fs_dir(&pl.chain);
             let fresh = self.layers.get(id) != Some(&pl.json);
             if (fresh || self.verify) && !self.files.layer_dir_is(pl, &fs_dir) {
                 self.files.write_layer_dir(pl, &fs_dir)?;
@@ -304,14 +304,14 @@ impl State {
 /// What the layer store records about layer `chain` (its size measured from `layer`'s blob, and recorded,
 /// if the store predates recording it).
 fn facts_of(stores: &Stores, chain: &Digest, layer: &crate::metadata::LayerRecord) -> Option<LayerFacts> {
-    let meta = stores.snapshots.meta(chain)?;
+    let meta = stores.layers.meta(chain)?;
     let diff_size = match meta.diff_size {
         Some(n) => n,
         None => {
             let path = stores.content.blob_path(&layer.blob.digest);
             match tar_size(&path, &layer.blob.media_type) {
                 Ok(n) => {
-                    if let Err(e) = stores.snapshots.record_diff_size(chain, n) {
+                    if let Err(e) = stores.layers.record_diff_size(chain, n) {
                         tracing::warn!(layer = %chain, error = %e, "cannot record the layer's size");
                     }
                     n

@@ -11,9 +11,9 @@ use super::lockfile::tests::hold_lock_elsewhere;
 use super::*;
 use crate::content::ContentStore;
 use crate::events::ImageEvents;
+use crate::layers::LayerStore;
 use crate::lease::LeaseTable;
 use crate::metadata::{Descriptor, LayerRecord, MetadataStore};
-use crate::snapshot::SnapshotStore;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -26,7 +26,7 @@ impl Fixture {
         let leases = LeaseTable::new();
         let stores = Stores {
             content: ContentStore::open(&dir.path().join("content"), leases.clone()).unwrap(),
-            snapshots: SnapshotStore::open(&dir.path().join("snapshots"), leases.clone()).unwrap(),
+            layers: LayerStore::open(&dir.path().join("snapshots"), leases.clone()).unwrap(),
             metadata: Arc::new(MetadataStore::open(&dir.path().join("metadata.redb")).unwrap()),
             leases,
         };
@@ -69,11 +69,11 @@ impl Fixture {
             let chain = *crate::metadata::chain_ids(records.iter().map(|l| l.diff_id))
                 .last()
                 .unwrap();
-            if !self.stores.snapshots.exists(&chain) {
-                let p = self.stores.snapshots.prepare().unwrap();
+            if !self.stores.layers.exists(&chain) {
+                let p = self.stores.layers.prepare().unwrap();
                 std::fs::write(p.fs().join(file), file).unwrap();
                 self.stores
-                    .snapshots
+                    .layers
                     .commit(p, &chain, parent.as_ref(), true, Vec::new(), Some(file.len() as u64))
                     .unwrap();
             }
@@ -171,7 +171,7 @@ async fn the_store_lists_what_imaged_records_on_its_layer_directories_and_reader
     let top = f.store().join("overlay").join(&ids[1]);
     assert_eq!(
         std::fs::read_link(top.join("diff")).unwrap(),
-        f.stores.snapshots.fs_dir(&app.chain_ids()[1])
+        f.stores.layers.fs_dir(&app.chain_ids()[1])
     );
     assert_eq!(
         std::fs::read_to_string(top.join("lower")).unwrap(),
@@ -221,12 +221,12 @@ async fn a_listed_layer_survives_a_deletion_between_its_records_removal_and_the_
     f.stores.metadata.remove(&app.id).unwrap();
     f.stores.discard_unreferenced(&chains);
     assert!(
-        chains.iter().all(|c| f.stores.snapshots.exists(c)),
+        chains.iter().all(|c| f.stores.layers.exists(c)),
         "listed layers a container sits on were deleted in the window"
     );
     bridge.removed(&app).await;
     assert_eq!(f.layers().len(), 2, "the container's layers stay listed");
-    assert!(chains.iter().all(|c| f.stores.snapshots.exists(c)));
+    assert!(chains.iter().all(|c| f.stores.layers.exists(c)));
 }
 
 #[tokio::test]
@@ -249,7 +249,7 @@ async fn a_layer_a_primary_container_sits_on_stays_leased_until_the_container_is
     assert!(
         chains
             .iter()
-            .all(|c| f.stores.snapshots.exists(c) && f.stores.leases.is_leased(&Item::Snapshot(*c)))
+            .all(|c| f.stores.layers.exists(c) && f.stores.leases.is_leased(&Item::Snapshot(*c)))
     );
 
     // Reopened (a restart), the hold is found again before anything else could delete the layers.
@@ -264,7 +264,7 @@ async fn a_layer_a_primary_container_sits_on_stays_leased_until_the_container_is
     assert!(
         chains
             .iter()
-            .all(|c| !f.stores.snapshots.exists(c) && !f.stores.leases.is_leased(&Item::Snapshot(*c)))
+            .all(|c| !f.stores.layers.exists(c) && !f.stores.leases.is_leased(&Item::Snapshot(*c)))
     );
 }
 
@@ -325,7 +325,7 @@ async fn a_removal_the_store_cannot_follow_yet_keeps_its_layers_until_it_has() {
     f.stores.discard_unreferenced(&chains);
     assert_eq!(f.images().len(), 1);
     assert!(
-        chains.iter().all(|c| f.stores.snapshots.exists(c)),
+        chains.iter().all(|c| f.stores.layers.exists(c)),
         "a listed image's layers were deleted"
     );
 
@@ -335,7 +335,7 @@ async fn a_removal_the_store_cannot_follow_yet_keeps_its_layers_until_it_has() {
     assert!(bridge.in_use().await.unwrap().is_empty());
     assert!(f.images().is_empty() && f.layers().is_empty());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while chains.iter().any(|c| f.stores.snapshots.exists(c)) {
+    while chains.iter().any(|c| f.stores.layers.exists(c)) {
         assert!(std::time::Instant::now() < deadline, "the removed image's layers stay");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -13,7 +13,7 @@ impl Collector {
         match digest_of(r) {
             Some(d) => match r {
                 ResourceId::Blob(_) => self.stores.content.contains(&d),
-                ResourceId::Snapshot(_) => self.stores.snapshots.exists(&d),
+                ResourceId::Snapshot(_) => self.stores.layers.exists(&d),
             },
             None => false,
         }
@@ -29,7 +29,7 @@ impl Collector {
                 out.insert(r.clone(), self.size_of(&r));
             }
         }
-        for c in s.snapshots.list().unwrap_or_default() {
+        for c in s.layers.list().unwrap_or_default() {
             if !s.leases.is_leased(&Item::Snapshot(c)) {
                 let r = ResourceId::Snapshot(c.to_string());
                 out.insert(r.clone(), self.size_of(&r));
@@ -48,7 +48,7 @@ impl Collector {
             ResourceId::Snapshot(c) => c
                 .parse()
                 .ok()
-                .and_then(|c| self.stores.snapshots.meta(&c))
+                .and_then(|c| self.stores.layers.meta(&c))
                 .map_or(0, |m| m.bytes),
         }
     }

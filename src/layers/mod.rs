@@ -1,4 +1,5 @@
-//! The snapshot store: each layer applied once, under its chain id.
+//! The layer store: each layer applied once, under its chain id (containerd would call each one a committed
+//! snapshot; the on-disk names keep that word).
 //!
 //! ```text
 //! <root>/snapshots/<chain-id hex>/fs         the layer's changes, overlay-ready (see `unpack`)
@@ -42,21 +43,21 @@ use crate::lease::LeaseTable;
 /// What went wrong in the snapshot store.
 #[derive(Debug, thiserror::Error)]
 #[error("snapshot store: cannot {op} {path}: {source}")]
-pub struct SnapshotError {
+pub struct LayerError {
     op: &'static str,
     path: PathBuf,
     source: io::Error,
 }
 
-impl Classify for SnapshotError {
+impl Classify for LayerError {
     fn kind(&self) -> ErrorKind {
         ErrorKind::Internal
     }
 }
 
-fn err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError {
+fn err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayerError {
     let path = path.to_path_buf();
-    move |source| SnapshotError { op, path, source }
+    move |source| LayerError { op, path, source }
 }
 
 /// What a committed snapshot records about itself.
@@ -69,11 +70,11 @@ pub struct SnapshotMeta {
     /// Whether deletions are in overlay form (true) or OCI marker files (false).
     pub overlay_whiteouts: bool,
     /// Directories the layer only implies; they take their attributes from the layers below (see
-    /// [`SnapshotStore::inherit_implicit_dirs`]).
+    /// [`LayerStore::inherit_implicit_dirs`]).
     #[serde(default)]
     pub implicit_dirs: Vec<PathBuf>,
     /// The chain id of the layer below: `""` for a base layer, absent in stores written before imaged
-    /// recorded it (filled in from the image records at start: [`SnapshotStore::fill_parents`]).
+    /// recorded it (filled in from the image records at start: [`LayerStore::fill_parents`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// The name of the snapshot's link in `l/` (absent in older stores until the store opens).
@@ -111,7 +112,7 @@ fn parent_field(parent: Option<&Digest>) -> Option<String> {
     Some(parent.map(|d| d.to_string()).unwrap_or_default())
 }
 
-/// A snapshot being built: apply the layer into [`Pending::fs`], then [`SnapshotStore::commit`].
+/// A snapshot being built: apply the layer into [`Pending::fs`], then [`LayerStore::commit`].
 #[derive(Debug)]
 pub struct Pending {
     dir: PathBuf,
@@ -135,7 +136,7 @@ impl Drop for Pending {
 
 /// The snapshot store; cheap to clone.
 #[derive(Clone)]
-pub struct SnapshotStore {
+pub struct LayerStore {
     inner: Arc<Inner>,
 }
 
@@ -147,10 +148,10 @@ struct Inner {
     building: KeyedLocks<Digest>,
 }
 
-impl SnapshotStore {
+impl LayerStore {
     /// Opens (creating) the store under `root`, removing unfinished builds and deletions, and links that
     /// lead nowhere; gives every snapshot its link (stores written before links existed get them here).
-    pub fn open(root: &Path, leases: Arc<LeaseTable>) -> Result<SnapshotStore, SnapshotError> {
+    pub fn open(root: &Path, leases: Arc<LeaseTable>) -> Result<LayerStore, LayerError> {
         fs::create_dir_all(root).map_err(err("create", root))?;
         mark_top_dir(root);
         let links = root.join(link::LINK_DIR);
@@ -190,7 +191,7 @@ impl SnapshotStore {
                 remove_tree(&entry.path()).map_err(err("remove stale link", &entry.path()))?;
             }
         }
-        Ok(SnapshotStore {
+        Ok(LayerStore {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
                 leases,
@@ -203,7 +204,7 @@ impl SnapshotStore {
 
     /// Records the parents of snapshots written before imaged recorded them, from the images' chains
     /// (each base first). Snapshots no image names keep an unknown parent; the start's sweep removes them.
-    pub fn fill_parents<'a>(&self, chains: impl IntoIterator<Item = &'a [Digest]>) -> Result<usize, SnapshotError> {
+    pub fn fill_parents<'a>(&self, chains: impl IntoIterator<Item = &'a [Digest]>) -> Result<usize, LayerError> {
         let mut filled = 0;
         for chain in chains {
             for (i, c) in chain.iter().enumerate() {
@@ -257,7 +258,7 @@ impl SnapshotStore {
     }
 
     /// A fresh directory to build a snapshot in.
-    pub fn prepare(&self) -> Result<Pending, SnapshotError> {
+    pub fn prepare(&self) -> Result<Pending, LayerError> {
         let n = self.inner.next_tmp.fetch_add(1, Ordering::Relaxed);
         let dir = self.inner.root.join(format!("tmp-{}-{n}", std::process::id()));
         let _ = remove_tree(&dir);
@@ -276,7 +277,7 @@ impl SnapshotStore {
         overlay_whiteouts: bool,
         implicit_dirs: Vec<PathBuf>,
         diff_size: Option<u64>,
-    ) -> Result<SnapshotMeta, SnapshotError> {
+    ) -> Result<SnapshotMeta, LayerError> {
         // The recorded size is everything the snapshot's directory holds, meta.json and the directories
         // included, so that GC's "bytes freed" is what deleting it really releases. meta.json is written
         // once to be measured and again with the figure (a small file keeps its one block).
@@ -337,7 +338,7 @@ impl SnapshotStore {
 
     /// Records the size of the tar a snapshot was applied from, for snapshots committed before imaged
     /// recorded it (measured again from the layer's blob by whoever needs it).
-    pub fn record_diff_size(&self, chain: &Digest, diff_size: u64) -> Result<(), SnapshotError> {
+    pub fn record_diff_size(&self, chain: &Digest, diff_size: u64) -> Result<(), LayerError> {
         let dir = self.dir(chain);
         let Some(mut meta) = read_meta(&dir) else {
             return Ok(()); // Deleted meanwhile: nothing to record.
@@ -347,7 +348,7 @@ impl SnapshotStore {
     }
 
     /// Deletes a snapshot unless leased or referenced by a recorded image; returns the bytes freed.
-    pub fn delete(&self, chain: &Digest) -> Result<u64, SnapshotError> {
+    pub fn delete(&self, chain: &Digest) -> Result<u64, LayerError> {
         let dir = self.dir(chain);
         let (meta, tmp) = {
             let leases = self.inner.leases.lock();
@@ -370,7 +371,7 @@ impl SnapshotStore {
     }
 
     /// Every complete snapshot's chain id.
-    pub fn list(&self) -> Result<Vec<Digest>, SnapshotError> {
+    pub fn list(&self) -> Result<Vec<Digest>, LayerError> {
         let root = &self.inner.root;
         let mut out = Vec::new();
         for entry in fs::read_dir(root).map_err(err("read", root))? {

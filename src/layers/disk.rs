@@ -7,14 +7,14 @@ use std::path::Path;
 
 use rustix::fs::{IFlags, Mode, OFlags};
 
-use super::{SnapshotError, SnapshotMeta, err};
+use super::{LayerError, SnapshotMeta, err};
 
 pub(super) fn read_meta(dir: &Path) -> Option<SnapshotMeta> {
     serde_json::from_slice(&fs::read(dir.join("meta.json")).ok()?).ok()
 }
 
 /// Replaces a committed snapshot's meta.json (write aside, fsync, rename): a crash leaves the old or the new.
-pub(super) fn write_meta_atomically(dir: &Path, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
+pub(super) fn write_meta_atomically(dir: &Path, meta: &SnapshotMeta) -> Result<(), LayerError> {
     let tmp = dir.join("meta.json.tmp");
     let mut f = fs::File::create(&tmp).map_err(err("create", &tmp))?;
     f.write_all(&serde_json::to_vec(meta).unwrap_or_default())

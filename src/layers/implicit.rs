@@ -3,16 +3,16 @@
 
 use std::fs;
 
-use super::{SnapshotError, SnapshotStore, err};
+use super::{LayerError, LayerStore, err};
 use crate::digest::Digest;
 
-impl SnapshotStore {
+impl LayerStore {
     /// Gives the implicit directories of each layer of `chains` (base first) the mode, owner and time of
     /// the same directory in the nearest layer below that has it, as containerd's applier does when it
     /// creates a missing parent. Layers are applied concurrently and independently, so this runs once the
     /// whole chain exists; it is idempotent, and a chain id fixes the layers below, so every image sharing
     /// a snapshot computes the same result.
-    pub fn inherit_implicit_dirs(&self, chains: &[Digest]) -> Result<(), SnapshotError> {
+    pub fn inherit_implicit_dirs(&self, chains: &[Digest]) -> Result<(), LayerError> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         for (i, chain) in chains.iter().enumerate().skip(1) {
             let Some(meta) = self.meta(chain) else { continue };

@@ -8,7 +8,7 @@ use rustix::fs::{IFlags, Mode, OFlags};
 fn store_root_is_a_top_directory_on_ext4() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("snapshots");
-    SnapshotStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
+    LayerStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
     let fs = rustix::fs::statfs(&root).unwrap();
     const EXT_SUPER_MAGIC: i64 = 0xEF53;
     if fs.f_type as i64 == EXT_SUPER_MAGIC {
@@ -17,7 +17,7 @@ fn store_root_is_a_top_directory_on_ext4() {
     }
 }
 
-fn commit(store: &SnapshotStore, n: u8, parent: Option<&Digest>) -> Digest {
+fn commit(store: &LayerStore, n: u8, parent: Option<&Digest>) -> Digest {
     let chain = Digest::of(&[n]);
     let p = store.prepare().unwrap();
     fs::write(p.fs().join("f"), [n]).unwrap();
@@ -30,7 +30,7 @@ fn layers_get_links_and_parents_which_survive_reopening_and_go_with_the_layer() 
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("snapshots");
     let leases = Arc::new(LeaseTable::default());
-    let store = SnapshotStore::open(&root, leases.clone()).unwrap();
+    let store = LayerStore::open(&root, leases.clone()).unwrap();
     let a = commit(&store, 1, None);
     let b = commit(&store, 2, Some(&a));
     assert_eq!(store.meta(&a).unwrap().parent(), Some(LayerParent::Base));
@@ -43,7 +43,7 @@ fn layers_get_links_and_parents_which_survive_reopening_and_go_with_the_layer() 
     fs::remove_file(store.link_path(&a).unwrap()).unwrap();
     std::os::unix::fs::symlink("../nowhere/fs", root.join("l/strayabcde")).unwrap();
     drop(store);
-    let store = SnapshotStore::open(&root, leases.clone()).unwrap();
+    let store = LayerStore::open(&root, leases.clone()).unwrap();
     assert_eq!(fs::read(store.link_path(&a).unwrap().join("f")).unwrap(), [1]);
     assert!(!root.join("l/strayabcde").exists());
     assert!(store.delete(&b).unwrap() > 0);
@@ -58,7 +58,7 @@ fn layers_get_links_and_parents_which_survive_reopening_and_go_with_the_layer() 
 fn parents_of_an_older_store_come_from_the_image_chains() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("snapshots");
-    let store = SnapshotStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
+    let store = LayerStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
     let a = commit(&store, 1, None);
     let b = commit(&store, 2, Some(&a));
     // As written before parents and links were recorded.
@@ -69,7 +69,7 @@ fn parents_of_an_older_store_come_from_the_image_chains() {
         write_meta_atomically(&store.dir(c), &m).unwrap();
     }
     drop(store);
-    let store = SnapshotStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
+    let store = LayerStore::open(&root, Arc::new(LeaseTable::default())).unwrap();
     assert!(store.link_path(&b).is_some(), "links are made at open");
     assert_eq!(store.meta(&b).unwrap().parent(), None);
     assert_eq!(store.fill_parents([[a, b].as_slice()]).unwrap(), 2);
