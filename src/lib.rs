@@ -2,37 +2,42 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way, from the wire down to the disk:
+//! Dependencies point one way, from the wire down to the disk, in these layers (a module imports only
+//! modules of layers below its own; `tests/architecture.rs` holds the same order as one table and fails the
+//! build's tests on an import against it, or on a cycle among the files of a folder):
 //!
-//! - [`bridge`]: adapters for container runtimes (containerd's snapshot API and image publishing; a
-//!   read-only containers/storage store for CRI-O and podman), beside `server` as the CRI is: they translate
-//!   a foreign API onto the stores and hold no policy.
-//! - [`server`]: the thin gRPC layer. One file per CRI RPC; it turns protobuf messages into domain calls
-//!   on [`service::ImageService`] and domain errors into gRPC statuses (in [`server::status`]); [`wire`]
-//!   holds the one message written by hand (a ListImages answer that can be sent pre-encoded).
-//! - [`service`]: the image service in domain types: pull, status, list, remove, filesystem info, GC, prune.
-//! - [`ensure`]: kubelet's image manager inside the server: pull policy, credential re-verification
-//!   (KEP-2535), back-off, coalescing, limits, the progress watchdog, events.
-//! - [`gc`]: disk-threshold GC and graph pruning (pure policies in `gc::policy` and `gc::prune`, executed on
-//!   the stores by `gc::run`); [`pinned`]: what is never collected (patterns and the sandbox image).
-//! - [`pull`]: one image pull: resolve the reference, choose the platform, fetch and verify every blob,
-//!   apply every layer, commit them and record the image.
-//! - [`unpack`] and [`snapshot`]: applying layer tars safely into overlay-ready snapshot directories keyed by
-//!   chain id, and flattening them into a rootfs.
-//! - [`snapshotter`]: containerd's snapshot model (active, view, committed snapshots with parents and
-//!   labels) over those layers, for the runtimes that build containers' root filesystems on them.
-//! - [`registry`]: the only module that talks to registries: hosts and mirrors (`hosts.toml`, with their TLS
-//!   and headers), credentials (and docker credential helpers), the token flow, manifest and blob fetches.
-//! - [`metadata`]: image records (tags, digests, size, user, pins, times), and who the registry served each
-//!   image to, in a transactional redb database.
-//! - [`content`]: the content-addressed blob store, laid out as an OCI image layout, with crash-safe commits;
-//!   [`lease`] protects what operations in flight are about to reference.
-//! - [`metrics`]: Prometheus metrics and their endpoint.
-//! - [`reference`], [`digest`], [`manifest`], [`platform`], [`pattern`], [`duration`]: value types and parsers;
-//!   [`keyed_lock`]: a lock per key; [`uds`]: gRPC channels over unix sockets; [`clock`]: now and RFC 3339.
-//! - [`config`]: the daemon's configuration and its embedded defaults; [`memory`]: allocator tuning.
-//! - [`cli`]: the client subcommands (`imaged pull`, `images`, ...), which speak CRI over a unix socket.
-//! - [`error`]: the error kinds every module maps into; [`events`]: what the service announces to bridges.
+//! 1. Entry points. [`daemon`]: the composition root (stores, then the bridges the configuration turns on,
+//!    then the service), shared by `imaged serve` and `imaged fsck`. [`server`]: the thin gRPC layer, every
+//!    inbound skin: one file per CRI RPC, imaged's own `imaged.v1.Images`, and containerd's snapshot API
+//!    (imaged as a proxy snapshotter); one span per call, domain errors to gRPC statuses in
+//!    [`server::status`]. [`cli`]: the client subcommands (`imaged pull`, `images`, ...) over CRI.
+//! 2. [`service`]: the image service in domain types: pull, status, list, remove, filesystem info, GC,
+//!    prune, fsck.
+//! 3. [`config`]: the daemon's configuration and its embedded defaults; it holds the config types of the
+//!    modules below.
+//! 4. What the service drives, none importing another: [`ensure`] (kubelet's image manager: pull policy,
+//!    KEP-2535 re-verification, back-off, coalescing, limits, the progress watchdog), [`gc`] (disk-threshold
+//!    GC and graph pruning: pure policies in `gc::policy` and `gc::prune`, executed by `gc::run`), and
+//!    [`bridge`] (outbound adapters to runtimes, each an [`events::Bridge`]: publishing into containerd, a
+//!    read-only containers/storage store for CRI-O and podman, the CRI runtime GC asks what is in use).
+//! 5. [`pull`]: one image pull (resolve, choose the platform, fetch and verify every blob, apply every
+//!    layer, record the image); [`snapshotter`]: containerd's snapshot model (active, view, committed
+//!    snapshots with parents and labels) over imaged's layers.
+//! 6. [`stores`]: the four stores as one aggregate, and the two operations that change what images exist
+//!    (record; remove, with the one removal protocol).
+//! 7. [`events`]: what the stores and the service announce to bridges; [`pinned`]: what is never collected
+//!    (patterns and the sandbox image).
+//! 8. [`metadata`]: image records and who the registry served each image to, in a transactional redb
+//!    database; [`layers`]: the layer store, each layer applied once under its chain id.
+//! 9. [`content`]: the content-addressed blob store, laid out as an OCI image layout, crash-safe commits.
+//! 10. [`lease`]: what operations in flight protect from deletion.
+//! 11. [`registry`]: the only module that talks to registries (hosts and mirrors, credentials and helpers,
+//!     tokens, manifest and blob fetches); [`unpack`]: applying layer tars safely, overlay-ready.
+//! 12. Plumbing: [`metrics`] (Prometheus), [`uds`] (gRPC channels over unix sockets, kubelet's message
+//!     size), [`keyed_lock`] (a lock per key), [`memory`] (allocator tuning).
+//! 13. The vocabulary: [`reference`](mod@reference), [`digest`], [`manifest`], [`platform`], [`pattern`], [`duration`],
+//!     [`clock`], [`error`] (the error kinds every module maps into), [`wire`] (the one message written by
+//!     hand), and the generated protobuf types.
 
 pub mod bridge;
 pub mod cli;
