@@ -8,7 +8,14 @@
 //! and returns: a runtime being down never fails a pull. `removed` is awaited before the image's blobs and
 //! layers are discarded, so a runtime never lists an image whose files are gone.
 //!
-//! Several bridges may be on at once (containerd and containers-storage): [`Bridges`] announces to each.
+//! Who announces: `removed` comes from [`crate::stores::Stores::remove_image`], the one place a record goes
+//! (RemoveImage, GC and prune all remove through it). `recorded` comes from `ensure`, the one place that
+//! knows a caller is about to use the image: when the pull that recorded it ends (a coalesced pull
+//! announces once, for all its callers), when a re-verification grants it, and when it answers from the
+//! store (the runtime may have lost the image meanwhile).
+//!
+//! Several bridges may be on at once (containerd, containers-storage, the CRI runtime GC asks): [`Bridges`]
+//! announces to each.
 
 use std::collections::HashSet;
 use std::sync::Arc;
