@@ -68,6 +68,8 @@ pub mod server;
 pub mod service;
 pub mod snapshotter;
 pub mod stores;
+#[cfg(test)]
+mod test_log;
 pub mod uds;
 pub mod unpack;
 pub mod wire;
