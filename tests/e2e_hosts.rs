@@ -6,8 +6,8 @@ mod common;
 
 use common::daemon::{Daemon, DaemonOptions, pull};
 use common::push;
-use common::registry::{RegistryOptions, TestRegistry};
-use common::setup::small_image;
+use common::registry::{RegistryOptions, TestRegistry, plain_hosts_toml};
+use common::setup::{Setup, small_image};
 use tonic::Code;
 
 /// A loopback port nothing listens on.
@@ -16,40 +16,24 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn write_hosts(dir: &std::path::Path, registry: &str, body: &str) {
-    std::fs::create_dir_all(dir.join(registry)).unwrap();
-    std::fs::write(dir.join(registry).join("hosts.toml"), body).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_that_is_down_falls_through_to_the_upstream_server() {
     let upstream = TestRegistry::start(RegistryOptions::default()).await;
     let img = small_image(1, None);
     push::push_image(&upstream.addr(), "app", "v1", &img, None).await;
-    let hosts = tempfile::tempdir().unwrap();
     let dead = closed_port();
-    write_hosts(
-        hosts.path(),
-        &upstream.addr(),
-        &format!(
-            "server = \"{}\"\n\n[host.\"http://127.0.0.1:{dead}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            upstream.url()
-        ),
+    let hosts = format!(
+        "server = \"{}\"\n\n[host.\"http://127.0.0.1:{dead}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        upstream.url()
     );
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        ..Default::default()
-    })
-    .await;
-    let mut c = d.client().await;
+    let s = Setup::with_hosts(upstream, &hosts, DaemonOptions::default()).await;
+    let mut c = s.daemon.client().await;
     assert_eq!(
-        pull(&mut c, &format!("{}/app:v1", upstream.addr()), None)
-            .await
-            .unwrap(),
+        pull(&mut c, &s.image("app", "v1"), None).await.unwrap(),
         img.config_digest
     );
     assert!(
-        d.log().contains(&format!("127.0.0.1:{dead}")),
+        s.daemon.log().contains(&format!("127.0.0.1:{dead}")),
         "the failed mirror attempt is logged"
     );
 }
@@ -62,21 +46,12 @@ async fn a_mirror_serves_when_the_upstream_is_down() {
     push::push_image(&mirror.addr(), "team/app", "v1", &img, None).await;
     let upstream_addr = upstream.addr();
     upstream.stop();
-    let hosts = tempfile::tempdir().unwrap();
-    write_hosts(
-        hosts.path(),
-        &upstream_addr,
-        &format!(
-            "server = \"http://{upstream_addr}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            mirror.url()
-        ),
+    let hosts = format!(
+        "server = \"http://{upstream_addr}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        mirror.url()
     );
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        ..Default::default()
-    })
-    .await;
-    let mut c = d.client().await;
+    let s = Setup::with_hosts(upstream, &hosts, DaemonOptions::default()).await;
+    let mut c = s.daemon.client().await;
     assert_eq!(
         pull(&mut c, &format!("{upstream_addr}/team/app:v1"), None)
             .await
@@ -98,25 +73,14 @@ async fn a_mirror_without_resolve_is_used_for_blobs_only() {
     let img = small_image(3, None);
     push::push_image(&upstream.addr(), "app", "v1", &img, None).await;
     push::push_image(&mirror.addr(), "app", "v1", &img, None).await;
-    let hosts = tempfile::tempdir().unwrap();
-    write_hosts(
-        hosts.path(),
-        &upstream.addr(),
-        &format!(
-            "server = \"{}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\"]\n",
-            upstream.url(),
-            mirror.url()
-        ),
+    let hosts = format!(
+        "server = \"{}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\"]\n",
+        upstream.url(),
+        mirror.url()
     );
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        ..Default::default()
-    })
-    .await;
-    let mut c = d.client().await;
-    pull(&mut c, &format!("{}/app:v1", upstream.addr()), None)
-        .await
-        .unwrap();
+    let s = Setup::with_hosts(upstream, &hosts, DaemonOptions::default()).await;
+    let mut c = s.daemon.client().await;
+    pull(&mut c, &s.image("app", "v1"), None).await.unwrap();
     let on_mirror = mirror.requests();
     assert!(
         !on_mirror
@@ -156,13 +120,8 @@ async fn plain_http_is_used_only_where_configured() {
         "no plain-http request may be made without configuration"
     );
 
-    let hosts = tempfile::tempdir().unwrap();
-    registry.write_hosts_toml(hosts.path());
-    let configured = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        ..Default::default()
-    })
-    .await;
-    let mut c = configured.client().await;
+    let hosts = plain_hosts_toml(&registry.url());
+    let configured = Setup::with_hosts(registry, &hosts, DaemonOptions::default()).await;
+    let mut c = configured.daemon.client().await;
     assert_eq!(pull(&mut c, &image, None).await.unwrap(), img.config_digest);
 }

@@ -6,22 +6,16 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::blackhole::DroppingPort;
-use common::daemon::{Daemon, DaemonOptions, pull, remove};
+use common::daemon::{DaemonOptions, pull, remove};
 use common::fault_proxy::{Fault, FaultProxy};
 use common::pki::TestPki;
 use common::push;
 use common::registry::{RegistryOptions, RegistryTls, TestRegistry};
-use common::setup::small_image;
+use common::setup::{Setup, small_image};
 use tonic::Code;
-
-fn write_hosts(dir: &Path, registry: &str, body: &str) {
-    std::fs::create_dir_all(dir.join(registry)).unwrap();
-    std::fs::write(dir.join(registry).join("hosts.toml"), body).unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_header_goes_with_every_request_to_that_host_and_nowhere_else() {
@@ -33,31 +27,22 @@ async fn a_host_header_goes_with_every_request_to_that_host_and_nowhere_else() {
     let peer = FaultProxy::start(&upstream.addr()).await;
     peer.require_header("X-Dragonfly-Registry", &upstream.url());
     let server = FaultProxy::start(&upstream.addr()).await;
-    let hosts = tempfile::tempdir().unwrap();
     let peer_url = peer.url();
-    write_hosts(
-        hosts.path(),
-        &upstream.addr(),
-        &format!(
-            r#"server = "{}"
+    let upstream_url = upstream.url();
+    let hosts = format!(
+        r#"server = "{}"
 
 [host."{peer_url}"]
   capabilities = ["pull", "resolve"]
   [host."{peer_url}".header]
-    X-Dragonfly-Registry = "{}"
+    X-Dragonfly-Registry = "{upstream_url}"
     x-custom = ["a", "b"]
 "#,
-            server.url(),
-            upstream.url()
-        ),
+        server.url(),
     );
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        ..Default::default()
-    })
-    .await;
-    let mut c = d.client().await;
-    let image = |tag: &str| format!("{}/app:{tag}", upstream.addr());
+    let s = Setup::with_hosts(upstream, &hosts, DaemonOptions::default()).await;
+    let mut c = s.daemon.client().await;
+    let image = |tag: &str| s.image("app", tag);
     assert_eq!(pull(&mut c, &image("v1"), None).await.unwrap(), one.config_digest);
 
     let seen = peer.requests();
@@ -68,7 +53,7 @@ async fn a_host_header_goes_with_every_request_to_that_host_and_nowhere_else() {
     for r in &seen {
         assert_eq!(
             r.header("x-dragonfly-registry"),
-            [upstream.url().as_str()],
+            [upstream_url.as_str()],
             "{} {}",
             r.method,
             r.path
@@ -97,33 +82,27 @@ async fn a_dead_peer_mirror_costs_its_dial_timeout_not_the_connect_timeout() {
     let img = small_image(33, None);
     push::push_image(&upstream.addr(), "app", "v1", &img, None).await;
     let dead = DroppingPort::start().await;
-    let hosts = tempfile::tempdir().unwrap();
-    write_hosts(
-        hosts.path(),
-        &upstream.addr(),
-        &format!(
-            "server = \"{}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  dial_timeout = \"200ms\"\n",
-            upstream.url(),
-            dead.url()
-        ),
+    let hosts = format!(
+        "server = \"{}\"\n\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  dial_timeout = \"200ms\"\n",
+        upstream.url(),
+        dead.url()
     );
     // Without the dial_timeout, each attempt on the dead mirror would wait 5 minutes.
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
+    let options = DaemonOptions {
         config: Some(
             "[pull]\nbackoff_initial = \"0s\"\n[registry]\nconnect_timeout_secs = 300\nresponse_timeout = \"300s\"\n"
                 .into(),
         ),
         ..Default::default()
-    })
-    .await;
-    let mut c = d.client().await;
-    let image = format!("{}/app:v1", upstream.addr());
+    };
+    let s = Setup::with_hosts(upstream, &hosts, options).await;
+    let mut c = s.daemon.client().await;
+    let image = s.image("app", "v1");
     let pulled = tokio::time::timeout(Duration::from_secs(90), pull(&mut c, &image, None))
         .await
         .expect("the pull waited on the dead mirror far beyond its dial_timeout");
     assert_eq!(pulled.unwrap(), img.config_digest);
-    let log = d.log();
+    let log = s.daemon.log();
     let expected = format!(
         "registry {} did not accept a connection within 200ms (its dial_timeout in hosts.toml)",
         dead.url()
@@ -157,22 +136,13 @@ async fn a_registry_requiring_client_certificates_takes_every_client_form() {
     let (plain, registry) = mtls_registry(&pki).await;
     let img = small_image(34, None);
     push::push_image(&plain.addr(), "app", "v1", &img, None).await;
-    let hosts = tempfile::tempdir().unwrap();
-    let d = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().into()),
-        ..Default::default()
-    })
-    .await;
-    let mut c = d.client().await;
-    let image = format!("{}/app:v1", registry.addr());
     let (ca, cert, key) = (pki.ca.display(), pki.client_cert.display(), pki.client_key.display());
-    let with_client = |client: &str| {
-        write_hosts(
-            hosts.path(),
-            &registry.addr(),
-            &format!("server = \"{}\"\nca = \"{ca}\"\n{client}\n", registry.url()),
-        );
-    };
+    let server = registry.url();
+    let hosts_with = |client: &str| format!("server = \"{server}\"\nca = \"{ca}\"\n{client}\n");
+    let s = Setup::with_hosts(registry, &hosts_with(""), DaemonOptions::default()).await;
+    let (registry, mut c) = (&s.registry, s.daemon.client().await);
+    let image = s.image("app", "v1");
+    let with_client = |client: &str| s.write_hosts(&hosts_with(client));
 
     // Without a client certificate the registry ends the handshake.
     with_client("");
@@ -206,7 +176,7 @@ async fn a_registry_requiring_client_certificates_takes_every_client_form() {
     }
 
     // Docker's certs.d layout: no hosts.toml, `ca.crt` and a `client.cert`/`client.key` pair.
-    let dir = hosts.path().join(registry.addr());
+    let dir = s.hosts_dir().join(registry.addr());
     std::fs::remove_file(dir.join("hosts.toml")).unwrap();
     std::fs::copy(&pki.ca, dir.join("ca.crt")).unwrap();
     std::fs::copy(&pki.client_cert, dir.join("client.cert")).unwrap();

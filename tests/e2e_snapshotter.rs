@@ -236,7 +236,7 @@ async fn walk_filters_labels_update_and_cleanup() {
     assert_eq!(c.update(req).await.unwrap_err().code(), Code::InvalidArgument);
 
     // A directory no snapshot owns (a crash between directory and record) goes with Cleanup.
-    let orphan = w.imaged.root.join("snapshotter/snapshots/424242");
+    let orphan = w.setup.daemon.root.join("snapshotter/snapshots/424242");
     std::fs::create_dir_all(orphan.join("fs")).unwrap();
     c.cleanup(api::CleanupRequest {
         snapshotter: "imaged".into(),
@@ -364,7 +364,8 @@ async fn a_user_namespaced_prepare_mounts_with_idmapped_lowers_and_the_pods_root
     );
     // The layer on disk is untouched: still root's.
     let layer_file = w
-        .imaged
+        .setup
+        .daemon
         .root
         .join("snapshots")
         .join(chains[0].trim_start_matches("sha256:"))

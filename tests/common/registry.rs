@@ -230,9 +230,13 @@ pub fn write_hosts_toml(dir: &Path, registry_host: &str, server: &str) -> PathBu
     let host_dir = dir.join(registry_host);
     fs::create_dir_all(&host_dir).expect("create hosts dir");
     let path = host_dir.join("hosts.toml");
-    let body = format!("server = \"{server}\"\n\n[host.\"{server}\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
-    fs::write(&path, body).expect("write hosts.toml");
+    fs::write(&path, plain_hosts_toml(server)).expect("write hosts.toml");
     path
+}
+
+/// The `hosts.toml` [`write_hosts_toml`] writes: `server` (a URL) as the only host, for pull and resolve.
+pub fn plain_hosts_toml(server: &str) -> String {
+    format!("server = \"{server}\"\n\n[host.\"{server}\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
 }
 
 /// Panics with a hint to run `hack/install-test-deps` unless `tool` (a name on PATH or a path) exists.

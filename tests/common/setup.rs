@@ -1,5 +1,6 @@
 //! The usual test arrangement: a real registry, a `hosts.toml` directory that makes it reachable over
-//! plain HTTP (also as `docker.io`, so short names like `busybox` resolve to it), and a daemon using it.
+//! plain HTTP (also as `docker.io`, so short names like `busybox` resolve to it), and a daemon using it;
+//! or, with [`Setup::with_hosts`], a registry the test started and the `hosts.toml` it wrote for it.
 
 use std::path::PathBuf;
 
@@ -36,6 +37,26 @@ impl Setup {
         }
     }
 
+    /// Starts a daemon with `opts` for the already running `registry`, whose hosts dir holds one
+    /// `hosts.toml` for it: `text` (mirrors, headers, timeouts, TLS: whatever a test configures). Unlike
+    /// [`Setup::start_with`], `docker.io` is not aliased to the registry.
+    pub async fn with_hosts(registry: TestRegistry, text: &str, mut opts: DaemonOptions) -> Setup {
+        let hosts = tempfile::tempdir().expect("hosts dir");
+        write_hosts(hosts.path(), &registry.addr(), text);
+        opts.hosts_dir = Some(hosts.path().to_path_buf());
+        let daemon = Daemon::start(opts).await;
+        Setup {
+            registry,
+            daemon,
+            hosts,
+        }
+    }
+
+    /// Replaces the registry's `hosts.toml` with `text`; the daemon reads it again on its next pull.
+    pub fn write_hosts(&self, text: &str) {
+        write_hosts(self.hosts.path(), &self.registry.addr(), text);
+    }
+
     /// Starts both with defaults.
     pub async fn start() -> Setup {
         Setup::start_with(RegistryOptions::default(), DaemonOptions::default()).await
@@ -60,6 +81,12 @@ impl Setup {
     pub fn hosts_dir(&self) -> PathBuf {
         self.hosts.path().to_path_buf()
     }
+}
+
+/// Writes `text` as `dir/<registry>/hosts.toml`.
+fn write_hosts(dir: &std::path::Path, registry: &str, text: &str) {
+    std::fs::create_dir_all(dir.join(registry)).expect("create hosts dir");
+    std::fs::write(dir.join(registry).join("hosts.toml"), text).expect("write hosts.toml");
 }
 
 /// A small two-layer OCI gzip image whose content depends on `seed`, with `user` in its config.

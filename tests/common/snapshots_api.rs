@@ -10,48 +10,40 @@ use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClien
 use containerd_client::types::Mount;
 use tonic::transport::Channel;
 
-use super::daemon::{Daemon, DaemonOptions};
+use super::daemon::DaemonOptions;
 use super::image::BuiltImage;
 use super::push::push_image;
-use super::registry::{RegistryOptions, TestRegistry};
+use super::registry::{RegistryOptions, TestRegistry, plain_hosts_toml};
+use super::setup::Setup;
 
 /// A registry and an imaged pulling from it, to call imaged's snapshot API on the layers it pulled.
 pub struct World {
-    /// The registry images are pushed to.
-    pub registry: TestRegistry,
-    _hosts: tempfile::TempDir,
-    /// The imaged serving the snapshot API.
-    pub imaged: Daemon,
+    /// The registry images are pushed to (`setup.registry`) and the imaged serving the snapshot API
+    /// (`setup.daemon`).
+    pub setup: Setup,
 }
 
 /// A registry and an imaged using it.
 pub async fn world() -> World {
     let registry = TestRegistry::start(RegistryOptions::default()).await;
-    let hosts = tempfile::TempDir::new().unwrap();
-    registry.write_hosts_toml(hosts.path());
-    let imaged = Daemon::start(DaemonOptions {
-        hosts_dir: Some(hosts.path().to_path_buf()),
-        ..Default::default()
-    })
-    .await;
+    let hosts = plain_hosts_toml(&registry.url());
     World {
-        registry,
-        _hosts: hosts,
-        imaged,
+        setup: Setup::with_hosts(registry, &hosts, DaemonOptions::default()).await,
     }
 }
 
 impl World {
     /// A snapshots client on imaged's socket.
     pub async fn client(&self) -> SnapshotsClient<Channel> {
-        SnapshotsClient::new(imaged::uds::channel(&self.imaged.socket).await.unwrap())
+        SnapshotsClient::new(imaged::uds::channel(&self.setup.daemon.socket).await.unwrap())
     }
 
     /// Pushes and pulls (through imaged) `image`; returns its chain ids, base first.
     pub async fn pulled(&self, repo: &str, image: &BuiltImage) -> Vec<String> {
-        push_image(&self.registry.addr(), repo, "v1", image, None).await;
-        let mut c = self.imaged.client().await;
-        super::daemon::pull(&mut c, &self.registry.image_ref(repo, "v1"), None)
+        let s = &self.setup;
+        push_image(&s.registry.addr(), repo, "v1", image, None).await;
+        let mut c = s.daemon.client().await;
+        super::daemon::pull(&mut c, &s.registry.image_ref(repo, "v1"), None)
             .await
             .unwrap();
         imaged::metadata::chain_ids(image.layers.iter().map(|l| l.diff_id.parse().unwrap()))
