@@ -319,7 +319,7 @@ async fn gc_keeps_what_containerds_containers_use_and_a_failed_publication_shows
         node.ctd.run_to_exit(&pod, &ContainerSpec::new("used", &used)).await.0,
         0
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    common::daemon::wait_for_gc_victims(&node.socket(), Duration::from_secs(30)).await;
     let mut gc = imaged::proto::imaged::v1::images_client::ImagesClient::new(
         imaged::uds::channel(&node.socket()).await.unwrap(),
     );

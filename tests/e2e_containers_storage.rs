@@ -144,7 +144,7 @@ async fn removal_keeps_a_podman_container_working_and_gc_frees_its_layers_once_i
     node.podman.create("keep", &name, &[]).await;
 
     // GC: the image the container uses is in use; the other goes, from podman's view too.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    common::daemon::wait_for_gc_victims(&node.imaged.socket, Duration::from_secs(30)).await;
     assert_eq!(node.gc().await, [format!("sha256:{other_id}")]);
     let ids: Vec<String> = node
         .podman

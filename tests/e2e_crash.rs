@@ -95,6 +95,7 @@ async fn sigkill_during_pulls_never_corrupts_the_store() {
                 async move { remove(&mut c, &r).await.map(|_| String::new()) },
             ));
         }
+        // The kill's moment is what each iteration varies (no state to wait for: any moment must be safe).
         tokio::time::sleep(Duration::from_millis(delay)).await;
         s.daemon.kill();
         for t in tasks {

@@ -126,14 +126,22 @@ async fn a_failing_image_backs_off_and_recovers_when_served() {
     let other = c.pull_image(req("pod-2")).await.unwrap_err();
     assert_eq!(other.code(), Code::NotFound);
 
-    // The registry starts serving the image; once the back-off has passed the pull succeeds.
+    // The registry starts serving the image; once the back-off has passed the pull succeeds. Until then
+    // each request is refused by the back-off (a refusal does not extend it, as in kubelet).
     let img = small_image(3, None);
     s.push("late", "v1", &img).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(
-        c.pull_image(req("pod-1")).await.unwrap().into_inner().image_ref,
-        img.config_digest
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pulled = loop {
+        match c.pull_image(req("pod-1")).await {
+            Ok(r) => break r.into_inner().image_ref,
+            Err(e) => assert!(
+                e.message().starts_with("Back-off pulling image ") && Instant::now() < deadline,
+                "{e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(pulled, img.config_digest);
     let log = s.daemon.log();
     for event in ["Pulling", "Failed", "BackOff", "Pulled"] {
         assert!(
@@ -413,11 +421,21 @@ async fn a_caller_going_away_does_not_cancel_the_shared_pull() {
     let mut first = d.client().await;
     let i1 = image.clone();
     let leaving = tokio::spawn(async move { pull(&mut first, &i1, None).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first request's pull has reached the registry, whose layers then take at least 300 ms to drip.
+    common::wait::until(
+        "the first pull to reach the registry",
+        Duration::from_secs(30),
+        || async { fake.seen().iter().any(|r| r.contains("/manifests/v1")) },
+    )
+    .await;
     let mut second = d.client().await;
     let i2 = image.clone();
     let staying = tokio::spawn(async move { pull(&mut second, &i2, None).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pulling = format!("reason=\"Pulling\" image={image}");
+    common::wait::until("the second request to join", Duration::from_secs(30), || async {
+        d.log().matches(&pulling).count() == 2
+    })
+    .await;
     leaving.abort(); // The first caller hangs up mid-pull (its RPC is cancelled).
     assert_eq!(staying.await.unwrap().unwrap(), images[0].config_digest);
     let manifests = fake.seen().iter().filter(|r| r.contains("/manifests/v1")).count();

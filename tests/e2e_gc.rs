@@ -292,6 +292,7 @@ async fn gc_and_prune_during_a_stream_of_pulls_break_no_pull_and_no_image() {
                     Ok(out) => p += out.into_inner().images.len(),
                     Err(e) => failures.push(format!("Prune: {e:?}")),
                 }
+                // A pause between rounds, not a wait for a state: the pulls get the daemon in between.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             (g, p, failures)

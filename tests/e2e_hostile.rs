@@ -376,7 +376,11 @@ async fn a_refused_layer_leaves_nothing_even_while_another_layer_is_unpacking() 
         assert!(Instant::now() < deadline, "the base layer's work never finished");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The failed pull's own clean-up may still be running: wait for it, then say what it left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (!blobs(root).is_empty() || !snapshot_names(root).is_empty()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (blobs, snaps) = (blobs(root), snapshot_names(root));
     assert!(
         blobs.is_empty() && snaps.is_empty(),

@@ -65,6 +65,7 @@ async fn a_host_header_goes_with_every_request_to_that_host_and_nowhere_else() {
 
     // With the peer down the server is used, and it does not get the peer's headers.
     peer.set(Fault::Refuse);
+    peer.wait_listening(false).await;
     assert_eq!(pull(&mut c, &image("v2"), None).await.unwrap(), two.config_digest);
     let at_server = server.requests();
     assert!(at_server.iter().any(|r| r.is_blob_get()), "{at_server:?}");

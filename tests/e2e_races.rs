@@ -224,6 +224,7 @@ async fn pulls_of_two_forms_of_one_image_leave_only_the_last_forms_blobs() {
         imaged::cli::connect(&socket).await.unwrap(),
     );
     for round in 0..100u64 {
+        // The removal starts at a different moment of the two pulls each round (0 to 5 ms in).
         let delay = Duration::from_micros(300 * (round % 17));
         let (x, y, r) = tokio::join!(pull(&mut c1, &a, None), pull(&mut c2, &b, None), async {
             tokio::time::sleep(delay).await;

@@ -273,12 +273,12 @@ async fn fault_proxy_passes_refuses_fails_blackholes_stalls_and_drips() {
     assert_eq!(http.get(&blob_url).send().await.unwrap().status(), 500);
 
     proxy.set(Fault::Refuse);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.wait_listening(false).await;
     let refused = quick(&blob_url).await.unwrap_err();
     assert!(refused.is_connect(), "{refused:?}");
 
     proxy.set(Fault::Blackhole);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.wait_listening(true).await;
     let hung = quick(&blob_url).await.unwrap_err();
     assert!(hung.is_timeout(), "{hung:?}");
 

@@ -301,3 +301,24 @@ pub fn ingest_files(root: &Path) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// imaged's own GarbageCollect on `socket`, or only its plan with `dry_run`: the ids it removed (would remove).
+pub async fn garbage_collect(socket: &Path, dry_run: bool) -> Vec<String> {
+    let channel = imaged::uds::channel(socket).await.expect("connect to imaged");
+    let mut gc = imaged::proto::imaged::v1::images_client::ImagesClient::new(channel);
+    let out = gc
+        .garbage_collect(imaged::proto::imaged::v1::GarbageCollectRequest { dry_run })
+        .await
+        .expect("GarbageCollect")
+        .into_inner();
+    out.removed.into_iter().map(|r| r.id).collect()
+}
+
+/// Waits until a GarbageCollect planned now (a dry run, which removes nothing) would remove some image:
+/// for a daemon with a short `max_age`, until an unused image has aged past it.
+pub async fn wait_for_gc_victims(socket: &Path, within: Duration) {
+    super::wait::until("GC to find an image past its max_age", within, || async {
+        !garbage_collect(socket, true).await.is_empty()
+    })
+    .await;
+}

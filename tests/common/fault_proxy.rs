@@ -150,6 +150,26 @@ impl FaultProxy {
         self.default.send_replace(fault);
     }
 
+    /// Waits until the port accepts connections (`true`) or refuses them (`false`): [`FaultProxy::set`]
+    /// closes and opens it in the background, so a test that needs [`Fault::Refuse`] in force waits here.
+    pub async fn wait_listening(&self, listening: bool) {
+        let what = if listening {
+            "listen again"
+        } else {
+            "refuse connections"
+        };
+        let within = Duration::from_secs(10);
+        super::wait::until(
+            &format!("the fault proxy on {} to {what}", self.addr),
+            within,
+            || async {
+                // A probe sends no request: the proxy neither logs nor forwards it.
+                TcpStream::connect(self.addr).await.is_ok() == listening
+            },
+        )
+        .await;
+    }
+
     /// Applies `fault` to requests whose target contains `pattern` (e.g. `"/blobs/"`), before the default
     /// and before rules added later.
     pub fn set_for(&self, pattern: &str, fault: Fault) {

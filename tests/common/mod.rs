@@ -64,3 +64,4 @@ pub mod snapshots_api;
 pub mod tmpfs;
 pub mod tools;
 pub mod tree;
+pub mod wait;

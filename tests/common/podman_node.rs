@@ -74,14 +74,7 @@ impl Node {
 
     /// Runs imaged's garbage collection now; returns the ids it removed.
     pub async fn gc(&self) -> Vec<String> {
-        let channel = imaged::uds::channel(&self.imaged.socket).await.unwrap();
-        let mut gc = imaged::proto::imaged::v1::images_client::ImagesClient::new(channel);
-        let out = gc
-            .garbage_collect(imaged::proto::imaged::v1::GarbageCollectRequest { dry_run: false })
-            .await
-            .unwrap()
-            .into_inner();
-        out.removed.into_iter().map(|r| r.id).collect()
+        super::daemon::garbage_collect(&self.imaged.socket, false).await
     }
 
     /// The chain-id directories of imaged's layer store.
