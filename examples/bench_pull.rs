@@ -219,7 +219,7 @@ async fn pull_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String
     let t = Instant::now();
     for img in &images {
         for p in img.prereq.iter().chain([&img.target]) {
-            common::push::push_image(&registry.addr(), &p.repo, &p.tag, &p.image, None).await;
+            common::registry::push::push_image(&registry.addr(), &p.repo, &p.tag, &p.image, None).await;
         }
     }
     eprintln!("bench-pull: pushed in {:.1} s", t.elapsed().as_secs_f64());

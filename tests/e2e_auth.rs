@@ -6,9 +6,9 @@
 mod common;
 
 use base64::Engine;
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{DaemonOptions, list, pull};
 use common::registry::RegistryOptions;
-use common::setup::{Setup, small_image};
 use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
 
@@ -34,7 +34,7 @@ async fn request_credentials_are_used_and_bad_ones_refused_without_leaking() {
     let err = pull(&mut c, &image, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().starts_with("pulling image "), "{}", err.message());
-    common::kubelet::assert_reason_once(&err, &image, "ErrImagePull");
+    common::runtimes::kubelet::assert_reason_once(&err, &image, "ErrImagePull");
 
     let wrong = "not-the-Pa55word";
     let err = pull(&mut c, &image, basic(USER, wrong)).await.unwrap_err();

@@ -9,11 +9,11 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::daemon::setup::sharing_a_base;
 use common::daemon::{Daemon, DaemonOptions, pull};
-use common::image::BuiltImage;
-use common::push;
+use common::images::image::BuiltImage;
+use common::registry::push;
 use common::registry::{LoggedRequest, RegistryOptions, TestRegistry};
-use common::setup::sharing_a_base;
 
 /// The blob GETs in `log` made by imaged (`by_imaged`) or by anyone else (the cache, for `false`).
 fn blob_gets(log: &[LoggedRequest], by_imaged: bool) -> Vec<String> {

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::setup::{Setup, small_image};
+use common::daemon::setup::{Setup, small_image};
 
 fn imaged(args: &[&str], socket: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_imaged"))
@@ -77,15 +77,15 @@ async fn pull_images_inspect_rmi_fsinfo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_shows_bars_on_a_terminal_and_plain_lines_otherwise() {
     let s = Setup::start().await;
-    let big = common::setup::image_of(
-        common::image::MediaStyle::Oci,
-        vec![common::image::Layer::build(
-            &[common::image::Entry::file(
+    let big = common::daemon::setup::image_of(
+        common::images::image::MediaStyle::Oci,
+        vec![common::images::image::Layer::build(
+            &[common::images::image::Entry::file(
                 "big",
-                common::image::random_bytes(9, 4 << 20),
+                common::images::image::random_bytes(9, 4 << 20),
             )],
-            common::image::Compression::Gzip,
-            common::image::MediaStyle::Oci,
+            common::images::image::Compression::Gzip,
+            common::images::image::MediaStyle::Oci,
         )],
     );
     s.push("bars", "v1", &big).await;

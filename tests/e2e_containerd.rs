@@ -2,7 +2,7 @@
 //! snapshotter and the images imaged publishes into its namespace — kubelet's calls made by hand:
 //! PullImage on imaged, then RunPodSandbox / CreateContainer (image = PullImage's image_ref) /
 //! StartContainer on containerd. The scenarios of `on_every_line!` run on each containerd line
-//! (1.6, 1.7, 2.x: `common::containerd::Line`), each configured with what `imaged containerd-config`
+//! (1.6, 1.7, 2.x: `common::runtimes::containerd::Line`), each configured with what `imaged containerd-config`
 //! prints for it; the others on Debian 12's 1.6.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,13 +10,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::bridge::Node;
-use common::busybox::{app_image, busybox_image, busybox_layer, changes_layers};
-use common::containerd::Line;
-use common::containerd::pods::ContainerSpec;
-use common::containerd::{Containerd, ContainerdOptions};
-use common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
-use common::push::push_image;
+use common::images::busybox::{app_image, busybox_image, busybox_layer, changes_layers};
+use common::images::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
+use common::registry::push::push_image;
+use common::runtimes::bridge::Node;
+use common::runtimes::containerd::Line;
+use common::runtimes::containerd::pods::ContainerSpec;
+use common::runtimes::containerd::{Containerd, ContainerdOptions};
 use imaged::proto::runtime::v1 as cri;
 
 const MARKER: &str = "hello from an imaged image\n";
@@ -29,7 +29,7 @@ fn sleeper(name: &str, image: &str) -> ContainerSpec {
     ContainerSpec::new(name, image).command(&["/bin/sleep", "inf"])
 }
 
-common::containerd::line::on_every_line!(
+common::runtimes::containerd::line::on_every_line!(
     pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer,
     removal_keeps_running_containers_frees_layers_after_them_and_survives_containerds_gc,
     containers_survive_imaged_and_containerd_restarts,
@@ -73,7 +73,9 @@ async fn pods_run_from_images_imaged_pulled_and_containerd_fetches_no_layer(line
         );
     }
     assert!(
-        !node.containerd_blob_fetches(common::busybox::PAUSE_REPO).is_empty(),
+        !node
+            .containerd_blob_fetches(common::images::busybox::PAUSE_REPO)
+            .is_empty(),
         "containerd pulled the sandbox image itself"
     );
     // ... and unpacked it through imaged, never into its own overlayfs.

@@ -1,4 +1,4 @@
-//! Proves the containerd fixture (`common::containerd`) and the runnable test images (`common::busybox`)
+//! Proves the containerd fixture (`common::runtimes::containerd`) and the runnable test images (`common::images::busybox`)
 //! on containerd alone, with its own `overlayfs` snapshotter and its own CRI pulls from the test registry:
 //! pods run, containers print the image's files, ExecSync works in a running container, the root
 //! filesystem seen from inside equals `umoci unpack`'s for an image of whiteouts, an opaque directory, hard
@@ -10,15 +10,15 @@ mod common;
 
 use std::path::Path;
 
-use common::busybox::{busybox_image, busybox_layer, changes_layers, is_static_elf, pause_image, push_pause};
-use common::containerd::inside::{comparable, parse_probe};
-use common::containerd::logs::{LogLine, parse_cri_log};
-use common::containerd::pods::ContainerSpec;
-use common::containerd::{Containerd, ContainerdOptions};
-use common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
-use common::push::push_image;
+use common::images::busybox::{busybox_image, busybox_layer, changes_layers, is_static_elf, pause_image, push_pause};
+use common::images::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
+use common::images::tree::{Kind, Tree};
+use common::registry::push::push_image;
 use common::registry::{RegistryOptions, TestRegistry};
-use common::tree::{Kind, Tree};
+use common::runtimes::containerd::inside::{comparable, parse_probe};
+use common::runtimes::containerd::logs::{LogLine, parse_cri_log};
+use common::runtimes::containerd::pods::ContainerSpec;
+use common::runtimes::containerd::{Containerd, ContainerdOptions};
 use imaged::proto::runtime::v1 as cri;
 use tempfile::TempDir;
 
@@ -129,9 +129,9 @@ async fn pods_run_exec_works_and_the_rootfs_inside_equals_umoci() {
             inside.mounts
         );
     }
-    let app_ours = common::rootfs::umoci_unpack(&w.registry, "app", "v1").await;
-    let (ours, theirs) = comparable(&inside, &common::tree::walk(&app_ours.rootfs()));
-    common::tree::assert_same("app (running)", "inside", &ours, "umoci", &theirs);
+    let app_ours = common::images::rootfs::umoci_unpack(&w.registry, "app", "v1").await;
+    let (ours, theirs) = comparable(&inside, &common::images::tree::walk(&app_ours.rootfs()));
+    common::images::tree::assert_same("app (running)", "inside", &ours, "umoci", &theirs);
     assert!(matches!(&ours[Path::new("bin/sh")].kind, Kind::Symlink(t) if t == Path::new("busybox")));
 
     let listed = ctd.list_containers().await;

@@ -9,11 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::bridge::Node;
-use common::busybox::{PAUSE_REPO, PAUSE_TAG, app_image};
-use common::containerd::Line;
-use common::containerd::pods::ContainerSpec;
-use common::push::push_image;
+use common::images::busybox::{PAUSE_REPO, PAUSE_TAG, app_image};
+use common::registry::push::push_image;
+use common::runtimes::bridge::Node;
+use common::runtimes::containerd::Line;
+use common::runtimes::containerd::pods::ContainerSpec;
 use imaged::proto::imaged::v1 as imaged_api;
 use imaged::proto::runtime::v1 as cri;
 
@@ -99,7 +99,7 @@ async fn the_sandbox_image_containerd_pins_is_pinned_kept_by_gc_at_zero_and_foll
     wait_pinned(&node, &node.pause, true, Duration::from_secs(45)).await;
 }
 
-common::containerd::line::on_every_line!(
+common::runtimes::containerd::line::on_every_line!(
     removing_an_image_containerd_also_holds_answers_at_once_and_containerds_copy_still_runs,
     containerds_stats_name_a_filesystem_that_exists_and_holds_imageds_layers,
 );

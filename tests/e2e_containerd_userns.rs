@@ -11,12 +11,12 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use common::bridge::{Node, SNAPSHOTTER};
-use common::busybox::{busybox_image, pause_image};
-use common::containerd::pods::ContainerSpec;
-use common::containerd::{Containerd, ContainerdOptions, Line, in_namespace};
-use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle, random_layer};
-use common::push::push_image;
+use common::images::busybox::{busybox_image, pause_image};
+use common::images::image::{BuiltImage, Compression, Entry, Layer, MediaStyle, random_layer};
+use common::registry::push::push_image;
+use common::runtimes::bridge::{Node, SNAPSHOTTER};
+use common::runtimes::containerd::pods::ContainerSpec;
+use common::runtimes::containerd::{Containerd, ContainerdOptions, Line, in_namespace};
 use containerd_client::services::v1::snapshots as api;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use imaged::proto::runtime::v1 as cri;

@@ -12,14 +12,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::busybox::{busybox_image, changes_layers};
-use common::containerd::inside::{PROBE_SCRIPT, comparable, parse_probe};
-use common::containerd::pods::PROBE_BUSYBOX;
-use common::image::BuiltImage;
-use common::podman::container_args;
-use common::podman_node::{Node, app_image, chain_ids, cs_size, hex, layer_ids};
-use common::rootfs::umoci_unpack;
-use common::tree::{self, walk};
+use common::images::busybox::{busybox_image, changes_layers};
+use common::images::image::BuiltImage;
+use common::images::rootfs::umoci_unpack;
+use common::images::tree::{self, walk};
+use common::runtimes::containerd::inside::{PROBE_SCRIPT, comparable, parse_probe};
+use common::runtimes::containerd::pods::PROBE_BUSYBOX;
+use common::runtimes::podman::container_args;
+use common::runtimes::podman_node::{Node, app_image, chain_ids, cs_size, hex, layer_ids};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_lists_inspects_and_runs_imaged_images_on_imaged_layers_and_downloads_nothing() {
@@ -83,7 +83,7 @@ async fn podman_lists_inspects_and_runs_imaged_images_on_imaged_layers_and_downl
     args.extend(container_args());
     args.extend([
         "-v".into(),
-        format!("{}:{PROBE_BUSYBOX}:ro", common::busybox::BUSYBOX),
+        format!("{}:{PROBE_BUSYBOX}:ro", common::images::busybox::BUSYBOX),
         changes_id.clone(),
         PROBE_BUSYBOX.into(),
         "sh".into(),

@@ -9,9 +9,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::daemon::setup::Setup;
 use common::daemon::{DaemonOptions, pull, remove};
-use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
-use common::setup::Setup;
+use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
 
 const ITERATIONS: u64 = 16;
 
@@ -32,7 +32,7 @@ fn fsck(root: &std::path::Path) -> (bool, String) {
 }
 
 /// A few megabytes in several layers of different kinds, so a kill lands in every phase of a pull.
-fn image(seed: u64) -> common::image::BuiltImage {
+fn image(seed: u64) -> common::images::image::BuiltImage {
     let files: Vec<Entry> = (0..300)
         .map(|i| Entry::file(&format!("small/{i}"), format!("file {i} of {seed}")))
         .collect();
@@ -134,7 +134,7 @@ async fn fsck_reports_the_leftovers_it_repairs() {
     std::fs::write(&ingest, b"partial").unwrap();
     let tmp = root.join("snapshots/tmp-4242-0");
     std::fs::create_dir_all(tmp.join("fs/etc")).unwrap();
-    let orphan = common::image::sha256_digest(b"orphan");
+    let orphan = common::images::image::sha256_digest(b"orphan");
     let orphan_path = root
         .join("content/blobs/sha256")
         .join(orphan.strip_prefix("sha256:").unwrap());

@@ -9,9 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{DaemonOptions, pull};
 use common::registry::RegistryOptions;
-use common::setup::{Setup, small_image};
 use tonic::Code;
 
 const USER: &str = "helped";

@@ -13,10 +13,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::daemon::setup::small_image;
 use common::daemon::spec;
-use common::fault_proxy::Fault;
-use common::proxied::Proxied;
-use common::setup::small_image;
+use common::registry::fault_proxy::Fault;
+use common::registry::proxied::Proxied;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use imaged::proto::runtime::v1 as cri;
 use imaged::proto::runtime::v1::image_service_client::ImageServiceClient;

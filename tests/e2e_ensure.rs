@@ -7,11 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{DaemonOptions, pull, spec};
-use common::fake_registry::{Canned, FakeRegistry, daemon_for};
-use common::image::OCI_MANIFEST;
+use common::images::image::OCI_MANIFEST;
 use common::registry::RegistryOptions;
-use common::setup::{Setup, small_image};
+use common::registry::fake_registry::{Canned, FakeRegistry, daemon_for};
 use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
 
@@ -51,7 +51,7 @@ async fn fifty_concurrent_pulls_share_one_registry_pull() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_images_sharing_a_base_fetch_it_once() {
     let s = Setup::start().await;
-    let (base, a, b) = common::setup::sharing_a_base(5, 3 << 20);
+    let (base, a, b) = common::daemon::setup::sharing_a_base(5, 3 << 20);
     s.push("a", "v1", &a).await;
     s.push("b", "v1", &b).await;
     let (mut c1, mut c2) = (s.daemon.client().await, s.daemon.client().await);
@@ -104,7 +104,7 @@ async fn a_failing_image_backs_off_and_recovers_when_served() {
     let first = c.pull_image(req("pod-1")).await.unwrap_err();
     assert_eq!(first.code(), Code::NotFound, "{first:?}");
     assert!(first.message().starts_with("pulling image "), "{}", first.message());
-    common::kubelet::assert_reason_once(&first, &image, "ErrImagePull");
+    common::runtimes::kubelet::assert_reason_once(&first, &image, "ErrImagePull");
     let manifests_before = gets(&s, "/manifests/v1");
 
     let second = c.pull_image(req("pod-1")).await.unwrap_err();
@@ -115,7 +115,7 @@ async fn a_failing_image_backs_off_and_recovers_when_served() {
         "{}",
         second.message()
     );
-    common::kubelet::assert_reason_once(&second, &image, "ErrImagePull");
+    common::runtimes::kubelet::assert_reason_once(&second, &image, "ErrImagePull");
     assert_eq!(
         gets(&s, "/manifests/v1"),
         manifests_before,
@@ -153,7 +153,7 @@ async fn a_failing_image_backs_off_and_recovers_when_served() {
 }
 
 /// A fake registry serving `images` as `app{i}:v1`, each blob slowed down so overlap would show.
-async fn slow_registry(images: &[common::image::BuiltImage]) -> FakeRegistry {
+async fn slow_registry(images: &[common::images::image::BuiltImage]) -> FakeRegistry {
     let fake = FakeRegistry::start().await;
     for (i, img) in images.iter().enumerate() {
         let repo = format!("app{i}");
@@ -268,7 +268,7 @@ async fn pull_policies_decide_what_reaches_the_registry() {
     let err = pull(&mut c, &s.image("never", "v1"), None).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().starts_with("Container image"), "{}", err.message());
-    common::kubelet::assert_reason_once(&err, &s.image("never", "v1"), "ErrImagePull");
+    common::runtimes::kubelet::assert_reason_once(&err, &s.image("never", "v1"), "ErrImagePull");
     assert_eq!(s.registry.requests().len(), before, "never: no registry request at all");
 
     pull(&mut c, &s.image("lazy", "v1"), None).await.unwrap();
@@ -299,7 +299,7 @@ async fn pull_policies_decide_what_reaches_the_registry() {
     assert!(s.daemon.log().contains("stale_if_unavailable"));
     let err = pull(&mut c, &s.image("absent", "v1"), None).await.unwrap_err();
     assert!(err.message().starts_with("RegistryUnavailable: "), "{}", err.message());
-    common::kubelet::assert_reason_once(&err, &s.image("absent", "v1"), "RegistryUnavailable");
+    common::runtimes::kubelet::assert_reason_once(&err, &s.image("absent", "v1"), "RegistryUnavailable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

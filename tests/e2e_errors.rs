@@ -4,17 +4,17 @@
 
 mod common;
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{Daemon, blobs, ingest_files, list, pull, spec, status};
-use common::fake_registry::{Canned, FakeRegistry, daemon_for};
-use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, OCI_MANIFEST, sha256_digest};
-use common::setup::{Setup, small_image};
+use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, OCI_MANIFEST, sha256_digest};
+use common::registry::fake_registry::{Canned, FakeRegistry, daemon_for};
 use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
 
 /// Asserts the failure (its code, kubelet's `reason` for it shown once), and that the store holds nothing.
 async fn assert_failed_cleanly(d: &Daemon, err: tonic::Status, code: Code, reason: &str, needle: &str) {
     assert_eq!(err.code(), code, "{err:?}");
-    let shown = common::kubelet::assert_reason_once(&err, "the image", reason);
+    let shown = common::runtimes::kubelet::assert_reason_once(&err, "the image", reason);
     assert!(
         shown.contains(needle),
         "kubelet's message should mention {needle:?}: {shown}"
@@ -85,7 +85,9 @@ async fn status_list_and_remove_answer_invalid_names_as_invalid_image_names() {
                 err.message()
             );
             assert!(
-                common::kubelet::REASONS.iter().all(|r| !err.message().contains(r)),
+                common::runtimes::kubelet::REASONS
+                    .iter()
+                    .all(|r| !err.message().contains(r)),
                 "{rpc} {bad}: {}",
                 err.message()
             );

@@ -1,5 +1,5 @@
 //! Faults a node meets on its way to a registry (issue 13), through the real socket, with the real registry
-//! behind a fault-injecting proxy (`common::fault_proxy`): callers that go away mid-pull, a registry that
+//! behind a fault-injecting proxy (`common::registry::fault_proxy`): callers that go away mid-pull, a registry that
 //! accepts connections and never answers, a mirror that does so, bytes that drip slowly, and the download
 //! limit seen from the registry's side.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,12 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::daemon::setup::small_image;
 use common::daemon::{Daemon, DaemonOptions, pull, remove, status};
-use common::fault_proxy::{Fault, FaultProxy};
-use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
-use common::proxied::{Proxied, free_port, metric};
+use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
+use common::registry::fault_proxy::{Fault, FaultProxy};
+use common::registry::proxied::{Proxied, free_port, metric};
 use common::registry::{RegistryOptions, TestRegistry};
-use common::setup::small_image;
 use tonic::Code;
 
 const NO_BACKOFF: &str = "[pull]\nbackoff_initial = \"0s\"\n";
@@ -118,7 +118,7 @@ async fn a_blackholed_registry_is_unavailable_within_the_deadline_and_stale_appl
     let err = pull(&mut c, &p.image("app", "absent"), None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unknown, "{err:?}");
     assert!(err.message().starts_with("RegistryUnavailable: "), "{}", err.message());
-    common::kubelet::assert_reason_once(&err, &p.image("app", "absent"), "RegistryUnavailable");
+    common::runtimes::kubelet::assert_reason_once(&err, &p.image("app", "absent"), "RegistryUnavailable");
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "a 2 s deadline, not the 5 min progress timeout: {:?}",
@@ -150,8 +150,8 @@ async fn a_blackholed_mirror_falls_through_to_the_upstream() {
     })
     .await;
     let (a, b) = (small_image(133, None), small_image(134, None));
-    common::push::push_image(&registry.addr(), "a", "v1", &a, None).await;
-    common::push::push_image(&registry.addr(), "b", "v1", &b, None).await;
+    common::registry::push::push_image(&registry.addr(), "a", "v1", &a, None).await;
+    common::registry::push::push_image(&registry.addr(), "b", "v1", &b, None).await;
     let mut c = d.client().await;
 
     let image = registry.image_ref("a", "v1");
@@ -200,7 +200,7 @@ async fn a_request_after_recovery_does_not_join_a_hung_pull() {
 }
 
 /// The same layer as gzip (`:latest`) and zstd (`:zstd`): one image id, one snapshot, two blobs.
-fn two_compressions() -> (common::image::BuiltImage, common::image::BuiltImage) {
+fn two_compressions() -> (common::images::image::BuiltImage, common::images::image::BuiltImage) {
     let entries = [Entry::file("data", random_bytes(136, 96 * 1024))];
     let build = |c| {
         ImageBuilder::new(MediaStyle::Oci)

@@ -2,7 +2,7 @@
 //! store on a real filesystem of fixed size (a tmpfs the test mounts and measures with `statvfs` itself), so
 //! "usage", "freed" and "shared layers" are checked against the kernel's figures, not against imaged's own.
 //!
-//! The one fake is the container runtime (`common::fake_runtime`), which only answers `ListContainers`.
+//! The one fake is the container runtime (`common::runtimes::fake_runtime`), which only answers `ListContainers`.
 //! Layers are incompressible (pseudo-random) so that sizes on disk are predictable; GC runs only when the test
 //! asks (`period = "1h"`), through `imaged.v1.Images/GarbageCollect`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::daemon::gc_env::{assert_near, config, du_of, gc, ids, start};
+use common::daemon::tmpfs::MIB;
 use common::daemon::{blobs, list, pull, remove, snapshot_dirs, status};
-use common::fake_runtime::{FakeRuntime, container};
-use common::gc_env::{assert_near, config, du_of, gc, ids, start};
-use common::image::{BuiltImage, Compression, Entry, Layer, MediaStyle, image_over, random_bytes, random_layer};
-use common::tmpfs::MIB;
+use common::images::image::{
+    BuiltImage, Compression, Entry, Layer, MediaStyle, image_over, random_bytes, random_layer,
+};
+use common::runtimes::fake_runtime::{FakeRuntime, container};
 use imaged::proto::imaged::v1 as pb;
 use imaged::proto::imaged::v1::images_client::ImagesClient;
 use imaged::proto::runtime::v1 as cri;
@@ -341,7 +343,7 @@ async fn gc_and_prune_during_a_stream_of_pulls_break_no_pull_and_no_image() {
         );
     }
     env.s.daemon.stop();
-    let out = common::rootfs::fsck(&env.s.daemon.root);
+    let out = common::images::rootfs::fsck(&env.s.daemon.root);
     let report = format!("{}{}", out.stdout, out.stderr);
     println!("{report}");
     assert!(

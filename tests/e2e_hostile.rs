@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::daemon::hostile::{Arena, after_benign, refused_entry, snapshot_names, usage};
 use common::daemon::{blobs, ingest_files, pull};
-use common::hostile::{Arena, after_benign, refused_entry, snapshot_names, usage};
-use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
-use common::rawtar::{Kind, RawTar, zero_bomb};
-use common::rootfs::{mount, snapshots};
+use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
+use common::images::rawtar::{Kind, RawTar, zero_bomb};
+use common::images::rootfs::{mount, snapshots};
 use tonic::Code;
 
 /// What a case adds to a layer after its benign start.
@@ -84,7 +84,7 @@ fn raw_tars_read_back_with_the_tar_crate() {
     flate2::read::MultiGzDecoder::new(bomb.blob.as_slice())
         .read_to_end(&mut tar)
         .unwrap();
-    assert_eq!(common::image::sha256_digest(&tar), bomb.diff_id);
+    assert_eq!(common::images::image::sha256_digest(&tar), bomb.diff_id);
     let mut archive = tar::Archive::new(tar.as_slice());
     let mut entries = archive.entries().unwrap().map(Result::unwrap);
     let mut zeros = entries.next().unwrap();

@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{Daemon, DaemonOptions, pull};
-use common::push;
+use common::registry::push;
 use common::registry::{RegistryOptions, TestRegistry, plain_hosts_toml};
-use common::setup::{Setup, small_image};
 use tonic::Code;
 
 /// A loopback port nothing listens on.

@@ -8,13 +8,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::blackhole::DroppingPort;
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{DaemonOptions, pull, remove};
-use common::fault_proxy::{Fault, FaultProxy};
-use common::pki::TestPki;
-use common::push;
+use common::registry::blackhole::DroppingPort;
+use common::registry::fault_proxy::{Fault, FaultProxy};
+use common::registry::pki::TestPki;
+use common::registry::push;
 use common::registry::{RegistryOptions, RegistryTls, TestRegistry};
-use common::setup::{Setup, small_image};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 
 mod common;
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{spec, status};
-use common::setup::{Setup, small_image};
 use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
 

@@ -7,15 +7,15 @@ mod common;
 
 use std::io::Write;
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{DaemonOptions, blobs, ingest_files, list, pull};
-use common::image::{
+use common::images::image::{
     BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, build_tar,
     sha256_digest,
 };
-use common::push;
+use common::images::rootfs::mount_fresh;
 use common::registry::RegistryOptions;
-use common::rootfs::mount_fresh;
-use common::setup::{Setup, small_image};
+use common::registry::push;
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -77,7 +77,7 @@ async fn attestation(s: &Setup, repo: &str, image: &BuiltImage) -> Vec<u8> {
 async fn soci_index(s: &Setup, repo: &str, version: &str, image: &BuiltImage) -> Vec<u8> {
     let addr = s.registry.addr();
     push::push_blob(&addr, repo, b"{}", None).await;
-    let ztoc = common::layer::random_bytes(77, 512);
+    let ztoc = common::images::layer::random_bytes(77, 512);
     push::push_blob(&addr, repo, &ztoc, None).await;
     let layer = &image.layers[0];
     let mut ztoc_desc = descriptor("application/octet-stream", &ztoc);
@@ -220,7 +220,7 @@ fn zstd_chunked(tar: &[u8]) -> (Vec<u8>, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zstd_chunked_layer_unpacks_and_its_diff_id_is_the_plain_tars() {
     let s = setup().await;
-    let big = common::layer::random_bytes(53, 5000);
+    let big = common::images::layer::random_bytes(53, 5000);
     let tar = build_tar(&[
         Entry::dir("chunked"),
         Entry::file("chunked/a", "hello"),
@@ -289,7 +289,7 @@ async fn manifests_that_are_not_utf8_json_are_refused_and_nothing_is_kept() {
         let err = pull(&mut c, &s.image("app", tag), None).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{tag}: {err:?}");
         assert!(err.message().starts_with("pulling image "), "{}", err.message());
-        common::kubelet::assert_reason_once(&err, tag, "ErrImagePull");
+        common::runtimes::kubelet::assert_reason_once(&err, tag, "ErrImagePull");
         assert!(err.message().contains("not UTF-8 JSON"), "{}", err.message());
         assert!(list(&mut c).await.is_empty(), "no image may be recorded");
         assert!(

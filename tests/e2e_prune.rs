@@ -4,7 +4,7 @@
 //!
 //! Every test compares sets: what a dry run lists, what the real run then lists, and what actually left the
 //! disk. Expected blobs and snapshots (chain ids) are computed here from the pushed images, not asked of
-//! imaged. The one fake is the container runtime (`common::fake_runtime`), which only answers `ListContainers`.
+//! imaged. The one fake is the container runtime (`common::runtimes::fake_runtime`), which only answers `ListContainers`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,11 +13,11 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use common::daemon::setup::Setup;
 use common::daemon::{Daemon, DaemonOptions, blobs, list, pull, status};
-use common::fake_runtime::{FakeRuntime, container_by_spec};
-use common::image::{BuiltImage, image_over, random_bytes, random_layer, sha256_digest};
+use common::images::image::{BuiltImage, image_over, random_bytes, random_layer, sha256_digest};
 use common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
-use common::setup::Setup;
+use common::runtimes::fake_runtime::{FakeRuntime, container_by_spec};
 use imaged::proto::imaged::v1 as pb;
 use imaged::proto::imaged::v1::images_client::ImagesClient;
 use imaged::proto::runtime::v1 as cri;

@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::daemon::setup::{Setup, image_of, small_image};
 use common::daemon::{self, DaemonOptions, blobs, list, pull, remove, status};
-use common::image::{BuiltIndex, Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
-use common::push;
-use common::setup::{Setup, image_of, small_image};
+use common::images::image::{BuiltIndex, Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
+use common::registry::push;
 use imaged::proto::runtime::v1 as cri;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +297,7 @@ async fn a_second_tag_adds_and_a_moved_tag_leaves_the_old_image() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_drops_every_tag_and_only_unshared_blobs_and_is_idempotent() {
     let s = Setup::start().await;
-    let (base, a, b) = common::setup::sharing_a_base(1, 50_000);
+    let (base, a, b) = common::daemon::setup::sharing_a_base(1, 50_000);
     s.push("a", "v1", &a).await;
     s.push("a", "v2", &a).await;
     s.push("b", "v1", &b).await;

@@ -8,9 +8,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{Daemon, DaemonOptions, blobs, pull, remove, snapshot_dirs, status};
-use common::image::BuiltImage;
-use common::setup::{Setup, small_image};
+use common::images::image::BuiltImage;
 use imaged::proto::imaged::v1 as pb;
 use imaged::proto::imaged::v1::images_client::ImagesClient;
 
@@ -29,7 +29,7 @@ fn assert_complete(d: &Daemon, img: &BuiltImage, when: &str) {
 /// had nothing to repair (no blob or snapshot left that no image references).
 fn assert_fsck_clean(d: &mut Daemon) {
     d.stop();
-    let out = common::rootfs::fsck(&d.root);
+    let out = common::images::rootfs::fsck(&d.root);
     let report = format!("{}{}", out.stdout, out.stderr);
     assert!(
         out.ok && report.lines().any(|l| l == "ok") && !report.contains("repaired"),
@@ -173,7 +173,7 @@ async fn gc_racing_pulls_of_its_planned_victims_removes_none_of_them() {
 /// (from a gzip blob). Keeping the snapshot must not keep the blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_whose_digest_is_a_kept_chain_id_still_goes_with_its_image() {
-    use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
+    use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
     let mut s = Setup::start().await;
     let entries = [Entry::dir("base"), Entry::file("base/f", "same tar, two blobs")];
     let plain = Layer::build(&entries, Compression::None, MediaStyle::Oci);
@@ -198,10 +198,10 @@ async fn a_blob_whose_digest_is_a_kept_chain_id_still_goes_with_its_image() {
 /// when pulls of both forms race each other and removals. An idle store holds exactly the last form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_of_two_forms_of_one_image_leave_only_the_last_forms_blobs() {
-    use common::image::{Compression, Entry, Layer, MediaStyle};
+    use common::images::image::{Compression, Entry, Layer, MediaStyle};
     let mut s = Setup::start().await;
     let entries = [Entry::dir("etc"), Entry::file("etc/os-release", "ID=forms\n")];
-    let form = |c| common::setup::image_of(MediaStyle::Oci, vec![Layer::build(&entries, c, MediaStyle::Oci)]);
+    let form = |c| common::daemon::setup::image_of(MediaStyle::Oci, vec![Layer::build(&entries, c, MediaStyle::Oci)]);
     let (gz, zst) = (form(Compression::Gzip), form(Compression::Zstd));
     assert_eq!(gz.config_digest, zst.config_digest, "one image id");
     s.push("forms", "gzip", &gz).await;

@@ -8,8 +8,8 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Stdio;
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{Daemon, DaemonOptions, list, pull, remove, status};
-use common::setup::{Setup, small_image};
 use imaged::proto::runtime::v1 as cri;
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -113,10 +113,10 @@ async fn config_errors_name_the_key_and_settings_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_during_a_pull_leaves_a_consistent_store() {
-    use common::fake_registry::{Canned, FakeRegistry};
+    use common::registry::fake_registry::{Canned, FakeRegistry};
     let fake = FakeRegistry::start().await;
-    let img = common::setup::small_image(42, None);
-    fake.manifest("app", "v1", common::image::OCI_MANIFEST, &img.manifest);
+    let img = common::daemon::setup::small_image(42, None);
+    fake.manifest("app", "v1", common::images::image::OCI_MANIFEST, &img.manifest);
     fake.blob("app", &img.config_digest, img.config.clone());
     fake.blob("app", &img.layers[0].digest, img.layers[0].blob.clone());
     // The second layer sends a few bytes and then nothing: the pull is in flight when SIGTERM comes.
@@ -252,7 +252,7 @@ async fn images_survive_a_restart_and_crash_leftovers_are_cleaned() {
     s.daemon.kill();
     std::fs::write(s.daemon.root.join("content/ingest/partial-1"), b"half a layer").unwrap();
     let orphan = b"committed but never recorded";
-    let orphan_hex = common::image::sha256_digest(orphan)
+    let orphan_hex = common::images::image::sha256_digest(orphan)
         .trim_start_matches("sha256:")
         .to_string();
     std::fs::write(s.daemon.root.join("content/blobs/sha256").join(&orphan_hex), orphan).unwrap();

@@ -7,8 +7,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
-use common::snapshots_api::{commit, list, mount, prepare, remove, stat, umount, world};
+use common::images::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
+use common::runtimes::snapshots_api::{commit, list, mount, prepare, remove, stat, umount, world};
 use containerd_client::services::v1::snapshots as api;
 use tonic::Code;
 
@@ -331,7 +331,7 @@ async fn a_user_namespaced_prepare_mounts_with_idmapped_lowers_and_the_pods_root
     );
 
     let mnt = tempfile::tempdir().unwrap();
-    let pod = common::idmapped::mount(&mounts, mnt.path());
+    let pod = common::runtimes::idmapped::mount(&mounts, mnt.path());
     // From the host, through the idmapped lowers, the layers' files show the mapped owners...
     assert_eq!(owner(&mnt.path().join("etc/root-file")), (100000, 100000));
     assert_eq!(owner(&mnt.path().join("etc/user-file")), (101000, 101000));

@@ -8,8 +8,8 @@
 
 mod common;
 
+use common::daemon::tmpfs::{MIB, Tmpfs};
 use common::daemon::{Daemon, DaemonOptions};
-use common::tmpfs::{MIB, Tmpfs};
 use cri::image_service_client::ImageServiceClient;
 use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
@@ -66,7 +66,7 @@ async fn stream_images_answers_what_list_images_does_with_5000_images() {
     d.stop();
     // On a tmpfs: 5,000 durable commits cost a minute on a busy disk, and this test is not about the disk.
     let fs = Tmpfs::mount_at(&d.root, 256 * MIB);
-    let tags = common::many_images::fill(&d.root, NAME, IMAGES);
+    let tags = common::images::many_images::fill(&d.root, NAME, IMAGES);
     d.start_again().await;
     let mut c = client(&d).await;
 

@@ -6,13 +6,13 @@
 mod common;
 
 use common::daemon::pull;
-use common::fake_registry::{Canned, FakeRegistry, daemon_for};
-use common::image::OCI_MANIFEST;
-use common::setup::small_image;
+use common::daemon::setup::small_image;
+use common::images::image::OCI_MANIFEST;
+use common::registry::fake_registry::{Canned, FakeRegistry, daemon_for};
 use imaged::proto::runtime::v1 as cri;
 
 /// A fake registry serving one image and a token realm; `/v2/` challenges for a bearer token.
-async fn token_registry() -> (FakeRegistry, common::image::BuiltImage) {
+async fn token_registry() -> (FakeRegistry, common::images::image::BuiltImage) {
     let fake = FakeRegistry::start().await;
     let img = small_image(9, None);
     fake.manifest("app", "v1", OCI_MANIFEST, &img.manifest);

@@ -16,13 +16,13 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
-use common::busybox::changes_layers;
+use common::daemon::setup::Setup;
 use common::daemon::{pull, remove};
-use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
-use common::rawtar::{Kind as RawKind, RawHeader, RawTar};
-use common::rootfs::{Mounted, mount, mount_fresh, same_as_umoci, snapshots, verbose_info};
-use common::setup::Setup;
-use common::tree::{self, Kind, walk};
+use common::images::busybox::changes_layers;
+use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
+use common::images::rawtar::{Kind as RawKind, RawHeader, RawTar};
+use common::images::rootfs::{Mounted, mount, mount_fresh, same_as_umoci, snapshots, verbose_info};
+use common::images::tree::{self, Kind, walk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whiteouts_opaque_dirs_hard_links_and_type_changes_match_umoci() {
@@ -109,7 +109,7 @@ async fn whiteouts_opaque_dirs_hard_links_and_type_changes_match_umoci() {
     );
 }
 
-/// A layer-0 directory header with an mtime older than [`common::image::MTIME`], so that a stale directory
+/// A layer-0 directory header with an mtime older than [`common::images::image::MTIME`], so that a stale directory
 /// time put on another path shows.
 fn old_dir(name: &str) -> RawHeader {
     let mut h = RawHeader::new(name, RawKind::Dir);
@@ -175,7 +175,7 @@ async fn a_directory_replaced_by_a_file_has_the_files_mtime() {
     assert_eq!(m.read("swap"), "now a file");
     assert_eq!(
         m.node("swap").mtime,
-        Some(common::image::MTIME as i64),
+        Some(common::images::image::MTIME as i64),
         "the file's own mtime"
     );
 }
@@ -279,7 +279,7 @@ async fn a_layer_adding_to_a_lower_directory_keeps_its_mode_and_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mount_refuses_a_non_empty_dir_and_an_absent_image() {
     let s = Setup::start().await;
-    let img = common::setup::small_image(9, None);
+    let img = common::daemon::setup::small_image(9, None);
     s.push("mnt", "v1", &img).await;
     let image = s.image("mnt", "v1");
     let mut c = s.daemon.client().await;

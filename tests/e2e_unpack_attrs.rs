@@ -10,11 +10,11 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 
-use common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
-use common::rawtar::{Kind as RawKind, RawHeader, RawTar};
-use common::rootfs::same_as_umoci;
-use common::setup::Setup;
-use common::tree::Kind;
+use common::daemon::setup::Setup;
+use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
+use common::images::rawtar::{Kind as RawKind, RawHeader, RawTar};
+use common::images::rootfs::same_as_umoci;
+use common::images::tree::Kind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissions_owners_symlinks_and_implicit_dirs_match_umoci() {
@@ -88,7 +88,7 @@ async fn permissions_owners_symlinks_and_implicit_dirs_match_umoci() {
     ] {
         assert_eq!(m.node(link).kind, Kind::Symlink(target.into()), "{link}");
     }
-    assert_eq!(m.node("bin/busybox").mtime, Some(common::image::MTIME as i64));
+    assert_eq!(m.node("bin/busybox").mtime, Some(common::images::image::MTIME as i64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,12 +7,12 @@
 
 mod common;
 
+use common::daemon::setup::{Setup, small_image};
 use common::daemon::{Daemon, DaemonOptions, spec};
-use common::fault_proxy::{Fault, FaultProxy};
-use common::push::push_image;
+use common::registry::fault_proxy::{Fault, FaultProxy};
+use common::registry::push::push_image;
+use common::registry::registry_log::{UserRequest, user_requests};
 use common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
-use common::registry_log::{UserRequest, user_requests};
-use common::setup::{Setup, small_image};
 use imaged::proto::runtime::v1 as cri;
 use tonic::Code;
 
@@ -81,7 +81,7 @@ async fn present_images_are_answered_only_to_credentials_the_registry_accepted()
         msg.starts_with("pulling image ") && msg.contains("did not confirm that the request's credentials may pull"),
         "{msg}"
     );
-    common::kubelet::assert_reason_once(&err, &image, "ErrImagePull");
+    common::runtimes::kubelet::assert_reason_once(&err, &image, "ErrImagePull");
     assert!(!msg.contains("guess"), "the password leaked: {msg}");
     let manifest = format!("/v2/private/app/manifests/{}", img.manifest_digest);
     let by_b: Vec<UserRequest> = user_requests(&s.registry)

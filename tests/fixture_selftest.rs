@@ -1,5 +1,5 @@
 //! Proves the test fixtures in `tests/common` right with independent tools: images built by
-//! `common::image` and pushed by `common::push` to a `common::registry` are read back with `skopeo` and
+//! `common::images::image` and pushed by `common::registry::push` to a `common::registry` are read back with `skopeo` and
 //! unpacked with `umoci`. A missing tool fails the test (run `hack/install-test-deps`); nothing is skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,13 +10,13 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::image::{
+use common::images::image::{
     BuiltImage, BuiltIndex, Compression, DOCKER_CONFIG, DOCKER_MANIFEST, Entry, ImageBuilder, Layer, MediaStyle,
     passwd_entries, random_bytes, sha256_digest,
 };
-use common::push::{push_image, push_index};
+use common::images::tools::{assert_served, exists_in, skopeo_copy, skopeo_raw_manifest};
+use common::registry::push::{push_image, push_index};
 use common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
-use common::tools::{assert_served, exists_in, skopeo_copy, skopeo_raw_manifest};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -245,13 +245,13 @@ async fn access_log_hosts_toml_and_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_proxy_passes_refuses_fails_blackholes_stalls_and_drips() {
-    use common::fault_proxy::{Fault, FaultProxy};
+    use common::registry::fault_proxy::{Fault, FaultProxy};
     use std::time::Duration;
     let reg = TestRegistry::start(RegistryOptions::default()).await;
     let style = MediaStyle::Oci;
     let image = ImageBuilder::new(style)
         .layer(Layer::build(
-            &[Entry::file("big", common::image::random_bytes(7, 64 * 1024))],
+            &[Entry::file("big", common::images::image::random_bytes(7, 64 * 1024))],
             Compression::None,
             style,
         ))
@@ -287,7 +287,7 @@ async fn fault_proxy_passes_refuses_fails_blackholes_stalls_and_drips() {
     proxy.set_for("/blobs/", Fault::Stall(1000));
     let manifest = http
         .get(format!("{}/v2/faulty/manifests/v1", proxy.url()))
-        .header("Accept", common::image::OCI_MANIFEST)
+        .header("Accept", common::images::image::OCI_MANIFEST)
         .send()
         .await
         .unwrap();
@@ -380,7 +380,7 @@ fn builds_are_deterministic_and_diff_ids_match() {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                assert_eq!(e.header().mtime().unwrap(), common::image::MTIME);
+                assert_eq!(e.header().mtime().unwrap(), common::images::image::MTIME);
                 e.path().unwrap().display().to_string()
             })
             .collect();

@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use imaged::proto::runtime::v1 as cri;
 
-use super::common::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
-use super::common::push;
+use super::common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
+use super::common::registry::push;
 use super::daemons::Daemon;
 use super::report::{median, min_max, percentile};
 use super::text::Rng;

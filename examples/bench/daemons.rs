@@ -14,7 +14,7 @@ use imaged::proto::runtime::v1::image_service_client::ImageServiceClient;
 use rustix::process::{Pid, Signal, kill_process};
 use tonic::transport::Channel;
 
-use super::common::containerd::{self, ContainerdOptions};
+use super::common::runtimes::containerd::{self, ContainerdOptions};
 
 /// How long a daemon may take to serve CRI after it is spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,7 +67,7 @@ impl Daemon {
     pub fn containerd(dir: &Path, hosts: &Path, snapshotter: &str) -> Result<Daemon> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let socket = dir.join("containerd.sock");
-        // The test fixture's config (tests/common/containerd.rs).
+        // The test fixture's config (tests/common/runtimes/containerd.rs).
         let opts = ContainerdOptions::new(UNUSED_SANDBOX_IMAGE)
             .snapshotter(snapshotter)
             .hosts_dir(hosts);

@@ -11,7 +11,9 @@
 
 use std::thread;
 
-use super::common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, build_tar, random_bytes};
+use super::common::images::image::{
+    BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, build_tar, random_bytes,
+};
 use super::text::{Rng, TextGen};
 
 /// What a layer's files contain.

@@ -6,7 +6,7 @@
 //! Set-up: one registry serving the image (`large` with a busybox layer on top, cmd `echo ready`) and the
 //! pause image that both containerds' `sandbox_image` names; containerd A with the proxy snapshotter
 //! `imaged` as its CRI snapshotter and an imaged publishing into it (`--containerd-address`); containerd B
-//! on overlayfs. Both containerds are the test fixture (`tests/common/containerd.rs`): their own root,
+//! on overlayfs. Both containerds are the test fixture (`tests/common/runtimes/containerd.rs`): their own root,
 //! state, runc root and cgroup parent, `restrict_oom_score_adj`, host-network pods (no CNI), and on drop
 //! the teardown of containers, shims, mounts and cgroups. Each runs a pod sandbox before any clock starts.
 //!
@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use imaged::proto::runtime::v1 as cri;
 
-use super::common::busybox::{busybox_entries, push_pause};
-pub use super::common::containerd::Line;
-use super::common::containerd::pods::Pod;
-use super::common::containerd::{Containerd, ContainerdOptions};
-use super::common::image::{BuiltImage, Compression, ImageBuilder, Layer, MediaStyle, build_tar};
-use super::common::push::push_image;
+use super::common::images::busybox::{busybox_entries, push_pause};
+use super::common::images::image::{BuiltImage, Compression, ImageBuilder, Layer, MediaStyle, build_tar};
 use super::common::registry::TestRegistry;
+use super::common::registry::push::push_image;
+pub use super::common::runtimes::containerd::Line;
+use super::common::runtimes::containerd::pods::Pod;
+use super::common::runtimes::containerd::{Containerd, ContainerdOptions};
 use super::daemons::{self, Daemon, count_files};
 use super::images::{self, BuiltLayer, Scale};
 use super::pulls::sync;

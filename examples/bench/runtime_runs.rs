@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::super::common::containerd::logs::parse_cri_log;
-use super::super::common::containerd::pods::ContainerSpec;
+use super::super::common::runtimes::containerd::logs::parse_cri_log;
+use super::super::common::runtimes::containerd::pods::ContainerSpec;
 use super::super::daemons;
 use super::super::pulls::sync;
 use super::{Bench, READY, RuntimeOpts, pull_image};

@@ -11,8 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::common::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
-use crate::common::push;
+use crate::common::images::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
+use crate::common::registry::push;
 
 /// One tag of the catalog.
 #[derive(Clone, Debug)]

@@ -1,12 +1,12 @@
 //! The registry as the daemon reaches it during a soak: the real registry behind the fault proxy
-//! ([`crate::common::fault_proxy`]), which the run makes slow once and unavailable once.
+//! ([`crate::common::registry::fault_proxy`]), which the run makes slow once and unavailable once.
 //!
 //! The daemon's `hosts.toml` names the proxy as the registry's only server (not as a mirror, which the
 //! daemon would skip for the upstream when it fails), so an outage of the proxy is an outage of the registry.
 
 use std::time::Duration;
 
-use crate::common::fault_proxy::{Fault, FaultProxy};
+use crate::common::registry::fault_proxy::{Fault, FaultProxy};
 
 /// How a slow registry sends bodies: 16 KiB every 5 ms (about 3 MB/s per connection), so a layer of a few
 /// MiB takes seconds instead of milliseconds, while bytes keep moving (no progress timeout fires).

@@ -35,9 +35,9 @@ use classify::{Disturbances, Failures};
 use ledger::{Clock, Ledger};
 use stats::Latencies;
 
+use crate::common::daemon::tmpfs::{self, MIB, PAGE};
 use crate::common::daemon::{Daemon, DaemonOptions};
 use crate::common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
-use crate::common::tmpfs::{self, MIB, PAGE};
 
 /// What to run.
 #[derive(Clone, Debug)]

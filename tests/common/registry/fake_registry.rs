@@ -197,8 +197,10 @@ impl FakeRegistry {
     /// Serves a manifest for `repo:reference` with its media type as Content-Type and its digest header.
     pub fn manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) {
         let mut c = Canned::ok(media_type, body.to_vec());
-        c.headers
-            .push(("Docker-Content-Digest".into(), super::layer::sha256_digest(body)));
+        c.headers.push((
+            "Docker-Content-Digest".into(),
+            crate::common::images::layer::sha256_digest(body),
+        ));
         self.route(&format!("/v2/{repo}/manifests/{reference}"), c);
     }
 
@@ -229,14 +231,17 @@ impl Drop for FakeRegistry {
 
 /// A daemon that reaches `fake` over plain HTTP (its hosts.toml directory is returned with it), with the
 /// given config file or the fixture's default.
-pub async fn daemon_for(fake: &FakeRegistry, config: Option<&str>) -> (tempfile::TempDir, super::daemon::Daemon) {
+pub async fn daemon_for(
+    fake: &FakeRegistry,
+    config: Option<&str>,
+) -> (tempfile::TempDir, crate::common::daemon::Daemon) {
     let hosts = tempfile::tempdir().expect("hosts dir");
-    super::registry::write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
-    let opts = super::daemon::DaemonOptions {
+    crate::common::registry::write_hosts_toml(hosts.path(), fake.addr(), &format!("http://{}", fake.addr()));
+    let opts = crate::common::daemon::DaemonOptions {
         hosts_dir: Some(hosts.path().into()),
         config: config.map(str::to_string),
         ..Default::default()
     };
-    let d = super::daemon::Daemon::start(opts).await;
+    let d = crate::common::daemon::Daemon::start(opts).await;
     (hosts, d)
 }

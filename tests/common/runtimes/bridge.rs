@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use imaged::proto::runtime::v1 as cri;
 use tempfile::TempDir;
 
-use super::busybox::push_pause;
-use super::containerd::{Containerd, ContainerdOptions, Line};
-use super::daemon::{Daemon, DaemonOptions};
-use super::registry::{LoggedRequest, RegistryOptions, TestRegistry};
+use crate::common::daemon::{Daemon, DaemonOptions};
+use crate::common::images::busybox::push_pause;
+use crate::common::registry::{LoggedRequest, RegistryOptions, TestRegistry};
+use crate::common::runtimes::containerd::{Containerd, ContainerdOptions, Line};
 
 /// The name containerd's config gives imaged's proxy snapshotter.
 pub const SNAPSHOTTER: &str = "imaged";
@@ -93,7 +93,7 @@ impl Node {
     pub async fn pull(&self, repo: &str, tag: &str) -> String {
         let image = self.registry.image_ref(repo, tag);
         let mut c = self.imaged.client().await;
-        match super::daemon::pull(&mut c, &image, None).await {
+        match crate::common::daemon::pull(&mut c, &image, None).await {
             Ok(id) => id,
             Err(e) => panic!("imaged PullImage {image}: {e}; imaged log:\n{}", self.imaged.log()),
         }
@@ -103,7 +103,7 @@ impl Node {
     /// snapshotter); returns its image ref. Panics with containerd's answer if it fails.
     pub async fn ctd_pull(&self, reference: &str) -> String {
         let req = cri::PullImageRequest {
-            image: super::daemon::spec(reference),
+            image: crate::common::daemon::spec(reference),
             ..Default::default()
         };
         let mut c = self.ctd.images().await.expect("connect to containerd");
@@ -119,7 +119,7 @@ impl Node {
     /// containerd's CRI ImageStatus of `name`.
     pub async fn ctd_status(&self, name: &str) -> Option<cri::Image> {
         let mut c = self.ctd.images().await.expect("connect to containerd");
-        super::daemon::status(&mut c, name).await
+        crate::common::daemon::status(&mut c, name).await
     }
 
     /// Waits (up to `timeout`) until containerd's CRI ImageStatus of `name` is `present` or not.
@@ -146,7 +146,7 @@ impl Node {
             filters: Vec::new(),
         };
         let mut stream = c
-            .list(super::containerd::in_namespace(req))
+            .list(crate::common::runtimes::containerd::in_namespace(req))
             .await
             .expect("containerd's snapshots List")
             .into_inner();

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::Code;
 
-use super::daemon::{DaemonOptions, blobs, ingest_files, list, pull};
-use super::image::{Compression, ImageBuilder, Layer, MediaStyle};
-use super::rawtar::RawTar;
-use super::registry::RegistryOptions;
-use super::rootfs::fsck;
-use super::setup::Setup;
-use super::tree::{self, Tree, walk};
+use crate::common::daemon::setup::Setup;
+use crate::common::daemon::{DaemonOptions, blobs, ingest_files, list, pull};
+use crate::common::images::image::{Compression, ImageBuilder, Layer, MediaStyle};
+use crate::common::images::rawtar::RawTar;
+use crate::common::images::rootfs::fsck;
+use crate::common::images::tree::{self, Tree, walk};
+use crate::common::registry::RegistryOptions;
 
 /// A daemon, and a sentinel directory beside its own that hostile layers aim at.
 pub struct Arena {
@@ -91,7 +91,7 @@ impl Arena {
         let msg = status.message();
         assert_eq!(status.code(), code, "{repo}: {msg}");
         assert!(msg.starts_with("pulling image "), "{repo}: {msg}");
-        super::kubelet::assert_reason_once(&status, &image, "ErrImagePull");
+        crate::common::runtimes::kubelet::assert_reason_once(&status, &image, "ErrImagePull");
         for n in needles {
             assert!(msg.contains(n), "{repo}: the message names {n:?}: {msg}");
         }

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
-use super::busybox::busybox_image;
-use super::daemon::{Daemon, DaemonOptions};
-use super::image::{BuiltImage, Compression, Entry, Layer, MediaStyle};
-use super::podman::Podman;
-use super::push::push_image;
-use super::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
+use crate::common::daemon::{Daemon, DaemonOptions};
+use crate::common::images::busybox::busybox_image;
+use crate::common::images::image::{BuiltImage, Compression, Entry, Layer, MediaStyle};
+use crate::common::registry::push::push_image;
+use crate::common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
+use crate::common::runtimes::podman::Podman;
 
 /// imaged with a containers-storage store, podman reading it, one registry.
 pub struct Node {
@@ -62,19 +62,19 @@ impl Node {
     pub async fn pull(&self, repo: &str) -> String {
         let image = self.registry.image_ref(repo, "v1");
         let mut c = self.imaged.client().await;
-        super::daemon::pull(&mut c, &image, None)
+        crate::common::daemon::pull(&mut c, &image, None)
             .await
             .unwrap_or_else(|e| panic!("PullImage {image}: {e}; imaged log:\n{}", self.imaged.log()))
     }
 
     pub async fn remove(&self, name: &str) {
         let mut c = self.imaged.client().await;
-        super::daemon::remove(&mut c, name).await.unwrap();
+        crate::common::daemon::remove(&mut c, name).await.unwrap();
     }
 
     /// Runs imaged's garbage collection now; returns the ids it removed.
     pub async fn gc(&self) -> Vec<String> {
-        super::daemon::garbage_collect(&self.imaged.socket, false).await
+        crate::common::daemon::garbage_collect(&self.imaged.socket, false).await
     }
 
     /// The chain-id directories of imaged's layer store.
@@ -117,7 +117,7 @@ impl Node {
     pub async fn wait_status(&self, name: &str, present: bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut c = self.imaged.client().await;
-        while super::daemon::status(&mut c, name).await.is_some() != present {
+        while crate::common::daemon::status(&mut c, name).await.is_some() != present {
             assert!(
                 std::time::Instant::now() < deadline,
                 "ImageStatus({name}) never became {present}"
@@ -130,7 +130,7 @@ impl Node {
     pub fn fsck(&self) -> String {
         let config = self.imaged.dir().join("config.toml");
         let root = self.imaged.root.as_os_str();
-        let out = super::rootfs::imaged(&[
+        let out = crate::common::images::rootfs::imaged(&[
             "fsck".as_ref(),
             "--root".as_ref(),
             root,
@@ -144,7 +144,7 @@ impl Node {
 }
 
 /// busybox + `/etc/marker`, cmd `cat /etc/marker` (the containerd tests' marker image too).
-pub use super::busybox::app_image;
+pub use crate::common::images::busybox::app_image;
 
 /// The size of a layer's uncompressed tar.
 pub fn tar_len(layer: &Layer) -> u64 {

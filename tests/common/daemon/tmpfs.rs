@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::daemon::Daemon;
+use crate::common::daemon::Daemon;
 
 /// The page size tmpfs counts in.
 pub const PAGE: u64 = 4096;

@@ -8,7 +8,7 @@
 //!   credential"`;
 //! - accepted: `auth.user.name=NAME` on the request's later lines (`response completed`, …).
 
-use super::registry::TestRegistry;
+use crate::common::registry::TestRegistry;
 
 /// One request the registry's application log attributes to a user.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use imaged::proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::super::busybox::BUSYBOX;
 use super::Containerd;
+use crate::common::images::busybox::BUSYBOX;
 
 /// How long a container may take to exit in [`Containerd::wait_exit`].
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);

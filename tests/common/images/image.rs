@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-pub use super::layer::{
+pub use crate::common::images::layer::{
     Compression, Entry, GROUP, Layer, MTIME, MediaStyle, PASSWD, build_tar, passwd_entries, random_bytes, sha256_digest,
 };
 

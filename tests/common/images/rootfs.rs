@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
-use super::daemon::{pull, spec};
-use super::layer::sha256_digest;
-use super::registry::TestRegistry;
-use super::setup::Setup;
-use super::tools::{docker_ref, run};
-use super::tree::{self, Node, Tree, walk};
+use crate::common::daemon::setup::Setup;
+use crate::common::daemon::{pull, spec};
+use crate::common::images::layer::sha256_digest;
+use crate::common::images::tools::{docker_ref, run};
+use crate::common::images::tree::{self, Node, Tree, walk};
+use crate::common::registry::TestRegistry;
 
 /// What a run of the `imaged` binary printed.
 #[derive(Debug)]
@@ -214,9 +214,9 @@ fn decompress_zstd_layers(layout: &Path) {
     }
 }
 
-use super::containerd::pods::Pod;
+use crate::common::runtimes::containerd::pods::Pod;
 
-impl super::containerd::Containerd {
+impl crate::common::runtimes::containerd::Containerd {
     /// Asserts that `image` (an image id or reference containerd can resolve), run in `pod`, shows the same
     /// root filesystem from inside as `umoci unpack` makes of `repo:tag` from `registry`; returns the
     /// comparable inside tree.
@@ -231,7 +231,8 @@ impl super::containerd::Containerd {
         let name = format!("probe-{}", repo.replace('/', "-"));
         let inside = self.probe_rootfs(pod, &name, image).await;
         let reference = umoci_unpack(registry, repo, tag).await;
-        let (ours, theirs) = super::containerd::inside::comparable(&inside, &walk(&reference.rootfs()));
+        let (ours, theirs) =
+            crate::common::runtimes::containerd::inside::comparable(&inside, &walk(&reference.rootfs()));
         tree::assert_same(image, "inside", &ours, "umoci", &theirs);
         ours
     }

@@ -125,9 +125,9 @@ impl std::fmt::Display for Line {
 #[allow(unused_macros)] // Only the files whose scenarios run on every line use it.
 macro_rules! on_every_line {
     ($($scenario:ident),* $(,)?) => {
-        $crate::common::containerd::line::on_every_line!(@line containerd_1_6, bookworm, $($scenario),*);
-        $crate::common::containerd::line::on_every_line!(@line containerd_1_7, trixie, $($scenario),*);
-        $crate::common::containerd::line::on_every_line!(@line containerd_2, sid, $($scenario),*);
+        $crate::common::runtimes::containerd::line::on_every_line!(@line containerd_1_6, bookworm, $($scenario),*);
+        $crate::common::runtimes::containerd::line::on_every_line!(@line containerd_1_7, trixie, $($scenario),*);
+        $crate::common::runtimes::containerd::line::on_every_line!(@line containerd_2, sid, $($scenario),*);
     };
     (@line $module:ident, $line:ident, $($scenario:ident),*) => {
         mod $module {

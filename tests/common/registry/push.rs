@@ -6,7 +6,7 @@
 
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 
-use super::image::{BuiltImage, BuiltIndex, sha256_digest};
+use crate::common::images::image::{BuiltImage, BuiltIndex, sha256_digest};
 
 /// `(user, password)` for HTTP Basic auth.
 pub type Auth<'a> = Option<(&'a str, &'a str)>;

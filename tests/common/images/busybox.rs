@@ -8,9 +8,9 @@
 
 use std::sync::OnceLock;
 
-use super::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
-use super::push;
-use super::registry::TestRegistry;
+use crate::common::images::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
+use crate::common::registry::TestRegistry;
+use crate::common::registry::push;
 
 /// Where Debian's `busybox-static` installs busybox (and where the images carry it).
 pub const BUSYBOX: &str = "/bin/busybox";

@@ -41,7 +41,7 @@ pub struct RegistryOptions {
     pub storage: Option<PathBuf>,
 }
 
-/// The TLS files of an HTTPS test registry (see [`super::pki::TestPki`]).
+/// The TLS files of an HTTPS test registry (see [`crate::common::registry::pki::TestPki`]).
 #[derive(Clone, Debug)]
 pub struct RegistryTls {
     /// The server certificate (for `127.0.0.1`).

@@ -17,9 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::super::tree::{Kind, Node, Tree};
 use super::Containerd;
 use super::pods::{ContainerSpec, PROBE_BUSYBOX, Pod};
+use crate::common::images::tree::{Kind, Node, Tree};
 
 /// The probe, run as `PROBE_BUSYBOX sh -c PROBE_SCRIPT`.
 pub const PROBE_SCRIPT: &str = r#"B=/.imaged-probe/busybox

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::registry::require_tool;
+use crate::common::registry::require_tool;
 
 /// A podman with its own storage.
 pub struct Podman {

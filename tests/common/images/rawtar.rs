@@ -15,7 +15,7 @@
 
 use std::io::Write;
 
-use super::layer::{Compression, Layer, MTIME, MediaStyle, sha256_digest};
+use crate::common::images::layer::{Compression, Layer, MTIME, MediaStyle, sha256_digest};
 
 /// The tar block size.
 pub const BLOCK: usize = 512;

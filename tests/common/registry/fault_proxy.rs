@@ -1,4 +1,4 @@
-//! A fault-injecting TCP proxy in front of a real registry (usually [`super::registry::TestRegistry`]): the
+//! A fault-injecting TCP proxy in front of a real registry (usually [`crate::common::registry::TestRegistry`]): the
 //! faults a node meets on its way to a registry, on demand and switchable while a test runs.
 //!
 //! - [`Fault::Pass`]: forward requests and responses unchanged.
@@ -159,7 +159,7 @@ impl FaultProxy {
             "refuse connections"
         };
         let within = Duration::from_secs(10);
-        super::wait::until(
+        crate::common::wait::until(
             &format!("the fault proxy on {} to {what}", self.addr),
             within,
             || async {

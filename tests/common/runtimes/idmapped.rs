@@ -14,7 +14,7 @@ use containerd_client::types::Mount;
 use rustix::fs::CWD;
 use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
 
-use super::snapshots_api;
+use crate::common::runtimes::snapshots_api;
 
 /// A user namespace with given mappings, held by a sleeping process inside it until dropped.
 pub struct UserNs {

@@ -3,6 +3,15 @@
 //! Tests drive it through a real tonic client over that socket, exactly as kubelet or crictl would.
 //! Credential files of the machine are never read: unless a test names auth files, the daemon is given a
 //! non-existent one.
+//!
+//! Around it: [`setup`] (a registry and a daemon pulling from it, the usual arrangement), [`hostile`] (a
+//! daemon to feed hostile layers to, and the checks after each refusal), [`gc_env`] (a daemon whose store is
+//! on a [`tmpfs`] of fixed size, and the kernel's figures GC tests check).
+
+pub mod gc_env;
+pub mod hostile;
+pub mod setup;
+pub mod tmpfs;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -317,7 +326,7 @@ pub async fn garbage_collect(socket: &Path, dry_run: bool) -> Vec<String> {
 /// Waits until a GarbageCollect planned now (a dry run, which removes nothing) would remove some image:
 /// for a daemon with a short `max_age`, until an unused image has aged past it.
 pub async fn wait_for_gc_victims(socket: &Path, within: Duration) {
-    super::wait::until("GC to find an image past its max_age", within, || async {
+    crate::common::wait::until("GC to find an image past its max_age", within, || async {
         !garbage_collect(socket, true).await.is_empty()
     })
     .await;

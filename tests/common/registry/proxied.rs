@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::daemon::{Daemon, DaemonOptions};
-use super::fault_proxy::FaultProxy;
-use super::image::BuiltImage;
-use super::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
+use crate::common::daemon::{Daemon, DaemonOptions};
+use crate::common::images::image::BuiltImage;
+use crate::common::registry::fault_proxy::FaultProxy;
+use crate::common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
 
 /// A registry, a proxy in front of it, and a daemon pulling through the proxy.
 pub struct Proxied {
@@ -51,7 +51,7 @@ impl Proxied {
 
     /// Pushes `image` as `repo:tag` straight to the registry.
     pub async fn push(&self, repo: &str, tag: &str, image: &BuiltImage) {
-        super::push::push_image(&self.registry.addr(), repo, tag, image, None).await;
+        crate::common::registry::push::push_image(&self.registry.addr(), repo, tag, image, None).await;
     }
 
     /// Waits (up to `within`) until the daemon's log contains `needle`; panics with the log otherwise.

@@ -10,11 +10,11 @@ use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClien
 use containerd_client::types::Mount;
 use tonic::transport::Channel;
 
-use super::daemon::DaemonOptions;
-use super::image::BuiltImage;
-use super::push::push_image;
-use super::registry::{RegistryOptions, TestRegistry, plain_hosts_toml};
-use super::setup::Setup;
+use crate::common::daemon::DaemonOptions;
+use crate::common::daemon::setup::Setup;
+use crate::common::images::image::BuiltImage;
+use crate::common::registry::push::push_image;
+use crate::common::registry::{RegistryOptions, TestRegistry, plain_hosts_toml};
 
 /// A registry and an imaged pulling from it, to call imaged's snapshot API on the layers it pulled.
 pub struct World {
@@ -43,7 +43,7 @@ impl World {
         let s = &self.setup;
         push_image(&s.registry.addr(), repo, "v1", image, None).await;
         let mut c = s.daemon.client().await;
-        super::daemon::pull(&mut c, &s.registry.image_ref(repo, "v1"), None)
+        crate::common::daemon::pull(&mut c, &s.registry.image_ref(repo, "v1"), None)
             .await
             .unwrap();
         imaged::metadata::chain_ids(image.layers.iter().map(|l| l.diff_id.parse().unwrap()))

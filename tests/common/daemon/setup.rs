@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use tempfile::TempDir;
 
-use super::daemon::{Daemon, DaemonOptions};
-use super::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
-use super::push;
-use super::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
+use crate::common::daemon::{Daemon, DaemonOptions};
+use crate::common::images::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
+use crate::common::registry::push;
+use crate::common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
 
 /// A registry and a daemon configured to pull from it.
 pub struct Setup {

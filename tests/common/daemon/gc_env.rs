@@ -10,10 +10,10 @@ use imaged::proto::imaged::v1::images_client::ImagesClient;
 use imaged::proto::runtime::v1::image_service_client::ImageServiceClient;
 use tonic::transport::Channel;
 
-use super::daemon::{Daemon, DaemonOptions, list};
-use super::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
-use super::setup::Setup;
-use super::tmpfs::{self, Tmpfs, du};
+use crate::common::daemon::setup::Setup;
+use crate::common::daemon::tmpfs::{self, Tmpfs, du};
+use crate::common::daemon::{Daemon, DaemonOptions, list};
+use crate::common::registry::{RegistryOptions, TestRegistry, write_hosts_toml};
 
 /// How far imaged's "freed" may be from the measured change in used bytes (metadata pages).
 pub const SLACK: u64 = 64 * 1024;

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::registry::require_tool;
+use crate::common::registry::require_tool;
 
 /// The files of a test PKI (all PEM, EC P-256 keys in PKCS#8).
 pub struct TestPki {

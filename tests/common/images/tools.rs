@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::image::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
-use super::registry::{TestRegistry, require_tool};
+use crate::common::images::image::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use crate::common::registry::{TestRegistry, require_tool};
 
 /// Runs `tool args…` on a blocking thread; returns its stdout, panics with its stderr unless it succeeds.
 pub async fn run(tool: &str, args: &[&str]) -> Vec<u8> {

@@ -1,6 +1,6 @@
 //! A loopback port that swallows connection attempts, as a dead peer or a firewall that drops packets does:
 //! connecting to it neither succeeds nor is refused, it waits until the client gives up. (A closed port, by
-//! contrast, refuses at once, and [`super::fault_proxy::Fault::Blackhole`] accepts the connection and then
+//! contrast, refuses at once, and [`crate::common::registry::fault_proxy::Fault::Blackhole`] accepts the connection and then
 //! never answers.)
 //!
 //! Made without privileges: a listener with an accept queue of one, filled by one connection and never
