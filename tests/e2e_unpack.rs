@@ -14,15 +14,14 @@
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
 
 use common::daemon::setup::Setup;
 use common::daemon::{pull, remove};
-use common::images::busybox::changes_layers;
+use common::images::busybox::{assert_changes_applied, changes_layers};
 use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle};
 use common::images::rawtar::{Kind as RawKind, RawHeader, RawTar};
 use common::images::rootfs::{Mounted, mount, mount_fresh, same_as_umoci, snapshots, verbose_info};
-use common::images::tree::{self, Kind, walk};
+use common::images::tree::{self, walk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whiteouts_opaque_dirs_hard_links_and_type_changes_match_umoci() {
@@ -35,36 +34,12 @@ async fn whiteouts_opaque_dirs_hard_links_and_type_changes_match_umoci() {
     s.push("unpack/changes", "v1", &img).await;
     let m = same_as_umoci(&s, "unpack/changes", "v1").await;
 
-    for gone in [
-        "etc/old",
-        "opt/data/old1",
-        "opt/data/sub/old2",
-        "hl/link1",
-        "swap/inner",
-        "swap2/inner",
-    ] {
-        assert!(!m.has(gone), "{gone} was deleted by a later layer");
-    }
-    assert!(m.has("etc/added") && m.has("opt/data/sub/new2"));
+    assert_changes_applied(&m.tree);
     assert_eq!(m.read("opt/data/new"), "new in the opaque dir");
     assert_eq!(m.read("swap"), "a file again");
     assert_eq!(m.read("swap2"), "now a file");
     assert_eq!(m.read("etc/keep"), "replaced in layer 2\n");
-    assert_eq!(m.node("etc/keep").uid, 65534);
-    let group = Some(PathBuf::from("hl/link2"));
-    assert_eq!(
-        m.node("hl/orig").link_group,
-        group,
-        "hl/orig and hl/link2 still share an inode"
-    );
-    assert_eq!(m.node("hl/link2").mode, 0o640);
-    assert_eq!(m.node("hl/pair-b").link_group, Some(PathBuf::from("hl/pair-a")));
     assert_eq!(m.read("etc/replaced"), "a file where a symlink was");
-    assert_eq!(
-        m.node("etc/dangling").kind,
-        Kind::Symlink("../nowhere".into()),
-        "a dangling symlink is kept"
-    );
 
     // The snapshots: one per layer under its chain id, overlay-ready, lowerdir top first.
     let image = s.image("unpack/changes", "v1");

@@ -6,9 +6,11 @@
 //! busybox comes from Debian's `busybox-static` (installed by `hack/install-test-deps`): statically linked,
 //! so it runs in an image that has no libc. The layers are built once per test process and reused.
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::common::images::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
+use crate::common::images::tree::{Kind, Tree};
 use crate::common::registry::TestRegistry;
 use crate::common::registry::push;
 
@@ -188,4 +190,50 @@ pub fn changes_layers() -> Vec<Layer> {
         Layer::build(&middle, Compression::Zstd, style),
         Layer::build(&top, Compression::None, style),
     ]
+}
+
+/// What [`changes_layers`] must unpack to, whoever unpacked it (so two tools cannot agree on a wrong
+/// answer): the tree of its root filesystem. File contents are the caller's to read.
+pub fn assert_changes_applied(t: &Tree) {
+    let has = |p: &str| t.contains_key(Path::new(p));
+    for gone in [
+        "etc/old",
+        "opt/data/old1",
+        "opt/data/sub/old2",
+        "hl/link1",
+        "swap/inner",
+        "swap2/inner",
+    ] {
+        assert!(!has(gone), "{gone} was deleted by a later layer");
+    }
+    for kept in [
+        "etc/added",
+        "opt/data/new",
+        "opt/data/sub/new2",
+        "hl/orig",
+        "hl/link2",
+        "etc/dangling",
+    ] {
+        assert!(has(kept), "{kept} is there");
+    }
+    let node = |p: &str| &t[Path::new(p)];
+    assert_eq!(node("etc/keep").uid, 65534);
+    assert_eq!(node("etc/keep").mode, 0o600);
+    assert!(matches!(node("etc/replaced").kind, Kind::File { .. }));
+    assert!(matches!(&node("etc/abs").kind, Kind::Symlink(p) if p == Path::new("/etc/keep")));
+    assert_eq!(
+        node("etc/dangling").kind,
+        Kind::Symlink("../nowhere".into()),
+        "a dangling symlink is kept"
+    );
+    assert!(matches!(node("swap").kind, Kind::File { len: 12, .. }));
+    assert!(matches!(node("swap2").kind, Kind::File { .. }));
+    assert_eq!(
+        node("hl/orig").link_group,
+        Some("hl/link2".into()),
+        "hl/orig and hl/link2 still share an inode"
+    );
+    assert_eq!(node("hl/link2").mode, 0o640);
+    assert_eq!(node("hl/pair-b").link_group, Some("hl/pair-a".into()));
+    assert_eq!(node("hl/pair-a").mode, 0o4755, "set-uid kept");
 }

@@ -10,9 +10,11 @@ mod common;
 
 use std::path::Path;
 
-use common::images::busybox::{busybox_image, busybox_layer, changes_layers, is_static_elf, pause_image, push_pause};
+use common::images::busybox::{
+    assert_changes_applied, busybox_image, busybox_layer, changes_layers, is_static_elf, pause_image, push_pause,
+};
 use common::images::image::{BuiltImage, Compression, Entry, ImageBuilder, Layer, MediaStyle};
-use common::images::tree::{Kind, Tree};
+use common::images::tree::Kind;
 use common::registry::push::push_image;
 use common::registry::{RegistryOptions, TestRegistry};
 use common::runtimes::containerd::inside::{comparable, parse_probe};
@@ -171,41 +173,6 @@ async fn pods_run_exec_works_and_the_rootfs_inside_equals_umoci() {
     }
     drop(ctd);
     traces.assert_none_left();
-}
-
-/// What `changes_layers` must give, whoever unpacked it (so two tools cannot agree on a wrong answer).
-fn assert_changes_applied(t: &Tree) {
-    let has = |p: &str| t.contains_key(Path::new(p));
-    for gone in [
-        "etc/old",
-        "opt/data/old1",
-        "opt/data/sub/old2",
-        "hl/link1",
-        "swap/inner",
-        "swap2/inner",
-    ] {
-        assert!(!has(gone), "{gone} was deleted by a later layer");
-    }
-    for kept in [
-        "etc/added",
-        "opt/data/new",
-        "opt/data/sub/new2",
-        "hl/orig",
-        "hl/link2",
-        "etc/dangling",
-    ] {
-        assert!(has(kept), "{kept} is there");
-    }
-    let node = |p: &str| &t[Path::new(p)];
-    assert_eq!(node("etc/keep").uid, 65534);
-    assert_eq!(node("etc/keep").mode, 0o600);
-    assert!(matches!(node("etc/replaced").kind, Kind::File { .. }));
-    assert!(matches!(&node("etc/abs").kind, Kind::Symlink(p) if p == Path::new("/etc/keep")));
-    assert!(matches!(node("swap").kind, Kind::File { len: 12, .. }));
-    assert!(matches!(node("swap2").kind, Kind::File { .. }));
-    assert_eq!(node("hl/orig").link_group, Some("hl/link2".into()));
-    assert_eq!(node("hl/pair-b").link_group, Some("hl/pair-a".into()));
-    assert_eq!(node("hl/pair-a").mode, 0o4755, "set-uid kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
