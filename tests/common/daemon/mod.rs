@@ -122,7 +122,7 @@ impl Daemon {
             cmd.arg("--platform").arg(p);
         }
         // Without a config of the test's own, back-off is off: most tests retry failing pulls on purpose
-        // and are not about back-off (tests/e2e_ensure.rs is, and sets its own).
+        // and are not about back-off (tests/e2e_ensure_backoff.rs is, and sets its own).
         let config = self
             .opts
             .config

@@ -203,6 +203,14 @@ impl TestRegistry {
         self.log().lines().filter_map(parse_access_line).collect()
     }
 
+    /// How many GET requests the access log holds whose target contains `needle` (e.g. `"/manifests/v1"`).
+    pub fn gets(&self, needle: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains(needle))
+            .count()
+    }
+
     /// Writes `<dir>/<host>/hosts.toml` pointing containerd-style clients at this registry over plain HTTP.
     pub fn write_hosts_toml(&self, dir: &Path) -> PathBuf {
         write_hosts_toml(dir, &self.host(), &self.url())

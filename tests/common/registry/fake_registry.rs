@@ -229,6 +229,23 @@ impl Drop for FakeRegistry {
     }
 }
 
+/// A fake registry serving `images` as `app{i}:v1`, each blob slowed down (dripped in two halves, 150 ms
+/// apart) so that overlapping pulls would show.
+pub async fn slow_registry(images: &[crate::common::images::image::BuiltImage]) -> FakeRegistry {
+    let fake = FakeRegistry::start().await;
+    for (i, img) in images.iter().enumerate() {
+        let repo = format!("app{i}");
+        fake.manifest(&repo, "v1", crate::common::images::image::OCI_MANIFEST, &img.manifest);
+        fake.blob(&repo, &img.config_digest, img.config.clone());
+        for l in &img.layers {
+            let mut c = Canned::ok("application/octet-stream", l.blob.clone());
+            c.drip = Some((l.blob.len() / 2 + 1, Duration::from_millis(150)));
+            fake.route(&format!("/v2/{repo}/blobs/{}", l.digest), c);
+        }
+    }
+    fake
+}
+
 /// A daemon that reaches `fake` over plain HTTP (its hosts.toml directory is returned with it), with the
 /// given config file or the fixture's default.
 pub async fn daemon_for(
