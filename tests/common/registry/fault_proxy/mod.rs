@@ -19,16 +19,23 @@
 //! It speaks just enough HTTP/1.1: each request is forwarded with `Connection: close` (so one connection
 //! carries one request and the log sees every request), request bodies are copied through, and the
 //! response's `Content-Length` says where its body ends.
+//!
+//! By fault kind: `listen.rs` (the port: [`Fault::Refuse`]), `serve.rs` (a request answered by the proxy:
+//! [`Fault::Status`], [`Fault::Blackhole`], the required header) and `forward.rs` (a response from the
+//! upstream, whole or faulted: [`Fault::Pass`], [`Fault::Stall`], [`Fault::Drip`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+
+mod forward;
+mod listen;
+mod serve;
 
 /// What the proxy does to a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,11 +117,11 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` (`127.0.0.1:PORT`), passing everything.
     pub async fn start(upstream: &str) -> FaultProxy {
         let upstream: SocketAddr = upstream.parse().expect("upstream is host:port");
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind the fault proxy");
+        let listener = listen::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind the fault proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (default, rx) = watch::channel(Fault::Pass);
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let acceptor = tokio::spawn(accept_loop(listener, addr, upstream, rx, shared.clone()));
+        let acceptor = tokio::spawn(listen::accept_loop(listener, addr, upstream, rx, shared.clone()));
         FaultProxy {
             addr,
             upstream,
@@ -220,224 +227,4 @@ impl Drop for FaultProxy {
             t.abort();
         }
     }
-}
-
-/// A listener with `SO_REUSEADDR`, so the port can be bound again after [`Fault::Refuse`].
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-async fn accept_loop(
-    first: TcpListener,
-    addr: SocketAddr,
-    upstream: SocketAddr,
-    mut default: watch::Receiver<Fault>,
-    shared: Arc<Mutex<Shared>>,
-) {
-    let mut listener = Some(first);
-    loop {
-        let refuse = *default.borrow_and_update() == Fault::Refuse;
-        if refuse {
-            listener = None; // Closes the port: connections are refused.
-        } else if listener.is_none() {
-            match bind(addr) {
-                Ok(l) => listener = Some(l),
-                Err(e) => panic!("fault proxy cannot listen on {addr} again: {e}"),
-            }
-        }
-        let Some(l) = listener.as_ref() else {
-            if default.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        tokio::select! {
-            accepted = l.accept() => {
-                let Ok((client, _)) = accepted else { continue };
-                let fallback = default.borrow().clone();
-                let task = tokio::spawn(serve(client, upstream, fallback, shared.clone()));
-                let mut s = shared.lock().unwrap();
-                s.tasks.retain(|t| !t.is_finished());
-                s.tasks.push(task.abort_handle());
-            }
-            changed = default.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Reads until the end of an HTTP head; returns the head and any bytes after it.
-async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Option<(Vec<u8>, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Some((buf, rest));
-        }
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// Serves one connection (one request).
-async fn serve(mut client: TcpStream, upstream: SocketAddr, fallback: Fault, shared: Arc<Mutex<Shared>>) {
-    let Some((head, early_body)) = read_head(&mut client).await else {
-        return;
-    };
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut first = text.lines().next().unwrap_or_default().split(' ');
-    let method = first.next().unwrap_or_default().to_string();
-    let path = first.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = text
-        .split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let (fault, missing) = {
-        let s = shared.lock().unwrap();
-        let fault = s
-            .rules
-            .iter()
-            .find(|(p, _)| path.contains(p.as_str()))
-            .map_or(fallback, |(_, f)| f.clone());
-        let missing = s.required.as_ref().is_some_and(|req| !headers.contains(req));
-        (fault, missing)
-    };
-    // A request without the required header is refused as such, whatever the fault.
-    let fault = if missing { Fault::Status(400) } else { fault };
-    let index = {
-        let mut s = shared.lock().unwrap();
-        s.log.push(ProxiedRequest {
-            method: method.clone(),
-            path,
-            fault: fault.clone(),
-            started: Instant::now(),
-            status: None,
-            finished: None,
-            headers,
-        });
-        s.log.len() - 1
-    };
-    let note = |status: Option<u16>, finished: bool| {
-        let mut s = shared.lock().unwrap();
-        if let Some(r) = s.log.get_mut(index) {
-            if status.is_some() {
-                r.status = status;
-            }
-            if finished {
-                r.finished = Some(Instant::now());
-            }
-        }
-    };
-    match fault {
-        Fault::Refuse => return,
-        Fault::Blackhole => {
-            // Hold the connection open, reading whatever comes, until the client or the proxy goes.
-            let mut sink = [0u8; 1024];
-            while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
-            return;
-        }
-        Fault::Status(code) => {
-            note(Some(code), true);
-            let resp = format!("HTTP/1.1 {code} Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            let _ = client.write_all(resp.as_bytes()).await;
-            let _ = client.shutdown().await;
-            return;
-        }
-        Fault::Pass | Fault::Stall(_) | Fault::Drip { .. } => {}
-    }
-    let Ok(mut up) = TcpStream::connect(upstream).await else {
-        note(Some(502), true);
-        let _ = client
-            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .await;
-        return;
-    };
-    // The request, with `Connection: close`; a request body follows as it comes.
-    let mut request = String::new();
-    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
-        if !line.to_ascii_lowercase().starts_with("connection:") {
-            request.push_str(line);
-            request.push_str("\r\n");
-        }
-    }
-    request.push_str("Connection: close\r\n\r\n");
-    if up.write_all(request.as_bytes()).await.is_err() || up.write_all(&early_body).await.is_err() {
-        return;
-    }
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut up_read, mut up_write) = up.into_split();
-    let body_copy = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut client_read, &mut up_write).await;
-    });
-    shared.lock().unwrap().tasks.push(body_copy.abort_handle());
-    let Some((resp_head, mut pending)) = read_head(&mut up_read).await else {
-        body_copy.abort();
-        return;
-    };
-    let resp_text = String::from_utf8_lossy(&resp_head).to_lowercase();
-    let status: Option<u16> = resp_text.split(' ').nth(1).and_then(|s| s.parse().ok());
-    note(status, false);
-    let length: Option<usize> = resp_text
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok());
-    let body_len = if method == "HEAD" { Some(0) } else { length };
-    if client_write.write_all(&resp_head).await.is_err() {
-        body_copy.abort();
-        return;
-    }
-    let mut sent = 0usize;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if pending.is_empty() {
-            if body_len.is_some_and(|n| sent >= n) {
-                break;
-            }
-            match up_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-            }
-        }
-        let mut piece: Vec<u8> = std::mem::take(&mut pending);
-        let (limit, pause) = match &fault {
-            Fault::Stall(after) => (after.saturating_sub(sent), None),
-            Fault::Drip { chunk, pause } => ((*chunk).max(1), Some(*pause)),
-            _ => (usize::MAX, None),
-        };
-        if piece.len() > limit {
-            pending = piece.split_off(limit);
-        }
-        if piece.is_empty() {
-            // Stalled: keep the connection, send nothing more.
-            std::future::pending::<()>().await;
-        }
-        let last = body_len.is_some_and(|n| sent + piece.len() >= n);
-        if last {
-            note(None, true);
-        }
-        if client_write.write_all(&piece).await.is_err() {
-            break;
-        }
-        sent += piece.len();
-        if let Some(p) = pause {
-            let _ = client_write.flush().await;
-            tokio::time::sleep(p).await;
-        }
-    }
-    if body_len.is_none() {
-        note(None, true);
-    }
-    let _ = client_write.shutdown().await;
-    body_copy.abort();
 }
