@@ -146,13 +146,7 @@ async fn removal_keeps_a_podman_container_working_and_gc_frees_its_layers_once_i
     // GC: the image the container uses is in use; the other goes, from podman's view too.
     common::daemon::wait_for_gc_victims(&node.imaged.socket, Duration::from_secs(30)).await;
     assert_eq!(node.gc().await, [format!("sha256:{other_id}")]);
-    let ids: Vec<String> = node
-        .podman
-        .images()
-        .await
-        .iter()
-        .map(|i| i["Id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = node.image_ids().await;
     assert_eq!(ids, std::slice::from_ref(&app_id));
 
     // RemoveImage: gone from podman's images, but the container's layers stay, listed and on disk.
@@ -254,13 +248,7 @@ async fn podman_reads_a_consistent_store_while_imaged_pulls_and_removes() {
     // At the end both agree.
     let mut c = node.imaged.client().await;
     let ours: BTreeSet<String> = common::daemon::list(&mut c).await.into_iter().map(|i| i.id).collect();
-    let theirs: BTreeSet<String> = node
-        .podman
-        .images()
-        .await
-        .iter()
-        .map(|i| i["Id"].as_str().unwrap().to_string())
-        .collect();
+    let theirs: BTreeSet<String> = node.image_ids().await.into_iter().collect();
     assert_eq!(ours, theirs);
 }
 
@@ -331,13 +319,7 @@ async fn a_crash_between_the_metadata_and_the_store_is_repaired_at_start() {
         "{}",
         node.imaged.log()
     );
-    let ids: BTreeSet<String> = node
-        .podman
-        .images()
-        .await
-        .iter()
-        .map(|i| i["Id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: BTreeSet<String> = node.image_ids().await.into_iter().collect();
     assert_eq!(ids, [pulled_id.clone()].into());
     // The removed image's own layer leaves the store's listing and, with the start's sweep, the disk.
     let top = chain_ids(&kept).pop().unwrap();

@@ -128,14 +128,7 @@ async fn missing_tag_and_repository_are_not_found() {
 async fn unknown_runtime_handler_is_rejected() {
     let s = Setup::start().await;
     let mut c = s.daemon.client().await;
-    let mut spec = common::daemon::spec("busybox").unwrap();
-    spec.runtime_handler = "kata".into();
-    let err = c
-        .pull_image(imaged::proto::runtime::v1::PullImageRequest {
-            image: Some(spec),
-            auth: None,
-            sandbox_config: None,
-        })
+    let err = common::daemon::pull_with_handler(&mut c, "busybox", "kata")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -93,14 +93,7 @@ async fn config_errors_name_the_key_and_settings_apply() {
     })
     .await;
     let mut c = d.client().await;
-    let mut spec = common::daemon::spec("registry.invalid/x:1").unwrap();
-    spec.runtime_handler = "runc".into();
-    let err = c
-        .pull_image(imaged::proto::runtime::v1::PullImageRequest {
-            image: Some(spec),
-            auth: None,
-            sandbox_config: None,
-        })
+    let err = common::daemon::pull_with_handler(&mut c, "registry.invalid/x:1", "runc")
         .await
         .unwrap_err();
     assert_eq!(

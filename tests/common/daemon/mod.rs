@@ -253,6 +253,26 @@ pub async fn pull(
     .map(|r| r.into_inner().image_ref)
 }
 
+/// Pulls `image` for the runtime handler `handler` (CRI's `ImageSpec.runtime_handler`); returns the image ref
+/// or the status.
+pub async fn pull_with_handler(
+    c: &mut ImageServiceClient<Channel>,
+    image: &str,
+    handler: &str,
+) -> Result<String, tonic::Status> {
+    let mut image = spec(image);
+    if let Some(s) = image.as_mut() {
+        s.runtime_handler = handler.into();
+    }
+    c.pull_image(cri::PullImageRequest {
+        image,
+        auth: None,
+        sandbox_config: None,
+    })
+    .await
+    .map(|r| r.into_inner().image_ref)
+}
+
 /// ImageStatus of `image` (not verbose): the image, or `None` when absent.
 pub async fn status(c: &mut ImageServiceClient<Channel>, image: &str) -> Option<cri::Image> {
     c.image_status(cri::ImageStatusRequest {

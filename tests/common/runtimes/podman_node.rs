@@ -72,6 +72,15 @@ impl Node {
         crate::common::daemon::remove(&mut c, name).await.unwrap();
     }
 
+    /// The ids of the images podman lists, in its order.
+    pub async fn image_ids(&self) -> Vec<String> {
+        let images = self.podman.images().await;
+        images
+            .iter()
+            .map(|i| i["Id"].as_str().expect("podman image id").to_string())
+            .collect()
+    }
+
     /// Runs imaged's garbage collection now; returns the ids it removed.
     pub async fn gc(&self) -> Vec<String> {
         crate::common::daemon::garbage_collect(&self.imaged.socket, false).await
