@@ -154,32 +154,10 @@ mod tests {
 
     impl Bridge for Recorder {}
 
-    fn record(id: Digest) -> ImageRecord {
-        let desc = |d| crate::metadata::Descriptor {
-            media_type: String::new(),
-            digest: d,
-            size: 1,
-        };
-        ImageRecord {
-            id,
-            manifest: desc(id),
-            index: None,
-            config: desc(id),
-            layers: Vec::new(),
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            user: String::new(),
-            platform: String::new(),
-            created: None,
-            first_seen_ns: 0,
-            last_used_ns: 0,
-            pinned: false,
-        }
-    }
-
     #[tokio::test]
     async fn every_bridge_hears_every_event_and_in_use_is_the_union() {
-        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let rec = Arc::new(ImageRecord::sample("a"));
+        let (a, b) = (rec.id, Digest::of(b"b"));
         let one = Arc::new(Recorder {
             seen: Mutex::default(),
             uses: a,
@@ -189,7 +167,6 @@ mod tests {
             uses: b,
         });
         let bridges = Bridges::new(vec![one.clone(), two.clone()]);
-        let rec = Arc::new(record(a));
         bridges.recorded(&rec).await;
         bridges.removed(&rec).await;
         for r in [&one, &two] {

@@ -1,32 +1,10 @@
 use redb::ReadableDatabase;
 
 use super::*;
-use crate::metadata::{Descriptor, ImageRecord, LayerRecord};
+use crate::metadata::ImageRecord;
 
 fn image(config: &str) -> ImageRecord {
-    let desc = |s: &str| Descriptor {
-        media_type: "m".into(),
-        digest: Digest::of(s.as_bytes()),
-        size: 1,
-    };
-    ImageRecord {
-        id: Digest::of(config.as_bytes()),
-        manifest: desc(&format!("manifest {config}")),
-        index: None,
-        config: desc(config),
-        layers: vec![LayerRecord {
-            blob: desc("l"),
-            diff_id: Digest::of(b"d"),
-        }],
-        repo_tags: vec![format!("r.example/a:{config}")],
-        repo_digests: vec![],
-        user: String::new(),
-        platform: "linux/amd64".into(),
-        created: None,
-        first_seen_ns: 1,
-        last_used_ns: 1,
-        pinned: false,
-    }
+    ImageRecord::sample(config).tagged(&[&format!("r.example/a:{config}")])
 }
 
 fn keyed(s: &str) -> Accessor {

@@ -9,28 +9,11 @@ fn desc(data: &str) -> Descriptor {
     }
 }
 
+/// [`ImageRecord::sample`] with blobs of 10 bytes, `tags`, and its manifest's digest in `docker.io/library/x`.
 fn image(config: &str, tags: &[&str]) -> ImageRecord {
-    ImageRecord {
-        id: Digest::of(config.as_bytes()),
-        manifest: desc(&format!("manifest of {config}")),
-        index: None,
-        config: desc(config),
-        layers: vec![LayerRecord {
-            blob: desc("layer"),
-            diff_id: Digest::of(b"diff"),
-        }],
-        repo_tags: tags.iter().map(|t| t.to_string()).collect(),
-        repo_digests: vec![format!(
-            "docker.io/library/x@{}",
-            Digest::of(format!("manifest of {config}").as_bytes())
-        )],
-        user: String::new(),
-        platform: "linux/amd64".into(),
-        created: None,
-        first_seen_ns: 1,
-        last_used_ns: 1,
-        pinned: false,
-    }
+    let r = ImageRecord::sample(config).sized(10).tagged(tags);
+    let digest = format!("docker.io/library/x@{}", r.manifest.digest);
+    r.digested(&[&digest])
 }
 
 fn open() -> (tempfile::TempDir, MetadataStore) {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::error::{Classify, ErrorKind};
-use crate::metadata::{Descriptor, LayerRecord};
+use crate::metadata::Descriptor;
 
 fn desc(s: &str) -> Descriptor {
     Descriptor {
@@ -12,24 +12,11 @@ fn desc(s: &str) -> Descriptor {
 
 /// An image of `r.example/a:1` pulled through an index: id `config`, manifest `manifest`, index `index`.
 fn held() -> ImageRecord {
-    ImageRecord {
-        id: Digest::of(b"config"),
-        manifest: desc("manifest"),
-        index: Some(desc("index")),
-        config: desc("config"),
-        layers: vec![LayerRecord {
-            blob: desc("l"),
-            diff_id: Digest::of(b"d"),
-        }],
-        repo_tags: vec!["r.example/a:1".into()],
-        repo_digests: vec![format!("r.example/a@{}", Digest::of(b"index"))],
-        user: String::new(),
-        platform: "linux/amd64".into(),
-        created: None,
-        first_seen_ns: 0,
-        last_used_ns: 0,
-        pinned: false,
-    }
+    ImageRecord::sample("config")
+        .with_manifest(desc("manifest"))
+        .with_index(desc("index"))
+        .tagged(&["r.example/a:1"])
+        .digested(&[&format!("r.example/a@{}", Digest::of(b"index"))])
 }
 
 fn image(s: &str) -> ImageRef {

@@ -15,33 +15,30 @@ fn desc(media_type: &str, data: &[u8]) -> Descriptor {
 
 fn record(name: &str, layers: &[&str], seen: i64) -> Arc<ImageRecord> {
     let config = desc("application/vnd.oci.image.config.v1+json", name.as_bytes());
-    Arc::new(ImageRecord {
-        id: config.digest,
-        manifest: desc(
-            "application/vnd.oci.image.manifest.v1+json",
-            format!("m-{name}").as_bytes(),
-        ),
-        index: None,
-        config,
-        layers: layers
-            .iter()
-            .map(|l| LayerRecord {
-                blob: desc(
-                    "application/vnd.oci.image.layer.v1.tar+gzip",
-                    format!("gz-{l}").as_bytes(),
-                ),
-                diff_id: Digest::of(l.as_bytes()),
-            })
-            .collect(),
-        repo_tags: vec![format!("example.com/{name}:v1")],
-        repo_digests: vec![format!("example.com/{name}@sha256:{}", "a".repeat(64))],
-        user: String::new(),
-        platform: "linux/amd64".into(),
-        created: Some("2024-05-06T07:08:09.5+02:00".into()),
-        first_seen_ns: seen,
-        last_used_ns: seen,
-        pinned: false,
-    })
+    let manifest = desc(
+        "application/vnd.oci.image.manifest.v1+json",
+        format!("m-{name}").as_bytes(),
+    );
+    let layers = layers
+        .iter()
+        .map(|l| LayerRecord {
+            blob: desc(
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                format!("gz-{l}").as_bytes(),
+            ),
+            diff_id: Digest::of(l.as_bytes()),
+        })
+        .collect();
+    Arc::new(
+        ImageRecord::sample(name)
+            .with_config(config)
+            .with_manifest(manifest)
+            .with_layers(layers)
+            .tagged(&[&format!("example.com/{name}:v1")])
+            .digested(&[&format!("example.com/{name}@sha256:{}", "a".repeat(64))])
+            .created("2024-05-06T07:08:09.5+02:00")
+            .seen_at(seen),
+    )
 }
 
 fn facts(chain: &Digest) -> Option<LayerFacts> {

@@ -83,24 +83,15 @@ impl Fixture {
             "application/vnd.oci.image.config.v1+json",
             format!("config {name}").as_bytes(),
         );
-        let rec = ImageRecord {
-            id: config.digest,
-            manifest: self.blob(
-                "application/vnd.oci.image.manifest.v1+json",
-                format!("manifest {name}").as_bytes(),
-            ),
-            index: None,
-            config,
-            layers: records,
-            repo_tags: vec![format!("example.com/{name}:v1")],
-            repo_digests: Vec::new(),
-            user: String::new(),
-            platform: "linux/amd64".into(),
-            created: None,
-            first_seen_ns: 1,
-            last_used_ns: 1,
-            pinned: false,
-        };
+        let manifest = self.blob(
+            "application/vnd.oci.image.manifest.v1+json",
+            format!("manifest {name}").as_bytes(),
+        );
+        let rec = ImageRecord::sample(name)
+            .with_config(config)
+            .with_manifest(manifest)
+            .with_layers(records)
+            .tagged(&[&format!("example.com/{name}:v1")]);
         self.stores.metadata.record(rec.clone()).unwrap();
         self.stores.metadata.get(&rec.id).unwrap()
     }
