@@ -6,9 +6,9 @@
 //! (`architecture/check.rs`) reads the real import paths with `syn`, so comments and strings never count;
 //! test code and `lib.rs` (which only wires) are not read.
 //!
-//! A test rather than a workspace of crates, for now: the moves of STRUCTURE.md §1.2 are still landing, and
-//! one table is cheap to change while they do; the test fails with every file, import and rule broken, where
-//! a crate split fails one crate at a time. Once the layering has settled, the layers can become crates.
+//! A test rather than a workspace of crates, for now: the layering was only just made true (issue 19), and
+//! one table is cheap to change while it settles; the test fails with every file, import and rule broken,
+//! where a crate split fails one crate at a time. Once the layering has settled, the layers can become crates.
 //!
 //! To see what is broken: `cargo test --test architecture` (the failure lists every violation).
 #![allow(clippy::expect_used)]

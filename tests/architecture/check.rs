@@ -276,8 +276,8 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "What to do: move the item down, into the importer's layer or below (or, inside a folder, into a \
-             file both use), so the import points down; STRUCTURE.md §1.2 lists the moves planned. If the \
-             layering itself is what should change, change LAYERS in tests/architecture.rs and say why in the \
+             file both use), so the import points down (a shared helper or type usually belongs in a lower \
+             module than its users). If the layering itself is what should change, change LAYERS in tests/architecture.rs and say why in the \
              commit."
         )
     }
