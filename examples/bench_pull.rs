@@ -7,6 +7,7 @@
 //! - `bench/daemons.rs`: imaged and containerd as child processes, their config, RSS from `/proc`.
 //! - `bench/pulls.rs`: warm-up, then A B A B timed pulls.
 //! - `bench/floor.rs`: `--floor`, the pipeline floor of `large`.
+//! - `bench/big.rs`: `--big`, one 768 MiB layer through a per-connection-capped front, imaged vs containerd 2.x.
 //! - `bench/api.rs`: `--api`, the read RPCs and start-up with thousands of images.
 //! - `bench/runtime.rs`: `--runtime`, PullImage to a container's first output line, imaged+containerd vs
 //!   containerd on overlayfs (issue 10), and CreateContainer + StartContainer of a present image.
@@ -24,6 +25,8 @@ use clap::Parser;
 
 #[path = "bench/api.rs"]
 mod api;
+#[path = "bench/big.rs"]
+mod big;
 #[path = "bench/common.rs"]
 mod common;
 #[path = "bench/daemons.rs"]
@@ -105,6 +108,13 @@ struct Args {
     /// Only build the images and print their table (to check sizes and compression ratios).
     #[arg(long)]
     images_only: bool,
+    /// Big mode instead of the pull comparison: a 768 MiB one-layer gzip image through a front capping each
+    /// connection, then unthrottled, imaged vs the `--containerd` (2.1+), 8 connections each (issue 22).
+    #[arg(long)]
+    big: bool,
+    /// `--big`: the front's cap per connection, MiB/s.
+    #[arg(long, default_value_t = 48)]
+    big_cap: u64,
     /// Keep the temp dir (stores, logs) instead of removing it at the end.
     #[arg(long)]
     keep: bool,
@@ -131,6 +141,7 @@ async fn main() -> Result<()> {
     let dirs_before = system_dirs();
     let mut out = format!("{}\n", report::machine(work.path(), &imaged_bin, &args.containerd));
     let res = match (args.api, args.runtime) {
+        _ if args.big => big_mode(&args, work.path(), &imaged_bin, &mut out).await,
         (true, true) => Err(anyhow::anyhow!("--api and --runtime are separate runs")),
         (true, false) => api_mode(&args, work.path(), &imaged_bin, &mut out).await,
         (false, true) => runtime_mode(&args, work.path(), &imaged_bin, &mut out).await,
@@ -284,8 +295,18 @@ async fn pull_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String
     } else if args.floor {
         *out += "\n## Pipeline floor\n\n`large` was not measured (excluded with --only)\n";
     }
-    *out += &log_errors(&daemons);
+    *out += &report::log_errors(&daemons);
     Ok(())
+}
+
+async fn big_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String) -> Result<()> {
+    let o = big::BigOpts {
+        pairs: args.pairs.unwrap_or(3),
+        cap: args.big_cap << 20,
+        containerd: args.containerd.clone(),
+        floor: args.floor,
+    };
+    big::run(&o, work, imaged_bin, out).await
 }
 
 async fn runtime_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String) -> Result<()> {
@@ -372,25 +393,6 @@ async fn api_mode(args: &Args, work: &Path, imaged_bin: &Path, out: &mut String)
         "\n## Scale: {} tiny images pushed (one 1-layer image each)\n\n{table}",
         opts.images
     );
-    *out += &log_errors(&daemons);
+    *out += &report::log_errors(&daemons);
     Ok(())
-}
-
-/// The error and warning lines of each daemon's log (the first few), without containerd's complaint that
-/// no CNI network is configured (expected: the benchmark runs no pods).
-fn log_errors(daemons: &[Daemon]) -> String {
-    let mut s =
-        String::from("\n## Errors and warnings in the daemons' logs (containerd's \"no CNI config\" left out)\n\n");
-    for d in daemons {
-        let errors: Vec<String> = d
-            .log_errors()
-            .into_iter()
-            .filter(|l| !l.contains("failed to load cni"))
-            .collect();
-        s += &format!("- {}: {} line(s)\n", d.name, errors.len());
-        for line in errors.iter().take(5) {
-            s += &format!("  - `{}`\n", line.chars().take(300).collect::<String>());
-        }
-    }
-    s
 }

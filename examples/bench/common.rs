@@ -1,6 +1,6 @@
-//! The test fixtures of `tests/common/` that a benchmark can use: the deterministic image builder, the
-//! pusher, the real `docker-registry`, the busybox and pause images, and the real containerd with its CRI
-//! pod helpers (`--runtime`).
+//! The test fixtures of `tests/common/` that a benchmark can use: the deterministic image builder (and the
+//! big one-layer images), the pusher, the real `docker-registry`, the fault proxy as a rate-capping front,
+//! the busybox and pause images, and the real containerd with its CRI pod helpers (`--runtime`).
 //!
 //! `tests/common/mod.rs` itself cannot be included: its `daemon` module names the imaged binary through
 //! `CARGO_BIN_EXE_imaged`, which Cargo sets for integration tests only, not for examples. So the modules
@@ -17,6 +17,7 @@
 #[path = "../../tests/common"]
 pub mod fixtures {
     pub mod images {
+        pub mod big;
         pub mod busybox;
         pub mod image;
         pub mod layer;
@@ -24,12 +25,14 @@ pub mod fixtures {
     }
     pub mod registry {
         pub mod docker_registry;
+        pub mod fault_proxy;
         pub mod push;
         pub use docker_registry::*;
     }
     pub mod runtimes {
         pub mod containerd;
     }
+    pub mod wait;
 }
 
-pub use fixtures::{images, registry, runtimes};
+pub use fixtures::{images, registry, runtimes, wait};

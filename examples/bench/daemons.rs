@@ -43,6 +43,8 @@ pub struct Daemon {
     log: PathBuf,
     /// Extra command-line arguments (imaged: e.g. `--containerd-address`).
     args: Vec<String>,
+    /// The binary (containerd: `containerd` from `PATH` unless [`Daemon::containerd_at`] chose one).
+    bin: PathBuf,
     child: Option<Child>,
 }
 
@@ -51,6 +53,7 @@ impl Daemon {
     pub fn imaged(bin: &Path, dir: &Path, hosts: &Path) -> Result<Daemon> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         Ok(Daemon {
+            bin: bin.to_path_buf(),
             name: "imaged".into(),
             kind: Kind::Imaged(bin.to_path_buf()),
             socket: dir.join("imaged.sock"),
@@ -65,15 +68,38 @@ impl Daemon {
     /// A containerd using `hosts` as its registry `config_path`, root and state under `dir`, with
     /// `snapshotter` for CRI pulls (not started yet). Writes its `config.toml`.
     pub fn containerd(dir: &Path, hosts: &Path, snapshotter: &str) -> Result<Daemon> {
+        let opts = ContainerdOptions::new(UNUSED_SANDBOX_IMAGE);
+        Daemon::containerd_with(Path::new("containerd"), dir, hosts, snapshotter, opts)
+    }
+
+    /// [`Daemon::containerd`] with the binary `bin` (its release line's config: version 3 for 2.x) and
+    /// `opts` (e.g. extra config), named `containerd <version> (<snapshotter>)`.
+    pub fn containerd_at(bin: &Path, dir: &Path, hosts: &Path, snapshotter: &str, extra: &str) -> Result<Daemon> {
+        let line = containerd::Line::at(bin);
+        let version = line.version();
+        let opts = ContainerdOptions::new(UNUSED_SANDBOX_IMAGE)
+            .line(line)
+            .extra_config(extra);
+        let mut d = Daemon::containerd_with(bin, dir, hosts, snapshotter, opts)?;
+        d.name = format!("containerd {version} ({snapshotter})");
+        Ok(d)
+    }
+
+    fn containerd_with(
+        bin: &Path,
+        dir: &Path,
+        hosts: &Path,
+        snapshotter: &str,
+        opts: ContainerdOptions,
+    ) -> Result<Daemon> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let socket = dir.join("containerd.sock");
         // The test fixture's config (tests/common/runtimes/containerd.rs).
-        let opts = ContainerdOptions::new(UNUSED_SANDBOX_IMAGE)
-            .snapshotter(snapshotter)
-            .hosts_dir(hosts);
+        let opts = opts.snapshotter(snapshotter).hosts_dir(hosts);
         fs::write(dir.join("config.toml"), containerd::config_toml(dir, &socket, &opts))
             .context("write containerd config.toml")?;
         Ok(Daemon {
+            bin: bin.to_path_buf(),
             name: format!("containerd ({snapshotter})"),
             kind: Kind::Containerd(snapshotter.into()),
             socket,
@@ -112,7 +138,7 @@ impl Daemon {
                 cmd
             }
             Kind::Containerd(_) => {
-                let mut cmd = Command::new("containerd");
+                let mut cmd = Command::new(&self.bin);
                 cmd.arg("--config").arg(self.dir.join("config.toml")).args(&self.args);
                 cmd
             }

@@ -1,4 +1,4 @@
-//! The pipeline floor of a gzip image (issue 6, item 3): the unavoidable work of pulling it, each part
+//! The pipeline floor of a gzip image (issue 6, item 3; `--big`'s one huge layer from its file, issue 22): the unavoidable work of pulling it, each part
 //! timed alone per layer on this machine, in the same run as the daemons:
 //!
 //! 1. reading the blob over loopback HTTP from the registry (reqwest GET into a discard sink),
@@ -112,6 +112,74 @@ pub async fn measure(img: &BenchImage, registry_url: &str, dir: &Path) -> Result
         });
     }
     Ok(out)
+}
+
+/// The floor of one gzip layer whose blob is the file `blob` (the `--big` image, too big for memory),
+/// served at `url`: each part once (a run writes ~2x the tar to disk), streaming from files under `dir`.
+/// The tar is inflated to a file first (untimed), so that its SHA-256 and untar read it from the page
+/// cache as the in-memory floor reads memory.
+pub async fn measure_file(blob: &Path, url: &str, dir: &Path) -> Result<LayerFloor> {
+    let client = reqwest::Client::new();
+    fs::create_dir_all(dir)?;
+    let tar_path = dir.join("layer.tar");
+    let tar_len = std::io::copy(
+        &mut GzDecoder::new(std::io::BufReader::new(File::open(blob)?)),
+        &mut std::io::BufWriter::new(File::create(&tar_path)?),
+    )
+    .context("gunzip the big layer")?;
+    super::pulls::sync()?;
+    eprintln!("bench-pull: floor: waiting {SETTLE:?} for recently deleted inodes to age");
+    tokio::time::sleep(SETTLE).await;
+    let mut parts = [0f64; 6];
+    let t = Instant::now();
+    let got = http_get(&client, url).await?;
+    parts[0] = t.elapsed().as_secs_f64();
+    let compressed = fs::metadata(blob)?.len();
+    anyhow::ensure!(got == compressed, "GET {url}: {got} bytes, expected {compressed}");
+    let t = Instant::now();
+    std::hint::black_box(sha256_file(blob)?);
+    parts[1] = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let n = std::io::copy(&mut GzDecoder::new(File::open(blob)?), &mut std::io::sink())?;
+    parts[2] = t.elapsed().as_secs_f64();
+    anyhow::ensure!(n == tar_len, "inflated {n} bytes, expected {tar_len}");
+    let t = Instant::now();
+    std::hint::black_box(sha256_file(&tar_path)?);
+    parts[3] = t.elapsed().as_secs_f64();
+    let target = dir.join("rootfs");
+    fs::create_dir_all(&target)?;
+    super::pulls::sync()?;
+    let t = Instant::now();
+    let mut archive = tar::Archive::new(File::open(&tar_path)?);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = target.join(entry.path()?);
+        entry
+            .unpack(&path)
+            .with_context(|| format!("unpack {}", path.display()))?;
+    }
+    parts[4] = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    rustix::fs::syncfs(&File::open(&target)?)?;
+    parts[5] = t.elapsed().as_secs_f64();
+    eprintln!("bench-pull: floor: big layer measured");
+    Ok(LayerFloor {
+        compressed,
+        uncompressed: tar_len,
+        parts,
+    })
+}
+
+fn sha256_file(path: &Path) -> Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(h.finalize().to_vec()),
+            n => h.update(&buf[..n]),
+        }
+    }
 }
 
 async fn http_get(client: &reqwest::Client, url: &str) -> Result<u64> {

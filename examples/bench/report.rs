@@ -263,3 +263,22 @@ pub fn runtime(names: &[&str], runs: &[Vec<Phases>], target: f64) -> String {
     }
     s
 }
+
+/// The error and warning lines of each daemon's log (the first few), without containerd's complaint that
+/// no CNI network is configured (expected: the benchmark runs no pods).
+pub fn log_errors(daemons: &[super::daemons::Daemon]) -> String {
+    let mut s =
+        String::from("\n## Errors and warnings in the daemons' logs (containerd's \"no CNI config\" left out)\n\n");
+    for d in daemons {
+        let errors: Vec<String> = d
+            .log_errors()
+            .into_iter()
+            .filter(|l| !l.contains("failed to load cni"))
+            .collect();
+        s += &format!("- {}: {} line(s)\n", d.name, errors.len());
+        for line in errors.iter().take(5) {
+            s += &format!("  - `{}`\n", line.chars().take(300).collect::<String>());
+        }
+    }
+    s
+}

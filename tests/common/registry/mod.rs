@@ -8,8 +8,9 @@
 //! - [`pki`]: a CA, server and client certificates made with openssl, for HTTPS and mutual-TLS registries.
 //! - [`fake_registry`]: a small misbehaving HTTP server for answers a real registry will not give on demand.
 //! - [`fault_proxy`]: a proxy in front of the real registry that refuses, answers 500, never answers,
-//!   stalls or drips on demand, can require a header (a P2P mirror routing by it), and logs every request
-//!   (its headers, when it started and ended); [`proxied`]: a registry, that proxy and a daemon pulling
+//!   stalls, drips or cuts on demand, can require a header (a P2P mirror routing by it), can stand for a CDN
+//!   front (a rate cap per connection, `Range` ignored, every blob response cut at a total of bytes), and logs
+//!   every request (its headers, body bytes, when it started and ended); [`proxied`]: a registry, that proxy and a daemon pulling
 //!   through it.
 //! - [`blackhole`]: a loopback port that swallows connection attempts (a dead peer).
 

@@ -1,8 +1,8 @@
 //! Pushes test images to a registry over the distribution API (plain HTTP, optional Basic auth).
 //!
 //! Blobs: `HEAD /v2/<repo>/blobs/<digest>` (skip when present), then `POST /v2/<repo>/blobs/uploads/` and a
-//! monolithic `PUT <location>&digest=<digest>`. Manifests: `PUT /v2/<repo>/manifests/<reference>` with the
-//! manifest's media type as Content-Type. Every function panics with the registry's answer on failure.
+//! monolithic `PUT <location>&digest=<digest>` (from memory, or streamed from a file for big blobs).
+//! Manifests: `PUT /v2/<repo>/manifests/<reference>` with the manifest's media type as Content-Type. Every function panics with the registry's answer on failure.
 
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 
@@ -30,8 +30,41 @@ async fn expect_status(resp: Response, ok: &[StatusCode], what: &str) -> Respons
 
 /// Uploads `data` to `repo` unless the registry already has it; returns its `sha256:<hex>` digest.
 pub async fn push_blob(registry_addr: &str, repo: &str, data: &[u8], auth: Auth<'_>) -> String {
-    let client = Client::new();
     let digest = sha256_digest(data);
+    upload(
+        registry_addr,
+        repo,
+        &digest,
+        reqwest::Body::from(data.to_vec()),
+        data.len() as u64,
+        auth,
+    )
+    .await;
+    digest
+}
+
+/// Uploads the file at `path`, whose digest is `digest`, to `repo` unless the registry already has it,
+/// streaming it from disk (a blob of gigabytes is never in memory).
+pub async fn push_blob_file(registry_addr: &str, repo: &str, path: &std::path::Path, digest: &str, auth: Auth<'_>) {
+    let file = tokio::fs::File::open(path)
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let len = file.metadata().await.expect("blob file metadata").len();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    upload(
+        registry_addr,
+        repo,
+        digest,
+        reqwest::Body::wrap_stream(stream),
+        len,
+        auth,
+    )
+    .await;
+}
+
+/// HEAD (skip when present), POST, then one monolithic PUT of `body` (`len` bytes) as `digest`.
+async fn upload(registry_addr: &str, repo: &str, digest: &str, body: reqwest::Body, len: u64, auth: Auth<'_>) {
+    let client = Client::new();
     let base = format!("http://{registry_addr}");
     let head_url = format!("{base}/v2/{repo}/blobs/{digest}");
     let head = request(&client, Method::HEAD, &head_url, auth)
@@ -39,7 +72,7 @@ pub async fn push_blob(registry_addr: &str, repo: &str, data: &[u8], auth: Auth<
         .await
         .unwrap_or_else(|e| panic!("HEAD {head_url}: {e}"));
     if head.status() == StatusCode::OK {
-        return digest;
+        return;
     }
     expect_status(head, &[StatusCode::NOT_FOUND], &format!("HEAD {head_url}")).await;
 
@@ -64,12 +97,12 @@ pub async fn push_blob(registry_addr: &str, repo: &str, data: &[u8], auth: Auth<
     put_url.push_str(&format!("digest={}", digest.replace(':', "%3A")));
     let put = request(&client, Method::PUT, &put_url, auth)
         .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
+        .header("content-length", len)
+        .body(body)
         .send()
         .await
         .unwrap_or_else(|e| panic!("PUT {put_url}: {e}"));
     expect_status(put, &[StatusCode::CREATED], &format!("PUT blob {digest} to {repo}")).await;
-    digest
 }
 
 /// Puts `manifest` as `repo:reference` (a tag or a digest) with `media_type` as Content-Type; returns the

@@ -7,6 +7,14 @@
 //! - [`Fault::Blackhole`]: accept the connection, read the request, never answer (until the proxy is dropped).
 //! - [`Fault::Stall`]: forward the response head and the first N body bytes, then send nothing more.
 //! - [`Fault::Drip`]: forward the response head at once, then the body in small chunks with pauses.
+//! - [`Fault::Cut`]: forward the response head and the first N body bytes, then close the connection.
+//!
+//! Over any fault, as a front that stands for a CDN or an object store would (issue 22):
+//! [`FaultProxy::cap_per_connection`] paces each response body to a rate of its own (N connections get N
+//! times the rate), [`FaultProxy::ignore_range`] drops `Range` from requests (the upstream answers 200 with
+//! the whole body), and [`FaultProxy::cut_all_at`] closes every blob response in flight once the blob bodies
+//! forwarded reach a total. Each request's body bytes are logged ([`ProxiedRequest::body_bytes`]), and
+//! [`FaultProxy::blob_body_bytes`] and [`FaultProxy::max_concurrent_blob_gets`] sum up blob GETs.
 //!
 //! A proxy can also stand for a P2P mirror that routes by a header (Dragonfly's `X-Dragonfly-Registry`):
 //! with [`FaultProxy::require_header`], a request without that header is answered 400 and not forwarded.
@@ -22,7 +30,8 @@
 //!
 //! By fault kind: `listen.rs` (the port: [`Fault::Refuse`]), `serve.rs` (a request answered by the proxy:
 //! [`Fault::Status`], [`Fault::Blackhole`], the required header) and `forward.rs` (a response from the
-//! upstream, whole or faulted: [`Fault::Pass`], [`Fault::Stall`], [`Fault::Drip`]).
+//! upstream, whole or faulted: [`Fault::Pass`], [`Fault::Stall`], [`Fault::Drip`], [`Fault::Cut`], the rate
+//! cap, dropped ranges and cuts), with `pace.rs` (the rate cap's token bucket).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +44,7 @@ use tokio::task::AbortHandle;
 
 mod forward;
 mod listen;
+pub mod pace;
 mod serve;
 
 /// What the proxy does to a request.
@@ -57,6 +67,9 @@ pub enum Fault {
         /// Pause after each chunk.
         pause: Duration,
     },
+    /// Forward the response head and this many body bytes, then close the connection (the client sees a
+    /// body shorter than its `Content-Length`).
+    Cut(usize),
 }
 
 /// One request the proxy accepted.
@@ -76,6 +89,10 @@ pub struct ProxiedRequest {
     pub finished: Option<Instant>,
     /// The request's headers, names in lower case, in the order sent.
     pub headers: Vec<(String, String)>,
+    /// Response body bytes forwarded to the client so far.
+    pub body_bytes: u64,
+    /// Whether the proxy closed the connection mid-body ([`Fault::Cut`], [`FaultProxy::cut_all_at`]).
+    pub cut: bool,
 }
 
 impl ProxiedRequest {
@@ -102,6 +119,23 @@ struct Shared {
     required: Option<(String, String)>,
     log: Vec<ProxiedRequest>,
     tasks: Vec<AbortHandle>,
+    /// The front's own settings, read by each forwarded request when its response starts.
+    front: Front,
+}
+
+/// How the proxy shapes every forwarded response, whatever its fault (issue 22's front).
+#[derive(Default)]
+struct Front {
+    /// Bytes per second each connection's response body is paced to.
+    cap: Option<u64>,
+    /// Drop `Range` and `If-Range` from forwarded requests.
+    ignore_range: bool,
+    /// Blob GET body bytes forwarded since the proxy started.
+    blob_total: u64,
+    /// The armed cut: the value of `blob_total` at which every blob response in flight is closed.
+    cut_at: Option<u64>,
+    /// Bumped when a cut fires; each blob response watches it from its start.
+    cuts: Option<watch::Sender<u64>>,
 }
 
 /// The running proxy: listens on `127.0.0.1:PORT` (fixed for its life, also across [`Fault::Refuse`]).
@@ -198,6 +232,57 @@ impl FaultProxy {
     /// Every request accepted so far, oldest first.
     pub fn requests(&self) -> Vec<ProxiedRequest> {
         self.shared.lock().unwrap().log.clone()
+    }
+
+    /// Paces each connection's response body to `bytes_per_sec` (a token bucket on elapsed time, at most
+    /// [`pace::BURST`] of credit), or lifts the cap with `None`. N connections get N times the rate. Applies to
+    /// responses that start after the call.
+    pub fn cap_per_connection(&self, bytes_per_sec: Option<u64>) {
+        self.shared.lock().unwrap().front.cap = bytes_per_sec.filter(|&r| r > 0);
+    }
+
+    /// With `true`, forwards requests without their `Range` and `If-Range` headers, so the upstream answers
+    /// 200 with the whole body (the log still shows the headers the client sent).
+    pub fn ignore_range(&self, ignore: bool) {
+        self.shared.lock().unwrap().front.ignore_range = ignore;
+    }
+
+    /// Arms a cut: once `total_body_bytes` more blob GET body bytes have been forwarded (counted from this
+    /// call), every blob response in flight at that moment is closed mid-body, once; the response that
+    /// reaches the total forwards exactly up to it. Later requests pass. A second call re-arms it.
+    pub fn cut_all_at(&self, total_body_bytes: u64) {
+        let mut s = self.shared.lock().unwrap();
+        s.front.cut_at = Some(s.front.blob_total + total_body_bytes);
+    }
+
+    /// Whether an armed [`FaultProxy::cut_all_at`] has not fired yet.
+    pub fn cut_armed(&self) -> bool {
+        self.shared.lock().unwrap().front.cut_at.is_some()
+    }
+
+    /// Body bytes of the blob GETs in the log ([`ProxiedRequest::body_bytes`] summed).
+    pub fn blob_body_bytes(&self) -> u64 {
+        let s = self.shared.lock().unwrap();
+        s.log.iter().filter(|r| r.is_blob_get()).map(|r| r.body_bytes).sum()
+    }
+
+    /// The most blob GETs of the log that were open at once (from `started` to `finished`, or to now for
+    /// one still open).
+    pub fn max_concurrent_blob_gets(&self) -> usize {
+        let now = Instant::now();
+        let mut edges: Vec<(Instant, i32)> = Vec::new();
+        for r in self.shared.lock().unwrap().log.iter().filter(|r| r.is_blob_get()) {
+            edges.push((r.started, 1));
+            edges.push((r.finished.unwrap_or(now).max(r.started), -1));
+        }
+        // At equal instants ends sort before starts: back-to-back requests did not overlap.
+        edges.sort();
+        let (mut open, mut max) = (0i32, 0i32);
+        for (_, d) in edges {
+            open += d;
+            max = max.max(open);
+        }
+        max as usize
     }
 
     /// Forgets the requests logged so far.

@@ -65,6 +65,8 @@ pub(super) async fn serve(mut client: TcpStream, upstream: SocketAddr, fallback:
             status: None,
             finished: None,
             headers,
+            body_bytes: 0,
+            cut: false,
         });
         s.log.len() - 1
     };
@@ -85,7 +87,7 @@ pub(super) async fn serve(mut client: TcpStream, upstream: SocketAddr, fallback:
             let _ = client.shutdown().await;
             return;
         }
-        Fault::Pass | Fault::Stall(_) | Fault::Drip { .. } => {}
+        Fault::Pass | Fault::Stall(_) | Fault::Drip { .. } | Fault::Cut(_) => {}
     }
     forward(client, upstream, &text, &early_body, &method, fault, &entry).await;
 }
