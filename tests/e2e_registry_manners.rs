@@ -10,10 +10,11 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::daemon::pull;
 use common::daemon::setup::small_image;
-use common::registry::fault_proxy::Fault;
+use common::daemon::{Daemon, DaemonOptions, pull};
+use common::registry::fault_proxy::{Fault, FaultProxy};
 use common::registry::proxied::{Proxied, free_port, metric};
+use common::registry::{RegistryOptions, TestRegistry};
 
 const NO_BACKOFF: &str = "[pull]\nbackoff_initial = \"0s\"\n";
 
@@ -101,6 +102,48 @@ async fn a_present_tag_under_always_is_revalidated_with_a_head_and_no_get() {
         manifest_requests(&p),
         ["HEAD /v2/app/manifests/v1", "GET /v2/app/manifests/v1"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revalidation_asks_the_mirror_first_and_falls_through_as_a_get_does() {
+    let registry = TestRegistry::start(RegistryOptions::default()).await;
+    let mirror = FaultProxy::start(&registry.addr()).await;
+    let hosts = tempfile::tempdir().unwrap();
+    mirror.write_mirror_hosts_toml(hosts.path(), &registry.addr(), &registry.url());
+    let d = Daemon::start(DaemonOptions {
+        hosts_dir: Some(hosts.path().into()),
+        config: Some(NO_BACKOFF.into()),
+        ..Default::default()
+    })
+    .await;
+    let img = small_image(225, None);
+    common::registry::push::push_image(&registry.addr(), "app", "v1", &img, None).await;
+    let image = registry.image_ref("app", "v1");
+    let mut c = d.client().await;
+    assert_eq!(pull(&mut c, &image, None).await.unwrap(), img.config_digest);
+    let manifests = |from: &[common::registry::LoggedRequest]| -> Vec<String> {
+        let m = from.iter().filter(|r| r.path.contains("/manifests/"));
+        m.map(|r| format!("{} {}", r.method, r.path)).collect()
+    };
+
+    // The mirror answers the HEAD; nobody gets a GET.
+    mirror.clear_log();
+    let before = registry.requests().len();
+    assert_eq!(pull(&mut c, &image, None).await.unwrap(), img.config_digest);
+    let asked: Vec<String> = mirror
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(asked, [format!("HEAD /v2/app/manifests/v1?ns={}", registry.addr())]);
+    let forwarded = format!("HEAD /v2/app/manifests/v1?ns={}", registry.addr());
+    assert_eq!(manifests(&registry.requests()[before..]), [forwarded]);
+
+    // The mirror does not have it (404 once): the upstream's HEAD answers, still no GET.
+    mirror.set_for_times("/manifests/v1", Fault::Status(404), 1);
+    let before = registry.requests().len();
+    assert_eq!(pull(&mut c, &image, None).await.unwrap(), img.config_digest);
+    assert_eq!(manifests(&registry.requests()[before..]), ["HEAD /v2/app/manifests/v1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
