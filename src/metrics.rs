@@ -53,6 +53,10 @@ pub struct Metrics {
     pub gc_freed_bytes: Counter,
     /// Credential re-verifications with the registry, by result (`verified`, `refused`).
     pub credential_verifications: Family<ResultLabel, Counter>,
+    /// Responses `429 Too Many Requests` from registries (waited out or not).
+    pub registry_rate_limited: Counter,
+    /// Warnings registries sent in `Warning` headers (one per warning, however often it is logged).
+    pub registry_warnings: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +84,8 @@ impl Metrics {
             gc_images_removed: Counter::default(),
             gc_freed_bytes: Counter::default(),
             credential_verifications: Family::default(),
+            registry_rate_limited: Counter::default(),
+            registry_warnings: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("pulls", "Image pull requests by result", m.pulls.clone());
@@ -145,6 +151,16 @@ impl Metrics {
             "credential_verifications",
             "Credential re-verifications with the registry, by result",
             m.credential_verifications.clone(),
+        );
+        registry.register(
+            "registry_rate_limited",
+            "Responses 429 Too Many Requests from registries",
+            m.registry_rate_limited.clone(),
+        );
+        registry.register(
+            "registry_warnings",
+            "Warnings registries sent in Warning headers",
+            m.registry_warnings.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -231,6 +247,8 @@ mod tests {
             "imaged_gc_freed_bytes_total 0",
             "imaged_coalesced_pulls_total 0",
             "imaged_pull_queue_wait_seconds_count 0",
+            "imaged_registry_rate_limited_total 0",
+            "imaged_registry_warnings_total 0",
         ] {
             assert!(text.contains(name), "missing {name} in:\n{text}");
         }

@@ -168,12 +168,13 @@ async fn a_kept_token_rejected_early_is_dropped_and_the_token_flow_run_once_more
     assert_eq!(tokens(&fake), 1);
 
     // The registry revokes the first token long before its 300 s are over; its token service now issues another.
+    // The tag is present, so each pull revalidates it with a manifest HEAD (pull policy `always`).
     issue("tok-beta-72");
     let before = fake.requests().len();
     assert_eq!(pull(&mut c, &image, None).await.unwrap(), img.config_digest);
     let asked: Vec<String> = fake.requests()[before..]
         .iter()
-        .filter(|r| r.starts_with("GET /v2/app/manifests/v1"))
+        .filter(|r| r.starts_with("HEAD /v2/app/manifests/v1"))
         .map(|r| r.to_lowercase())
         .collect();
     assert_eq!(asked.len(), 2, "the rejected request is made once more: {asked:?}");
@@ -190,7 +191,7 @@ async fn a_kept_token_rejected_early_is_dropped_and_the_token_flow_run_once_more
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     let manifests = fake.requests()[before..]
         .iter()
-        .filter(|r| r.starts_with("GET /v2/app/manifests/v1"))
+        .filter(|r| r.starts_with("HEAD /v2/app/manifests/v1"))
         .count();
     assert_eq!(manifests, 2, "{:?}", fake.seen());
     assert_eq!(tokens(&fake), 3);

@@ -92,7 +92,8 @@ async fn present_images_are_answered_only_to_credentials_the_registry_accepted()
         by_b,
         [UserRequest {
             user: "intruder".into(),
-            method: "GET".into(),
+            // A HEAD: Docker Hub does not count it as a pull.
+            method: "HEAD".into(),
             uri: manifest.clone(),
             accepted: false,
         }],

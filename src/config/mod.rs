@@ -108,6 +108,9 @@ pub struct RegistrySection {
     /// How long a docker credential helper (`credsStore`, `credHelpers`) may take before it is killed and
     /// the pull fails naming it (default 20s).
     pub credential_helper_timeout: Option<crate::duration::ConfigDuration>,
+    /// The most one registry request waits, over all its `429 Too Many Requests`, as their `Retry-After`
+    /// asks, before it fails `RegistryRateLimited` (default 1m; `"0s"` never waits).
+    pub rate_limit_wait: Option<crate::duration::ConfigDuration>,
 }
 
 /// The effective configuration.
@@ -133,6 +136,8 @@ pub struct Config {
     pub response_timeout: std::time::Duration,
     /// Time limit of a docker credential helper.
     pub credential_helper_timeout: std::time::Duration,
+    /// The most one registry request waits on `Retry-After`s.
+    pub rate_limit_wait: std::time::Duration,
     /// Caps on each layer.
     pub unpack: Limits,
     /// Pinned image patterns (file and `--pinned-image`).
@@ -269,6 +274,10 @@ impl Config {
                 .unwrap_or(crate::registry::DEFAULT_CONNECT_TIMEOUT.as_secs()),
             response_timeout,
             credential_helper_timeout,
+            rate_limit_wait: file
+                .registry
+                .rate_limit_wait
+                .map_or(crate::registry::rate_limit::DEFAULT_RATE_LIMIT_WAIT, |d| d.0),
             unpack: file.unpack.unwrap_or_default(),
             pinned_images: file
                 .pinned_images

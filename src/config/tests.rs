@@ -7,6 +7,7 @@ fn empty_file_gives_embedded_defaults() {
     let c = Config::resolve(FileConfig::parse("", Path::new("x")).unwrap(), Overrides::default()).unwrap();
     assert_eq!(c.max_concurrent_downloads, 3);
     assert_eq!((c.connect_timeout_secs, c.response_timeout.as_secs()), (10, 20));
+    assert_eq!(c.rate_limit_wait, std::time::Duration::from_secs(60));
     assert_eq!(c.platform, Platform::host().normalized());
     assert!(c.hosts_dir.is_none());
     fn none(_: &str) -> Option<std::ffi::OsString> {
@@ -96,6 +97,9 @@ fn bad_values_are_rejected() {
     let file = FileConfig::parse("[registry]\ncredential_helper_timeout = \"5s\"\n", Path::new("c")).unwrap();
     let c = Config::resolve(file, Overrides::default()).unwrap();
     assert_eq!(c.credential_helper_timeout, std::time::Duration::from_secs(5));
+    let file = FileConfig::parse("[registry]\nrate_limit_wait = \"0s\"\n", Path::new("c")).unwrap();
+    let c = Config::resolve(file, Overrides::default()).unwrap();
+    assert_eq!(c.rate_limit_wait, std::time::Duration::ZERO, "0s: never wait");
 }
 
 #[test]

@@ -124,10 +124,16 @@ impl Puller {
         let platform = &self.options.platform;
         progress.phase("resolving");
         let session = self.registry.session(image, creds).await?;
-        let r = resolve::resolve(&session, image, platform).await?;
-        // Manifests count as downloaded bytes too (they were fetched to resolve, whatever the store had).
-        for (desc, body) in r.index.iter().chain([&r.manifest]) {
-            progress.bytes(&desc.digest, body.len() as u64);
+        // A tag the store holds an image for is revalidated (a HEAD, and the store's manifest if unchanged).
+        let recorded = image.tagged().and_then(|t| self.stores.metadata.by_tag(&t));
+        let local = resolve::Local {
+            content: &self.stores.content,
+            recorded: recorded.as_deref(),
+        };
+        let r = resolve::resolve(&session, image, platform, local).await?;
+        // Manifests fetched count as downloaded bytes too (those read from the store do not).
+        for (digest, size) in &r.fetched {
+            progress.bytes(digest, *size);
         }
         let m = &r.parsed;
         // From here on, every blob the image names is leased.

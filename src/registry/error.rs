@@ -49,12 +49,14 @@ pub enum RegistryError {
         after: std::time::Duration,
     },
     /// The registry does not have it.
-    #[error("{what} not found in registry {host}")]
+    #[error("{what} not found in registry {host}{}", colon(detail))]
     NotFound {
         /// The host URL.
         host: String,
         /// What was asked for.
         what: String,
+        /// The registry's explanation (its OCI error body), empty when it gave none.
+        detail: String,
     },
     /// Credentials are missing or wrong.
     #[error("registry {host} refused the credentials for {what} ({detail}): check the image pull secret or auth file")]
@@ -76,13 +78,23 @@ pub enum RegistryError {
         /// The registry's explanation.
         detail: String,
     },
-    /// The registry is rate limiting us.
-    #[error("registry {host} is rate limiting requests for {what}; try again later")]
+    /// The registry is rate limiting us (429), and asked for a wait imaged does not make: longer than the
+    /// rest of `registry.rate_limit_wait`, or none at all. `RegistryRateLimited` names it for whoever reads
+    /// kubelet's events (kubelet itself reads no such reason; it reports `ErrImagePull`).
+    #[error(
+        "RegistryRateLimited: registry {host} is rate limiting requests for {what} ({}){}",
+        super::rate_limit::describe(*retry_after),
+        colon(detail)
+    )]
     TooManyRequests {
         /// The host URL.
         host: String,
         /// What was asked for.
         what: String,
+        /// The registry's explanation (its OCI error body), empty when it gave none.
+        detail: String,
+        /// How long its `Retry-After` asked to wait, when it said.
+        retry_after: Option<std::time::Duration>,
     },
     /// Any other unexpected answer.
     #[error("registry {host} answered HTTP {status} for {what}: {detail}")]
@@ -178,8 +190,13 @@ impl RegistryError {
         match status {
             401 => RegistryError::Unauthorized { host, what, detail },
             403 => RegistryError::Denied { host, what, detail },
-            404 => RegistryError::NotFound { host, what },
-            429 => RegistryError::TooManyRequests { host, what },
+            404 => RegistryError::NotFound { host, what, detail },
+            429 => RegistryError::TooManyRequests {
+                host,
+                what,
+                detail,
+                retry_after: None,
+            },
             _ => RegistryError::Status {
                 host,
                 what,
@@ -187,6 +204,14 @@ impl RegistryError {
                 detail,
             },
         }
+    }
+
+    /// This error with the wait a 429's `Retry-After` asked for (other errors are returned as they are).
+    pub(crate) fn with_retry_after(mut self, asked: Option<std::time::Duration>) -> RegistryError {
+        if let RegistryError::TooManyRequests { retry_after, .. } = &mut self {
+            *retry_after = asked;
+        }
+        self
     }
 
     /// A digest mismatch.
@@ -214,6 +239,85 @@ pub(crate) fn transport_detail(e: &(dyn std::error::Error + 'static)) -> String 
     out
 }
 
+/// What an error body says: the distribution spec's `{"errors":[{"code","message","detail"}]}` as
+/// `CODE: message (detail)` per error, else the first line of the body.
 fn summarize_body(body: &[u8]) -> String {
+    if let Ok(ErrorBody { errors }) = serde_json::from_slice::<ErrorBody>(body)
+        && !errors.is_empty()
+    {
+        let each = errors.iter().map(|e| {
+            let mut s = [e.code.as_str(), e.message.as_str()]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ");
+            match &e.detail {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(d)) if d.is_empty() => {}
+                Some(serde_json::Value::String(d)) => s.push_str(&format!(" ({d})")),
+                Some(d) => s.push_str(&format!(" ({d})")),
+            }
+            s
+        });
+        return first_line(&each.collect::<Vec<_>>().join("; "));
+    }
     first_line(&String::from_utf8_lossy(&body[..body.len().min(512)]))
+}
+
+/// `": detail"`, or nothing for an empty detail.
+fn colon(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+/// An OCI distribution error body.
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    errors: Vec<OciError>,
+}
+
+#[derive(serde::Deserialize)]
+struct OciError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    detail: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_error_bodies_are_shown_with_code_message_and_detail() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"v9"}}]}"#;
+        let e = RegistryError::from_status("http://r", "manifest a:v9", 404, body);
+        assert_eq!(
+            e.to_string(),
+            r#"manifest a:v9 not found in registry http://r: MANIFEST_UNKNOWN: manifest unknown ({"Tag":"v9"})"#
+        );
+        let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#;
+        let e = RegistryError::from_status("http://r", "manifest a:1", 429, body);
+        let shown = e.to_string();
+        assert!(shown.starts_with("RegistryRateLimited: registry http://r"), "{shown}");
+        assert!(
+            shown.ends_with(": TOOMANYREQUESTS: You have reached your pull rate limit."),
+            "{shown}"
+        );
+        let two = br#"{"errors":[{"code":"DENIED","message":"no","detail":"quota"},{"code":"X","message":""}]}"#;
+        assert_eq!(summarize_body(two), "DENIED: no (quota); X");
+    }
+
+    #[test]
+    fn other_bodies_give_their_first_line_and_none_gives_nothing() {
+        assert_eq!(summarize_body(b"<html>\n<body>"), "<html>");
+        assert_eq!(summarize_body(br#"{"errors":[]}"#), r#"{"errors":[]}"#);
+        let e = RegistryError::from_status("http://r", "blob x", 404, b"");
+        assert_eq!(e.to_string(), "blob x not found in registry http://r");
+    }
 }

@@ -9,21 +9,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use super::RegistryError;
 use super::auth::Credentials;
 use super::deadline::Deadlines;
 use super::error::transport_detail;
 use super::hosts::RegistryHost;
+use super::manners::{self, Manners};
 use super::token::{self, Presented};
-use super::{BlobStream, FetchedManifest, RegistryError};
-use crate::digest::Hasher;
-use crate::manifest::Descriptor;
-use crate::manifest::{ACCEPTED, MAX_MANIFEST_BYTES};
 use crate::reference::ImageRef;
 
 /// The most of an error response's body that is read (for its message).
@@ -32,16 +28,22 @@ const MAX_ERROR_BODY: usize = 4096;
 /// A host and the HTTP client set up for it.
 pub(super) struct HostClient {
     host: RegistryHost,
-    deadlines: Deadlines,
+    pub(super) deadlines: Deadlines,
     http: reqwest::Client,
     /// The host's `header`s, added to every request (a name may repeat: one line per value).
     headers: HeaderMap,
     /// Per repository: what to present, and until when.
     authorized: Arc<Mutex<HashMap<String, (Presented, Instant)>>>,
+    /// Warnings and rate limits (shared by every client of the daemon).
+    manners: Arc<Manners>,
 }
 
 impl HostClient {
-    pub(super) fn new(host: RegistryHost, deadlines: Deadlines) -> Result<HostClient, RegistryError> {
+    pub(super) fn new(
+        host: RegistryHost,
+        deadlines: Deadlines,
+        manners: Arc<Manners>,
+    ) -> Result<HostClient, RegistryError> {
         let url = host.url();
         let client_err = |detail: String| RegistryError::Client {
             host: url.clone(),
@@ -68,6 +70,7 @@ impl HostClient {
             http,
             headers,
             authorized: Arc::default(),
+            manners,
         })
     }
 
@@ -79,6 +82,7 @@ impl HostClient {
             http: self.http.clone(),
             headers: self.headers.clone(),
             authorized: self.authorized.clone(),
+            manners: self.manners.clone(),
         }
     }
 
@@ -95,7 +99,7 @@ impl HostClient {
     }
 
     /// `/v2/<repo>/<kind>/<reference>`, with `?ns=<registry>` when this host is a mirror, as containerd asks.
-    fn endpoint(&self, image: &ImageRef, kind: &str, reference: &str) -> String {
+    pub(super) fn endpoint(&self, image: &ImageRef, kind: &str, reference: &str) -> String {
         let mut url = format!("{}/v2/{}/{kind}/{reference}", self.url(), image.repository());
         if self.host.host != image.registry() {
             url.push_str("?ns=");
@@ -123,9 +127,9 @@ impl HostClient {
         }
         let host = self.url();
         let what = format!("authorization to pull {repository}");
-        let grant = self
-            .deadlines
-            .headers_within(
+        let mut waited = Duration::ZERO;
+        let grant = loop {
+            let asked = self.deadlines.headers_within(
                 &host,
                 &what,
                 token::authorize(
@@ -136,8 +140,17 @@ impl HostClient {
                     repository,
                     creds,
                 ),
-            )
-            .await?;
+            );
+            let result = asked.await;
+            let limited = match &result {
+                Err(RegistryError::TooManyRequests { retry_after, .. }) => Some(*retry_after),
+                _ => None,
+            };
+            match limited.and_then(|asked| self.manners.rate_limited(&host, &what, asked, &mut waited)) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => break result?,
+            }
+        };
         let mut kept = self.authorized.lock().unwrap_or_else(|p| p.into_inner());
         if grant.reuse.is_zero() {
             kept.remove(repository);
@@ -158,11 +171,45 @@ impl HostClient {
         }
     }
 
-    /// Sends the GET `url` with the authorization for `image`'s repository, and returns the response once its
+    /// Sends `method` `url` with the authorization for `image`'s repository, and returns the response once its
     /// headers came (within the response deadline). A kept authorization answered with 401 is dropped and the
-    /// request made once more with a new one.
-    async fn get(
+    /// request made once more with a new one; a 429 is waited out and the request made again as its
+    /// `Retry-After` asks, within `registry.rate_limit_wait` ([`super::rate_limit`]). The response's `Warning`s
+    /// are noted.
+    pub(super) async fn send(
         &self,
+        method: reqwest::Method,
+        image: &ImageRef,
+        creds: Option<&Credentials>,
+        url: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let host = self.url();
+        let mut waited = Duration::ZERO;
+        loop {
+            let resp = self
+                .send_authorized(method.clone(), image, creds, url, accept, what)
+                .await?;
+            self.manners.warnings(&host, what, resp.headers());
+            if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Ok(resp);
+            }
+            let asked = manners::retry_after(resp.headers());
+            match self.manners.rate_limited(&host, what, asked, &mut waited) {
+                Some(wait) => {
+                    drop(resp);
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Ok(resp),
+            }
+        }
+    }
+
+    /// One request, with the 401 retry of [`HostClient::send`].
+    async fn send_authorized(
+        &self,
+        method: reqwest::Method,
         image: &ImageRef,
         creds: Option<&Credentials>,
         url: &str,
@@ -174,7 +221,7 @@ impl HostClient {
         let (mut presented, mut kept) = self.authorization(repository, creds).await?;
         let mut retried = false;
         loop {
-            let mut req = self.http.get(url).headers(self.headers.clone());
+            let mut req = self.http.request(method.clone(), url).headers(self.headers.clone());
             if let Some(accept) = accept {
                 req = req.header(reqwest::header::ACCEPT, accept);
             }
@@ -195,7 +242,7 @@ impl HostClient {
     }
 
     /// A transport failure as an error: a connection not made within the connect deadline says so.
-    fn transport_error(&self, e: &reqwest::Error) -> RegistryError {
+    pub(super) fn transport_error(&self, e: &reqwest::Error) -> RegistryError {
         if is_connect_timeout(e) {
             return RegistryError::ConnectTimedOut {
                 host: self.url(),
@@ -214,105 +261,15 @@ impl HostClient {
     }
 
     /// An error for a response that is not a success, with the start of its body as detail.
-    async fn status_error(&self, resp: reqwest::Response, what: &str) -> RegistryError {
+    pub(super) async fn status_error(&self, resp: reqwest::Response, what: &str) -> RegistryError {
         let status = resp.status().as_u16();
+        let retry_after = manners::retry_after(resp.headers());
         let body = tokio::time::timeout(self.deadlines.response, token::read_capped(resp, MAX_ERROR_BODY))
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        RegistryError::from_status(&self.url(), what, status, &body)
-    }
-
-    pub(super) async fn fetch_manifest(
-        &self,
-        image: &ImageRef,
-        reference: &str,
-        creds: Option<&Credentials>,
-    ) -> Result<FetchedManifest, RegistryError> {
-        let host = self.url();
-        let what = format!("manifest {}:{reference}", image.name());
-        let url = self.endpoint(image, "manifests", reference);
-        let accept = ACCEPTED.join(", ");
-        let resp = self.get(image, creds, &url, Some(&accept), &what).await?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, &what).await);
-        }
-        let content_type = header(&resp, reqwest::header::CONTENT_TYPE.as_str());
-        let header_digest = header(&resp, "docker-content-digest");
-        if let Some(len) = resp.content_length()
-            && len > MAX_MANIFEST_BYTES
-        {
-            return Err(RegistryError::TooLarge {
-                host,
-                what,
-                limit: MAX_MANIFEST_BYTES,
-            });
-        }
-        let mut body = BytesMut::new();
-        let mut hasher = Hasher::new();
-        let mut stream = resp.bytes_stream();
-        let silent = self.deadlines.response;
-        loop {
-            let next = tokio::time::timeout(silent, stream.next())
-                .await
-                .map_err(|_| RegistryError::TimedOut {
-                    host: host.clone(),
-                    what: what.clone(),
-                    after: silent,
-                })?;
-            let Some(chunk) = next else { break };
-            let chunk = chunk.map_err(|e| self.transport_error(&e))?;
-            if body.len() as u64 + chunk.len() as u64 > MAX_MANIFEST_BYTES {
-                return Err(RegistryError::TooLarge {
-                    host,
-                    what,
-                    limit: MAX_MANIFEST_BYTES,
-                });
-            }
-            hasher.update(&chunk);
-            body.extend_from_slice(&chunk);
-        }
-        let digest = hasher.finish();
-        let expected = if reference.starts_with("sha256:") {
-            Some(reference.to_string())
-        } else {
-            header_digest
-        };
-        if let Some(expected) = expected
-            && expected.starts_with("sha256:")
-            && expected != digest.to_string()
-        {
-            return Err(RegistryError::mismatch(&host, &what, &expected, &digest));
-        }
-        Ok(FetchedManifest {
-            body: body.freeze(),
-            content_type,
-            digest,
-        })
-    }
-
-    /// Starts streaming a blob. The bytes are not verified here: every caller hashes them as it stores them
-    /// (the content store's commit checks digest and size), and a second SHA-256 pass would cost ~0.5 ms per
-    /// MB on the pull's critical path.
-    pub(super) async fn fetch_blob(
-        &self,
-        image: &ImageRef,
-        desc: &Descriptor,
-        creds: Option<&Credentials>,
-    ) -> Result<BlobStream, RegistryError> {
-        let host = self.url();
-        let what = format!("blob {} of {}", desc.digest, image.name());
-        let url = self.endpoint(image, "blobs", &desc.digest.to_string());
-        let resp = self.get(image, creds, &url, None, &what).await?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, &what).await);
-        }
-        let body: BlobStream =
-            Box::pin(resp.bytes_stream().map(|r| {
-                r.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, transport_detail(&e)))
-            }));
-        Ok(self.deadlines.idle_cut(&host, &what, body))
+        RegistryError::from_status(&self.url(), what, status, &body).with_retry_after(retry_after)
     }
 }
 
@@ -334,7 +291,8 @@ fn is_connect_timeout(e: &reqwest::Error) -> bool {
     e.is_timeout()
 }
 
-fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+/// The value of header `name` of `resp`, when it is text.
+pub(super) fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -366,7 +324,7 @@ mod tests {
             std::time::Duration::from_secs(30),
             std::time::Duration::from_secs(30),
         );
-        let client = HostClient::new(host, deadlines).unwrap();
+        let client = HostClient::new(host, deadlines, Arc::default()).unwrap();
         let e = client.http.get(format!("http://{addr}/v2/")).send().await.unwrap_err();
         let err = client.transport_error(&e);
         assert!(matches!(err, RegistryError::ConnectTimedOut { .. }), "{err}: {e:?}");

@@ -17,12 +17,16 @@
 pub mod auth;
 mod deadline;
 mod error;
+mod fetch;
 pub mod helper;
 mod host_client;
 pub mod hosts;
+mod manners;
+pub mod rate_limit;
 mod text;
 mod tls;
 mod token;
+pub mod warning;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,10 +39,13 @@ use futures_util::Stream;
 use deadline::HostHealth;
 pub use deadline::{Deadlines, FAILED_HOST_COOLDOWN};
 pub use error::RegistryError;
+use fetch::Head;
 use host_client::HostClient;
+use manners::Manners;
 
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
+use crate::metrics::Metrics;
 use crate::reference::ImageRef;
 use auth::{AuthFile, CredentialSource, Credentials};
 
@@ -60,6 +67,8 @@ pub struct RegistryOptions {
     pub response_timeout: Duration,
     /// How long a docker credential helper may take before it is killed.
     pub credential_helper_timeout: Duration,
+    /// The most one request waits, over all its 429s, as their `Retry-After` asks ([`rate_limit`]).
+    pub rate_limit_wait: Duration,
 }
 
 impl Default for RegistryOptions {
@@ -70,6 +79,7 @@ impl Default for RegistryOptions {
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT.as_secs(),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             credential_helper_timeout: helper::DEFAULT_HELPER_TIMEOUT,
+            rate_limit_wait: rate_limit::DEFAULT_RATE_LIMIT_WAIT,
         }
     }
 }
@@ -85,6 +95,17 @@ pub struct FetchedManifest {
     pub digest: Digest,
 }
 
+/// What a manifest HEAD told: the digest of the manifest a reference names, without its bytes.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    /// The manifest's digest, from `Docker-Content-Digest`.
+    pub digest: Digest,
+    /// The response's `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The manifest's size (`Content-Length`), if given.
+    pub size: Option<u64>,
+}
+
 /// A blob's bytes as they arrive.
 pub type BlobStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
@@ -95,15 +116,19 @@ pub struct Registry {
     clients: Mutex<HashMap<String, Arc<HostClient>>>,
     /// Hosts that recently failed to answer, tried last for a while.
     health: Arc<HostHealth>,
+    /// What is done about registries' warnings and rate limits, counted in `metrics`.
+    manners: Arc<Manners>,
 }
 
 impl Registry {
-    /// A registry adapter with these options.
-    pub fn new(options: RegistryOptions) -> Registry {
+    /// A registry adapter with these options, counting registries' warnings and rate limits in `metrics`.
+    pub fn new(options: RegistryOptions, metrics: Arc<Metrics>) -> Registry {
+        let manners = Arc::new(Manners::new(metrics, options.rate_limit_wait));
         Registry {
             options,
             clients: Mutex::new(HashMap::new()),
             health: Arc::default(),
+            manners,
         }
     }
 
@@ -209,7 +234,7 @@ impl Registry {
             // Capabilities may differ between files naming the same URL: keep the client, take the host.
             return Ok(Arc::new(c.with_host(host.clone())));
         }
-        let c = Arc::new(HostClient::new(host.clone(), deadlines)?);
+        let c = Arc::new(HostClient::new(host.clone(), deadlines, self.manners.clone())?);
         clients.insert(key, c.clone());
         Ok(c)
     }
@@ -245,6 +270,34 @@ impl Session {
                     last = Some(e);
                 }
             }
+        }
+        Err(last.unwrap_or_else(|| self.no_host(if by_digest { "pull" } else { "resolve" })))
+    }
+
+    /// Asks, with a HEAD, for the digest of the manifest `reference` names, through the hosts in the order
+    /// of [`Session::fetch_manifest`]: the first digest a host tells is the answer. `None` when no host told
+    /// one but some host answered without it (no `Docker-Content-Digest`, HEAD not allowed): only a GET can
+    /// tell then. Fails when every host failed as a GET would (no answer, 401, 403, 404, 429): a GET is not
+    /// made after a HEAD that found no answer, so a host that is down costs its deadline once.
+    pub async fn head_manifest(&self, reference: &str) -> Result<Option<ManifestHead>, RegistryError> {
+        let by_digest = reference.starts_with("sha256:");
+        let (mut last, mut no_digest) = (None, false);
+        for host in self.in_order(|h| if by_digest { h.can_pull() } else { h.can_resolve() }) {
+            let result = host.head_manifest(&self.image, reference, self.creds.as_ref()).await;
+            match self.noted(host, result) {
+                Ok(Head::Digest(head)) => return Ok(Some(head)),
+                Ok(Head::NoDigest(why)) => {
+                    tracing::debug!(host = %host.url(), image = %self.image, reference, why, "a manifest HEAD told no digest");
+                    no_digest = true;
+                }
+                Err(e) => {
+                    tracing::warn!(host = %host.url(), image = %self.image, error = %e, "manifest HEAD failed");
+                    last = Some(e);
+                }
+            }
+        }
+        if no_digest {
+            return Ok(None);
         }
         Err(last.unwrap_or_else(|| self.no_host(if by_digest { "pull" } else { "resolve" })))
     }

@@ -134,11 +134,12 @@ pub(super) async fn authorize(
     };
     let resp = request.headers(headers.clone()).send().await.map_err(unreachable)?;
     let status = resp.status().as_u16();
+    let retry_after = super::manners::retry_after(resp.headers());
     let body = read_capped(resp, MAX_TOKEN_RESPONSE).await.map_err(unreachable)?;
     if !(200..300).contains(&status) {
         // A token server refusing the credentials is a 401 or 403; both mean "not these credentials".
         let status = if status == 403 { 401 } else { status };
-        return Err(RegistryError::from_status(host_url, &what, status, &body));
+        return Err(RegistryError::from_status(host_url, &what, status, &body).with_retry_after(retry_after));
     }
     let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| RegistryError::Unauthorized {
         host: host_url.to_string(),

@@ -108,20 +108,24 @@ impl ImageService {
             snapshotter,
             caps,
         } = opened;
-        let registry = Arc::new(Registry::new(RegistryOptions {
-            hosts_dir: config.hosts_dir.clone(),
-            auth_files: config.auth_files.clone(),
-            connect_timeout_secs: config.connect_timeout_secs,
-            response_timeout: config.response_timeout,
-            credential_helper_timeout: config.credential_helper_timeout,
-        }));
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::new(
+            RegistryOptions {
+                hosts_dir: config.hosts_dir.clone(),
+                auth_files: config.auth_files.clone(),
+                connect_timeout_secs: config.connect_timeout_secs,
+                response_timeout: config.response_timeout,
+                credential_helper_timeout: config.credential_helper_timeout,
+                rate_limit_wait: config.rate_limit_wait,
+            },
+            metrics.clone(),
+        ));
         let options = PullOptions {
             platform: config.platform.clone(),
             downloads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_downloads)),
             limits: config.unpack,
             caps,
         };
-        let metrics = Arc::new(Metrics::new());
         let p = &config.pull;
         let rules = p
             .verify_rules()

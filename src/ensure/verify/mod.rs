@@ -14,8 +14,8 @@
 //! the pull that proves them), and before the store answers a request it decides, as kubelet does
 //! ([`policy::must_verify`]), whether the request must be verified. If so, the request asks the registry
 //! itself (the upstream `server`, never a mirror: a pull-through cache or a peer may serve anyone) for the
-//! manifest the store holds, by digest, with the request's credentials: one GET, no layer. A yes is
-//! recorded and the store answers; a no refuses the request with kubelet's `ErrImagePull` and the
+//! manifest the store holds, by digest, with the request's credentials: one HEAD (a GET only where the
+//! HEAD tells no digest), no layer. A yes is recorded and the store answers; a no refuses the request with kubelet's `ErrImagePull` and the
 //! registry's reason. Requests without credentials are the node's: they ask with the node's own
 //! credentials (its docker config files), if any, like an anonymous pull does.
 //!
@@ -135,7 +135,7 @@ impl Verifier {
             source: Arc::new(source),
         };
         let asked = match self.registry.upstream_session(image, creds).await {
-            Ok(session) => session.fetch_manifest(&target.digest).await.map(|_| ()),
+            Ok(session) => ask(&session, &target.digest).await,
             Err(e) => Err(e),
         };
         if let Err(e) = asked {
@@ -159,6 +159,15 @@ impl Verifier {
         }
         tracing::debug!(image = %image, id = %target.rec.id, digest = %target.digest, "credentials verified with the registry");
         Ok(target.rec)
+    }
+}
+
+/// Asks the registry whether the session's credentials may pull the manifest `digest`: a HEAD (which
+/// Docker Hub does not count as a pull), and a GET only when the HEAD tells no digest.
+async fn ask(session: &crate::registry::Session, digest: &str) -> Result<(), crate::registry::RegistryError> {
+    match session.head_manifest(digest).await? {
+        Some(head) if head.digest.to_string() == digest => Ok(()),
+        _ => session.fetch_manifest(digest).await.map(|_| ()),
     }
 }
 

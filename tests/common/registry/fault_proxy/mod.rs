@@ -8,6 +8,8 @@
 //! - [`Fault::Stall`]: forward the response head and the first N body bytes, then send nothing more.
 //! - [`Fault::Drip`]: forward the response head at once, then the body in small chunks with pauses.
 //! - [`Fault::Cut`]: forward the response head and the first N body bytes, then close the connection.
+//! - [`Fault::Respond`]: answer with this status, these headers and this body, without forwarding (a 429 with
+//!   `Retry-After`, an OCI error body, a `Warning` header).
 //!
 //! Over any fault, as a front that stands for a CDN or an object store would (issue 22):
 //! [`FaultProxy::cap_per_connection`] paces each response body to a rate of its own (N connections get N
@@ -20,7 +22,8 @@
 //! with [`FaultProxy::require_header`], a request without that header is answered 400 and not forwarded.
 //!
 //! The fault for a request is the first rule ([`FaultProxy::set_for`]) whose pattern the request target
-//! contains, else the default ([`FaultProxy::set`]). Every accepted request is logged with the fault applied
+//! contains, else the default ([`FaultProxy::set`]); a rule set with [`FaultProxy::set_for_times`] applies to
+//! the first N matching requests only, before any other rule. Every accepted request is logged with the fault applied
 //! and when its response started and ended ([`FaultProxy::requests`]), so tests can see what a client asked
 //! for and whether requests overlapped.
 //!
@@ -29,7 +32,7 @@
 //! response's `Content-Length` says where its body ends.
 //!
 //! By fault kind: `listen.rs` (the port: [`Fault::Refuse`]), `serve.rs` (a request answered by the proxy:
-//! [`Fault::Status`], [`Fault::Blackhole`], the required header) and `forward.rs` (a response from the
+//! [`Fault::Status`], [`Fault::Respond`], [`Fault::Blackhole`], the required header) and `forward.rs` (a response from the
 //! upstream, whole or faulted: [`Fault::Pass`], [`Fault::Stall`], [`Fault::Drip`], [`Fault::Cut`], the rate
 //! cap, dropped ranges and cuts), with `pace.rs` (the rate cap's token bucket).
 
@@ -70,6 +73,15 @@ pub enum Fault {
     /// Forward the response head and this many body bytes, then close the connection (the client sees a
     /// body shorter than its `Content-Length`).
     Cut(usize),
+    /// Answer with `status`, `headers` and `body` (with its `Content-Length`), without forwarding.
+    Respond {
+        /// The HTTP status.
+        status: u16,
+        /// The response headers, `(name, value)`.
+        headers: Vec<(String, String)>,
+        /// The body (not sent to a HEAD).
+        body: String,
+    },
 }
 
 /// One request the proxy accepted.
@@ -115,6 +127,8 @@ impl ProxiedRequest {
 #[derive(Default)]
 struct Shared {
     rules: Vec<(String, Fault)>,
+    /// Rules for the first N matching requests: `(pattern, fault, requests left)`, tried before `rules`.
+    counted: Vec<(String, Fault, usize)>,
     /// A header every request must carry, `(lower-case name, value)`.
     required: Option<(String, String)>,
     log: Vec<ProxiedRequest>,
@@ -219,6 +233,14 @@ impl FaultProxy {
         s.rules.push((pattern.to_string(), fault));
     }
 
+    /// Applies `fault` to the next `times` requests whose target contains `pattern`, before any other rule;
+    /// later ones get what they would have got without it.
+    pub fn set_for_times(&self, pattern: &str, fault: Fault, times: usize) {
+        let mut s = self.shared.lock().unwrap();
+        s.counted.retain(|(p, _, _)| p != pattern);
+        s.counted.push((pattern.to_string(), fault, times));
+    }
+
     /// Answers 400 (without forwarding) every request that does not carry the header `name: value`.
     pub fn require_header(&self, name: &str, value: &str) {
         self.shared.lock().unwrap().required = Some((name.to_ascii_lowercase(), value.to_string()));
@@ -226,7 +248,9 @@ impl FaultProxy {
 
     /// Removes every rule (the default stays).
     pub fn clear_rules(&self) {
-        self.shared.lock().unwrap().rules.clear();
+        let mut s = self.shared.lock().unwrap();
+        s.rules.clear();
+        s.counted.clear();
     }
 
     /// Every request accepted so far, oldest first.

@@ -1,6 +1,6 @@
 //! One connection, one request: read and log it, then the request-level faults (a missing required header
-//! answered 400, [`Fault::Refuse`] as a rule, [`Fault::Blackhole`], [`Fault::Status`]); anything else is
-//! forwarded ([`super::forward`]).
+//! answered 400, [`Fault::Refuse`] as a rule, [`Fault::Blackhole`], [`Fault::Status`], [`Fault::Respond`]);
+//! anything else is forwarded ([`super::forward`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,12 +44,21 @@ pub(super) async fn serve(mut client: TcpStream, upstream: SocketAddr, fallback:
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let (fault, missing) = {
-        let s = shared.lock().unwrap();
-        let fault = s
-            .rules
-            .iter()
-            .find(|(p, _)| path.contains(p.as_str()))
-            .map_or(fallback, |(_, f)| f.clone());
+        let mut s = shared.lock().unwrap();
+        let counted = s
+            .counted
+            .iter_mut()
+            .find(|(p, _, left)| *left > 0 && path.contains(p.as_str()))
+            .map(|(_, f, left)| {
+                *left -= 1;
+                f.clone()
+            });
+        let fault = counted.unwrap_or_else(|| {
+            s.rules
+                .iter()
+                .find(|(p, _)| path.contains(p.as_str()))
+                .map_or(fallback, |(_, f)| f.clone())
+        });
         let missing = s.required.as_ref().is_some_and(|req| !headers.contains(req));
         (fault, missing)
     };
@@ -83,6 +92,20 @@ pub(super) async fn serve(mut client: TcpStream, upstream: SocketAddr, fallback:
         Fault::Status(code) => {
             note(Some(code), true);
             let resp = format!("HTTP/1.1 {code} Fault\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = client.write_all(resp.as_bytes()).await;
+            let _ = client.shutdown().await;
+            return;
+        }
+        Fault::Respond { status, headers, body } => {
+            note(Some(status), true);
+            let mut resp = format!("HTTP/1.1 {status} Fault\r\n");
+            for (name, value) in &headers {
+                resp.push_str(&format!("{name}: {value}\r\n"));
+            }
+            resp.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+            if method != "HEAD" {
+                resp.push_str(&body);
+            }
             let _ = client.write_all(resp.as_bytes()).await;
             let _ = client.shutdown().await;
             return;
