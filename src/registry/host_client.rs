@@ -183,13 +183,14 @@ impl HostClient {
         creds: Option<&Credentials>,
         url: &str,
         accept: Option<&str>,
+        range: Option<&str>,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
         let host = self.url();
         let mut waited = Duration::ZERO;
         loop {
             let resp = self
-                .send_authorized(method.clone(), image, creds, url, accept, what)
+                .send_authorized(method.clone(), image, creds, url, accept, range, what)
                 .await?;
             self.manners.warnings(&host, what, resp.headers());
             if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -214,6 +215,7 @@ impl HostClient {
         creds: Option<&Credentials>,
         url: &str,
         accept: Option<&str>,
+        range: Option<&str>,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
         let host = self.url();
@@ -224,6 +226,9 @@ impl HostClient {
             let mut req = self.http.request(method.clone(), url).headers(self.headers.clone());
             if let Some(accept) = accept {
                 req = req.header(reqwest::header::ACCEPT, accept);
+            }
+            if let Some(range) = range {
+                req = req.header(reqwest::header::RANGE, range);
             }
             let send = async { presented.apply(req).send().await.map_err(|e| self.transport_error(&e)) };
             let resp = self.deadlines.headers_within(&host, what, send).await?;
