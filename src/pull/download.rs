@@ -8,7 +8,7 @@ use std::io::Read;
 use futures_util::StreamExt;
 
 use super::arrivals::{Arrivals, FileReader};
-use super::fetch::FetchCtx;
+use super::fetch::{FetchCtx, stream_error};
 use super::{Progress, PullError};
 use crate::content::ContentStore;
 use crate::manifest::Descriptor;
@@ -88,12 +88,4 @@ pub(super) async fn blob_to_memory(
         }));
     }
     Ok(body)
-}
-
-pub(super) fn stream_error(desc: &Descriptor, e: &std::io::Error) -> PullError {
-    PullError::Stream {
-        digest: desc.digest,
-        detail: e.to_string(),
-        mismatch: e.kind() == std::io::ErrorKind::InvalidData,
-    }
 }

@@ -269,7 +269,7 @@ impl Download<'_, '_> {
                 idle_retries += 1;
             }
             if retries > MAX_RETRIES || idle_retries > 1 {
-                return Err(super::download::stream_error(desc, &e));
+                return Err(stream_error(desc, &e));
             }
             if !whole {
                 at = pos;
@@ -308,6 +308,15 @@ impl Download<'_, '_> {
             *pos += n;
         }
         Ok(())
+    }
+}
+
+/// A blob's response body that failed (a cut connection, a silent one, bytes that do not verify).
+pub(super) fn stream_error(desc: &Descriptor, e: &io::Error) -> PullError {
+    PullError::Stream {
+        digest: desc.digest,
+        detail: e.to_string(),
+        mismatch: e.kind() == io::ErrorKind::InvalidData,
     }
 }
 
