@@ -3,6 +3,7 @@
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use reqwest::Method;
+use reqwest::header::{ACCEPT, RANGE};
 
 use super::auth::Credentials;
 use super::error::transport_detail;
@@ -36,7 +37,7 @@ impl HostClient {
         let url = self.endpoint(image, "manifests", reference);
         let accept = ACCEPTED.join(", ");
         let resp = self
-            .send(Method::HEAD, image, creds, &url, Some(&accept), None, &what)
+            .send(Method::HEAD, image, creds, &url, &[(ACCEPT, &accept)], &what)
             .await?;
         let status = resp.status().as_u16();
         if matches!(status, 401 | 403 | 404 | 429) {
@@ -75,7 +76,7 @@ impl HostClient {
         let url = self.endpoint(image, "manifests", reference);
         let accept = ACCEPTED.join(", ");
         let resp = self
-            .send(Method::GET, image, creds, &url, Some(&accept), None, &what)
+            .send(Method::GET, image, creds, &url, &[(ACCEPT, &accept)], &what)
             .await?;
         if !resp.status().is_success() {
             return Err(self.status_error(resp, &what).await);
@@ -155,9 +156,8 @@ impl HostClient {
             (from, None) => Some(format!("bytes={from}-")),
             (from, Some(to)) => Some(format!("bytes={from}-{}", to.saturating_sub(1))),
         };
-        let resp = self
-            .send(Method::GET, image, creds, &url, None, range.as_deref(), &what)
-            .await?;
+        let own: Vec<_> = range.iter().map(|r| (RANGE, r.as_str())).collect();
+        let resp = self.send(Method::GET, image, creds, &url, &own, &what).await?;
         if !resp.status().is_success() {
             return Err(self.status_error(resp, &what).await);
         }
