@@ -128,12 +128,20 @@ pub(super) async fn fetch(
     Ok(())
 }
 
-/// Writes what the request tasks received at its offset; the end of the channel is the end.
+/// Writes what the request tasks received at its offset; the end of the channel is the end, also when the
+/// download's future was dropped (a cancelled pull): the reader is then told that no more bytes come.
 fn write_loop(
     mut writer: PartialWriter,
     mut rx: mpsc::Receiver<(u64, Bytes)>,
     arrivals: &Arrivals,
 ) -> Result<RangeSet, PullError> {
+    struct EndOnExit<'a>(&'a Arrivals);
+    impl Drop for EndOnExit<'_> {
+        fn drop(&mut self) {
+            self.0.end();
+        }
+    }
+    let _end = EndOnExit(arrivals);
     while let Some((offset, bytes)) = rx.blocking_recv() {
         if let Err(source) = writer.write_at(offset, &bytes) {
             writer.save();
