@@ -231,10 +231,11 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
             ..Overrides::default()
         },
     )?;
-    // What a start does: open (drops partial downloads and builds), then recover (sweeps what nothing
+    // What a start does: open (drops partial downloads that cannot resume, and builds), then recover (sweeps what nothing
     // references, rewrites index.json), here awaited before checking. What they repair is found first, and
     // reported.
     let mut repaired = imaged::service::fsck_leftovers(&config.root);
+    let kept = imaged::service::resumable_downloads(&config.root);
     let service = imaged::daemon::open(&config)?;
     repaired.extend(service.unreferenced());
     runtime.block_on(service.recover());
@@ -251,6 +252,9 @@ fn fsck(args: FsckArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()>
     }
     if !repaired.is_empty() {
         println!("repaired {} leftovers of interrupted pulls or removals", repaired.len());
+    }
+    for k in &kept {
+        println!("kept: {k}");
     }
     for p in &report.problems {
         println!("problem: {p}");

@@ -6,30 +6,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::setup::Setup;
-use common::daemon::{DaemonOptions, pull, remove};
+use common::daemon::{DaemonOptions, fsck, pull, remove};
 use common::images::image::{Compression, Entry, ImageBuilder, Layer, MediaStyle, random_bytes};
 
 const ITERATIONS: u64 = 16;
-
-fn fsck(root: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_imaged"))
-        .args(["fsck", "--root"])
-        .arg(root)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 /// A few megabytes in several layers of different kinds, so a kill lands in every phase of a pull.
 fn image(seed: u64) -> common::images::image::BuiltImage {

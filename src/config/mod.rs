@@ -97,8 +97,14 @@ pub struct RegistrySection {
     /// Docker `config.json` files with credentials; default: `$DOCKER_CONFIG/config.json`,
     /// `~/.docker/config.json`, `/var/lib/kubelet/config.json`.
     pub auth_files: Option<Vec<PathBuf>>,
-    /// Layers downloaded at once per pull (default 3, as containerd).
+    /// Blob downloads at once, across all pulls (default 3, as containerd); also the most connections
+    /// one big blob is fetched on, in parallel ranges.
     pub max_concurrent_downloads: Option<usize>,
+    /// Bytes per `Range` request when a big blob is fetched in parallel ranges (default 8 MiB; 0: every
+    /// blob as one stream), as containerd's transfer service names it.
+    pub concurrent_layer_fetch_buffer: Option<u64>,
+    /// Blobs larger than this many bytes are fetched in parallel ranges (default 64 MiB).
+    pub concurrent_layer_fetch_above: Option<u64>,
     /// Seconds to wait for a connection to a registry (default 10); a host's `dial_timeout` in hosts.toml
     /// wins for that host.
     pub connect_timeout_secs: Option<u64>,
@@ -130,6 +136,8 @@ pub struct Config {
     pub auth_files: Vec<PathBuf>,
     /// Layers downloaded at once per pull.
     pub max_concurrent_downloads: usize,
+    /// How blobs are split into requests.
+    pub fetch: crate::pull::FetchOptions,
     /// Registry connect timeout in seconds.
     pub connect_timeout_secs: u64,
     /// Registry response deadline.
@@ -268,6 +276,14 @@ impl Config {
                 o.auth_files
             },
             max_concurrent_downloads: max,
+            fetch: {
+                let d = crate::pull::FetchOptions::default();
+                crate::pull::FetchOptions {
+                    chunk: file.registry.concurrent_layer_fetch_buffer.unwrap_or(d.chunk),
+                    parallel_above: file.registry.concurrent_layer_fetch_above.unwrap_or(d.parallel_above),
+                    connections: max,
+                }
+            },
             connect_timeout_secs: file
                 .registry
                 .connect_timeout_secs

@@ -4,13 +4,15 @@
 //! <root>/oci-layout              {"imageLayoutVersion": "1.0.0"}
 //! <root>/index.json              the images' manifests, rewritten from the metadata after each change
 //! <root>/blobs/sha256/<hex>      committed, verified blobs
-//! <root>/ingest/<n>              blobs being written; never visible under a digest
+//! <root>/ingest/<hex>-<n>        blobs being written; never visible under a digest
+//! <root>/ingest/<hex>.partial     a download to resume, with <hex>.ranges, the ranges it holds ([`partial`])
 //! ```
 //!
 //! Lifecycle of a blob (as containerd's `content.Writer`): bytes go to an [`Ingest`] in `ingest/`, hashed as
 //! they are written; [`Ingest::commit`] syncs the data, checks size and digest, renames the file to
 //! `blobs/sha256/<hex>` and syncs the directory. A blob that already exists is a successful commit. Until
-//! the rename, nothing is visible; a crash leaves only `ingest/` files, removed when the store is opened.
+//! the rename, nothing is visible; a crash leaves only `ingest/` files. Those of downloads that can resume
+//! (`.partial`, younger than [`PARTIAL_MAX_AGE`]) are kept; the others are removed when the store is opened.
 //!
 //! Deletion is guarded by leases: a pull takes a [`crate::lease::Lease`] on every digest it will reference *before* it
 //! checks whether the blob exists, and [`ContentStore::delete`] never removes a leased blob, so a removal
@@ -18,21 +20,28 @@
 
 mod ingest;
 mod layout;
+pub mod partial;
 mod usage;
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-pub use ingest::Ingest;
+pub use ingest::{Ingest, PartialWriter};
 pub use layout::IndexEntry;
 pub use usage::Usage;
 
 use crate::digest::Digest;
 use crate::error::{Classify, ErrorKind};
 use crate::lease::{LeaseTable, Locked};
+use partial::RangeSet;
+
+/// How long a partial download is kept for a resume after it was last written to.
+pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// What went wrong in the content store.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +128,8 @@ struct Inner {
     /// on it is atomic.
     leases: Arc<LeaseTable>,
     index_lock: std::sync::Mutex<()>,
+    /// Digests whose resumable ingest is open (one writer per partial file).
+    resuming: Mutex<HashSet<Digest>>,
 }
 
 impl ContentStore {
@@ -131,12 +142,15 @@ impl ContentStore {
             fs::create_dir_all(dir).map_err(ContentError::io("create directory", dir))?;
         }
         layout::ensure_layout_file(root)?;
-        // Anything in ingest/ is from a write that never committed: it was never visible, drop it.
+        // Anything in ingest/ is from a write that never committed: it was never visible. Drop it, except
+        // the downloads that can resume.
         let entries = fs::read_dir(&ingest).map_err(ContentError::io("read directory", &ingest))?;
         for entry in entries {
             let entry = entry.map_err(ContentError::io("read directory", &ingest))?;
             let path = entry.path();
-            fs::remove_file(&path).map_err(ContentError::io("remove stale ingest", &path))?;
+            if !resumable(&path, SystemTime::now()) {
+                fs::remove_file(&path).map_err(ContentError::io("remove stale ingest", &path))?;
+            }
         }
         let usage = Usage::measure(&blobs)?;
         Ok(ContentStore {
@@ -148,6 +162,7 @@ impl ContentStore {
                 next_ingest: AtomicU64::new(0),
                 leases,
                 index_lock: std::sync::Mutex::new(()),
+                resuming: Mutex::default(),
             }),
         })
     }
@@ -202,6 +217,35 @@ impl ContentStore {
         Ingest::create(self.clone(), path, expected, expected_size)
     }
 
+    /// Starts or resumes the download of a blob of `size` bytes that must hash to `expected`: returns its
+    /// ingest and the byte ranges an earlier, interrupted download already wrote. The ingest is kept when
+    /// dropped without a commit (see [`Ingest`]). While another download of the same blob holds the
+    /// resumable file, this one gets a fresh, non-resumable ingest.
+    pub fn ingest_resumable(&self, expected: Digest, size: u64) -> Result<(Ingest, RangeSet), ContentError> {
+        let taken = self
+            .inner
+            .resuming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(expected);
+        if !taken {
+            return Ok((self.ingest(expected, Some(size))?, RangeSet::new()));
+        }
+        let hex = expected.hex();
+        let path = self.inner.ingest.join(format!("{hex}.partial"));
+        let ranges = self.inner.ingest.join(format!("{hex}.ranges"));
+        Ingest::resume(self.clone(), path, ranges, expected, size).inspect_err(|_| self.resumed(&expected))
+    }
+
+    /// The resumable ingest of `digest` was dropped or committed.
+    fn resumed(&self, digest: &Digest) {
+        self.inner
+            .resuming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest);
+    }
+
     /// Writes a small blob held in memory: verified and committed like any other.
     pub fn write_blob(&self, data: &[u8], expected: Digest) -> Result<(), ContentError> {
         if self.contains(&expected) {
@@ -240,17 +284,19 @@ impl ContentStore {
         fs::metadata(self.blob_path(digest)).ok().map(|m| usage::allocated(&m))
     }
 
-    /// Removes ingest files that no lease protects (downloads that died without cleaning up). Returns how
-    /// many were removed.
+    /// Removes ingest files that no lease protects (downloads that died without cleaning up), except the
+    /// downloads that can resume. Returns how many were removed.
     pub fn remove_stale_ingests(&self) -> usize {
         let dir = &self.inner.ingest;
         let Ok(entries) = fs::read_dir(dir) else { return 0 };
         let mut removed = 0;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let digest = name.split('-').next().and_then(|h| Digest::from_hex(h).ok());
+            let digest = name.split(['-', '.']).next().and_then(|h| Digest::from_hex(h).ok());
             let leases = self.lock();
-            if digest.is_some_and(|d| leases.is_leased(&crate::lease::Item::Blob(d))) {
+            if digest.is_some_and(|d| leases.is_leased(&crate::lease::Item::Blob(d)))
+                || resumable(&e.path(), SystemTime::now())
+            {
                 continue;
             }
             if fs::remove_file(e.path()).is_ok() {
@@ -288,6 +334,20 @@ impl ContentStore {
     fn lock(&self) -> Locked<'_> {
         self.inner.leases.lock()
     }
+}
+
+/// Whether `path` in `ingest/` belongs to a download that can resume at `now`: a `.partial` file or its
+/// `.ranges` record, both present, the record written within [`PARTIAL_MAX_AGE`].
+pub fn resumable(path: &Path, now: SystemTime) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str());
+    if !matches!(ext, Some("partial" | "ranges")) {
+        return false;
+    }
+    let (data, ranges) = (path.with_extension("partial"), path.with_extension("ranges"));
+    let fresh = fs::metadata(&ranges)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < PARTIAL_MAX_AGE);
+    fresh && data.is_file()
 }
 
 #[cfg(test)]

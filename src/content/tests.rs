@@ -136,3 +136,116 @@ fn usage_is_remeasured_at_open() {
     let store = ContentStore::open(dir.path(), LeaseTable::new()).unwrap();
     assert_eq!(store.usage(), before);
 }
+
+/// Writes `data[range]` through a resumable ingest of `data` and drops it (an interrupted download).
+fn interrupt(store: &ContentStore, data: &[u8], parts: &[(usize, usize)]) {
+    let d = Digest::of(data);
+    let (ingest, had) = store.ingest_resumable(d, data.len() as u64).unwrap();
+    let (mut w, _file) = ingest.positional(had).unwrap();
+    for &(a, b) in parts {
+        w.write_at(a as u64, &data[a..b]).unwrap();
+    }
+    w.save();
+    drop(w);
+    drop(ingest);
+}
+
+/// Hashes the file of a resumable ingest in order and commits it.
+fn complete(store: &ContentStore, data: &[u8]) -> RangeSet {
+    let d = Digest::of(data);
+    let (mut ingest, had) = store.ingest_resumable(d, data.len() as u64).unwrap();
+    let (mut w, file) = ingest.positional(had.clone()).unwrap();
+    let mut at = 0;
+    while at < data.len() {
+        let next = had.next_missing(at as u64) as usize;
+        let end = had
+            .ranges()
+            .iter()
+            .map(|&(a, _)| a as usize)
+            .find(|&a| a > next)
+            .unwrap_or(data.len());
+        w.write_at(next as u64, &data[next..end]).unwrap();
+        at = end;
+    }
+    let mut back = vec![0u8; data.len()];
+    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut back, 0).unwrap();
+    ingest.absorb(&back).unwrap();
+    ingest.commit().unwrap();
+    had
+}
+
+#[test]
+fn an_interrupted_resumable_download_keeps_its_ranges_across_a_restart_and_completes() {
+    let (dir, store) = store();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    interrupt(&store, &data, &[(0, 3000), (6000, 8000)]);
+    drop(store);
+    let store = ContentStore::open(dir.path(), LeaseTable::new()).unwrap();
+    assert_eq!(store.remove_stale_ingests(), 0, "a resumable download is not stale");
+    let had = complete(&store, &data);
+    assert_eq!(had.ranges(), &[(0, 3000), (6000, 8000)]);
+    assert_eq!(store.read(&Digest::of(&data), 1 << 20).unwrap(), data);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+        0,
+        "commit drops the partial"
+    );
+}
+
+#[test]
+fn a_resumed_download_whose_bytes_do_not_verify_is_dropped() {
+    let (dir, store) = store();
+    let data = vec![7u8; 4096];
+    let d = Digest::of(&data);
+    let mut wrong = data.clone();
+    wrong[10] = 8;
+    // The digest of `data` asked for, other bytes written (a registry that sent garbage, a disk that lost them).
+    let (ingest, had) = store.ingest_resumable(d, 4096).unwrap();
+    let (mut w, file) = ingest.positional(had).unwrap();
+    w.write_at(0, &wrong).unwrap();
+    drop(w);
+    let mut ingest = ingest;
+    let mut back = vec![0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut back, 0).unwrap();
+    ingest.absorb(&back).unwrap();
+    assert!(matches!(ingest.commit(), Err(ContentError::DigestMismatch { .. })));
+    assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+    let (_ingest, had) = store.ingest_resumable(d, 4096).unwrap();
+    assert_eq!(had.total(), 0, "starts over");
+}
+
+#[test]
+fn a_discarded_or_stale_partial_is_removed_and_a_second_writer_gets_a_plain_ingest() {
+    let (dir, store) = store();
+    let data = vec![1u8; 1000];
+    let d = Digest::of(&data);
+    let (first, _) = store.ingest_resumable(d, 1000).unwrap();
+    let (second, had) = store.ingest_resumable(d, 1000).unwrap();
+    assert_eq!(had.total(), 0);
+    assert!(
+        second.path().extension().is_none(),
+        "not the partial: {}",
+        second.path().display()
+    );
+    drop(second);
+    first.discard();
+    assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+
+    interrupt(&store, &data, &[(0, 500)]);
+    let ranges = dir.path().join(format!("ingest/{}.ranges", d.hex()));
+    let old = SystemTime::now() - PARTIAL_MAX_AGE - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&ranges)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    drop(store);
+    let store = ContentStore::open(dir.path(), LeaseTable::new()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+        0,
+        "older than a day"
+    );
+    drop(store);
+}

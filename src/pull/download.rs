@@ -1,27 +1,18 @@
-//! Moving a blob from the registry into the content store.
+//! Moving a blob from the registry into the content store, or into memory (a small one).
 //!
-//! The network side is async; writing, hashing and syncing are blocking work, done on a blocking thread
-//! that receives the chunks over a small bounded channel (so a slow disk slows the download instead of
-//! buffering the layer in memory).
+//! The network side is async; hashing and syncing are blocking work, done on a blocking thread that reads
+//! the ingest file as the download ([`super::fetch`]) writes it.
 
-use std::io::Write;
+use std::io::Read;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
+use super::arrivals::{Arrivals, FileReader};
+use super::fetch::{FetchCtx, stream_error};
 use super::{Progress, PullError};
 use crate::content::ContentStore;
 use crate::manifest::Descriptor;
 use crate::registry::Session;
-
-/// Chunks in flight between the network and the disk (reqwest chunks are 8–64 KiB).
-const CHANNEL_DEPTH: usize = 8;
-
-enum Chunk {
-    Data(Bytes),
-    End,
-}
 
 /// Waits for one of the download slots every blob download takes (`registry.max_concurrent_downloads`,
 /// across all pulls); the wait counts as queueing, not as standing still.
@@ -33,53 +24,37 @@ pub(super) async fn slot<'a>(
     downloads.acquire().await.map_err(|e| PullError::Task(e.to_string()))
 }
 
-/// Streams the blob into the store, verified and committed, counting its bytes in `progress`.
+/// Downloads the blob into the store ([`super::fetch`]), hashed in order as it arrives, verified and
+/// committed.
 pub(super) async fn blob_to_store(
-    session: &Session,
+    ctx: &FetchCtx<'_>,
     content: &ContentStore,
     desc: &Descriptor,
-    progress: &Progress,
 ) -> Result<(), PullError> {
-    let mut stream = session.fetch_blob(desc).await?;
-    let mut ingest = content.ingest(desc.digest, Some(desc.size))?;
-    let (tx, mut rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
-    let writer = tokio::task::spawn_blocking(move || -> Result<(), PullError> {
-        while let Some(chunk) = rx.blocking_recv() {
-            match chunk {
-                Chunk::Data(b) => ingest.write_all(&b).map_err(|source| PullError::Write {
-                    path: ingest.path().display().to_string(),
-                    source,
-                })?,
-                // Only an explicit end commits; a dropped sender (failed download) drops the ingest.
-                Chunk::End => return Ok(ingest.commit()?),
-            }
+    let (mut ingest, writer, file) = super::fetch::open_ingest(content, desc, ctx.options)?;
+    let arrivals = Arrivals::new(writer.written().prefix());
+    let mut reader = FileReader::new(file, desc.size, arrivals.clone());
+    let blob = desc.clone();
+    let hashing = tokio::task::spawn_blocking(move || -> Result<(), PullError> {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(stream_error(&blob, &e)),
+            };
+            ingest.absorb(&buf[..n]).map_err(|source| PullError::Write {
+                path: ingest.path().display().to_string(),
+                source,
+            })?;
         }
-        Err(PullError::Interrupted)
+        Ok(ingest.commit()?)
     });
-    let mut failure = None;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(b) => {
-                progress.bytes(&desc.digest, b.len() as u64);
-                if tx.send(Chunk::Data(b)).await.is_err() {
-                    break; // The writer failed; its error is the one to report.
-                }
-            }
-            Err(e) => {
-                failure = Some(stream_error(desc, &e));
-                break;
-            }
-        }
-    }
-    if failure.is_none() {
-        let _ = tx.send(Chunk::End).await;
-    }
-    drop(tx);
-    let written = writer.await.map_err(|e| PullError::Task(e.to_string()))?;
-    match failure {
-        Some(f) => Err(f),
-        None => written,
-    }
+    let fetched = super::fetch::fetch(ctx, desc, writer, arrivals).await;
+    let hashed = hashing.await.map_err(|e| PullError::Task(e.to_string()))?;
+    fetched?;
+    hashed
 }
 
 /// Fetches a small blob into memory, verified against its digest and bounded by `limit`, counting its bytes
@@ -113,12 +88,4 @@ pub(super) async fn blob_to_memory(
         }));
     }
     Ok(body)
-}
-
-pub(super) fn stream_error(desc: &Descriptor, e: &std::io::Error) -> PullError {
-    PullError::Stream {
-        digest: desc.digest,
-        detail: e.to_string(),
-        mismatch: e.kind() == std::io::ErrorKind::InvalidData,
-    }
 }

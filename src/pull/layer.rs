@@ -1,8 +1,9 @@
-//! One layer in one pass: the registry stream is hashed and written to the content store while, from the
-//! same bytes, it is decompressed, hashed again (diff id) and applied into a snapshot.
+//! One layer in one pass: the download ([`super::fetch`]) writes the blob into its ingest file while, from
+//! the same file, in order, as its bytes arrive, it is hashed (blob digest), decompressed, hashed again
+//! (diff id) and applied into a snapshot.
 //!
 //! ```text
-//! network ─chunks─▶ [decoding thread] ChannelReader ─▶ Tee(→ Ingest: blob digest, write)
+//! network ─▶ ingest file ─▶ [decoding thread] FileReader ─▶ Tee(→ Ingest: blob digest)
 //!                       └─▶ decoder (gzip | zstd | none) ─▶ Counting, diff id ─blocks─▶ [applying thread] untar
 //! ```
 //!
@@ -15,11 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
-
 use super::PullError;
+use super::arrivals::{Arrivals, FileReader, download_stopped};
+use super::fetch::{FetchCtx, FetchOptions};
 use super::progress::LayerState;
 use crate::content::{ContentStore, Ingest};
 use crate::digest::{Digest, Hasher};
@@ -28,12 +27,6 @@ use crate::manifest::{self, Compression};
 use crate::metadata::LayerRecord;
 use crate::registry::Session;
 use crate::unpack::{self, Capabilities, CountingReader, Limits};
-
-/// Chunks in flight between the network and the unpacking thread. hyper hands over chunks of up to a few
-/// hundred KiB at loopback speed, so the depth bounds memory: 8 chunks keep a layer's buffer to a few MiB
-/// (at 64, four layers in flight held over 100 MB), while the unpacking thread never waits on an empty
-/// channel when the network is faster than it.
-const CHANNEL_DEPTH: usize = 2;
 
 /// Decoded blocks between the decoding and the applying thread of a layer, and their size: 4 × 128 KiB
 /// in flight (plus the two being worked on) per layer.
@@ -51,6 +44,21 @@ pub(super) struct LayerCtx<'a> {
     pub progress: &'a super::Progress,
     /// Set when the pull failed elsewhere or was dropped: stop, and above all commit nothing.
     pub cancel: &'a Arc<AtomicBool>,
+    /// How blobs are split into requests.
+    pub fetch: FetchOptions,
+}
+
+impl LayerCtx<'_> {
+    /// What a blob's download needs.
+    pub(super) fn fetch(&self) -> FetchCtx<'_> {
+        FetchCtx {
+            session: self.session,
+            downloads: self.downloads,
+            progress: self.progress,
+            cancel: self.cancel,
+            options: self.fetch,
+        }
+    }
 }
 
 /// Makes sure both the blob and the snapshot of `layer` exist (fetching and unpacking what is missing).
@@ -76,7 +84,7 @@ pub(super) async fn ensure_layer(
             ctx.progress.layer_state(&blob.digest, LayerState::Present);
         } else {
             let _permit = super::download::slot(ctx.downloads, ctx.progress).await?;
-            super::download::blob_to_store(ctx.session, ctx.content, blob, ctx.progress).await?;
+            super::download::blob_to_store(&ctx.fetch(), ctx.content, blob).await?;
             ctx.progress.layer_state(&blob.digest, LayerState::Done);
         }
         return Ok(());
@@ -108,49 +116,22 @@ pub(super) async fn ensure_layer(
     }
 
     let _permit = super::download::slot(ctx.downloads, ctx.progress).await?;
-    let mut stream = ctx.session.fetch_blob(blob).await?;
-    let ingest = ctx.content.ingest(blob.digest, Some(blob.size))?;
-    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let worker = tokio::task::spawn_blocking(move || {
-        job.run(
-            ChannelReader {
-                rx,
-                current: Bytes::new(),
-            },
-            Some(ingest),
-        )
-    });
-    let mut failure = None;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(_) if ctx.cancel.load(Ordering::Relaxed) => {
-                failure = Some(PullError::Interrupted);
-                break;
-            }
-            Ok(b) => {
-                ctx.progress.bytes(&blob.digest, b.len() as u64);
-                if tx.send(b).await.is_err() {
-                    break; // The worker stopped; its error is the one to report.
-                }
-            }
-            Err(e) => {
-                failure = Some(super::download::stream_error(blob, &e));
-                break;
-            }
-        }
-    }
-    // A cut stream looks like an early end to the worker, which then fails verification (tar, size or
-    // digest) and commits nothing; the network error, the real cause, is the one reported.
-    drop(tx);
+    let (ingest, writer, file) = super::fetch::open_ingest(ctx.content, blob, ctx.fetch)?;
+    let arrivals = Arrivals::new(writer.written().prefix());
+    let reader = FileReader::new(file, blob.size, arrivals.clone());
+    let worker = tokio::task::spawn_blocking(move || job.run(reader, Some(ingest)));
+    let fetched = super::fetch::fetch(&ctx.fetch(), blob, writer, arrivals).await;
     let result = worker.await.map_err(|e| PullError::Task(e.to_string()))?;
-    match failure {
-        Some(f) => Err(f),
-        None => {
-            result?;
-            ctx.progress.layer_state(&blob.digest, LayerState::Done);
-            Ok(())
-        }
+    // A download that failed shows as an early end to the worker, which then commits nothing: the
+    // download's error is the cause. A worker that failed (bytes that do not decode) stops the download:
+    // the worker's error is the cause then.
+    match fetched {
+        Err(PullError::Interrupted) if !ctx.cancel.load(Ordering::Relaxed) && result.is_err() => {}
+        fetched => fetched?,
     }
+    result?;
+    ctx.progress.layer_state(&blob.digest, LayerState::Done);
+    Ok(())
 }
 
 /// The blocking half of a layer.
@@ -257,39 +238,59 @@ impl Job {
         empty: std_mpsc::Receiver<Vec<u8>>,
     ) -> Result<Decoded, PullError> {
         let mut tee = Tee { inner: source, ingest };
+        match self.decode_all(&mut tee, full, empty) {
+            Ok(Some((diff_id, diff_size))) => Ok(Decoded::Done {
+                diff_id,
+                diff_size,
+                ingest: tee.ingest,
+            }),
+            Ok(None) => Ok(Decoded::ApplierStopped),
+            Err(e) => {
+                // Bytes that do not decode are not worth resuming; a download that stopped is.
+                if !download_stopped(&e)
+                    && let Some(ingest) = tee.ingest.take()
+                {
+                    ingest.discard();
+                }
+                Err(self.corrupt(layer, e))
+            }
+        }
+    }
+
+    /// The diff id and size of the tar, or `None` when the applying side stopped reading.
+    fn decode_all<R: Read>(
+        &self,
+        tee: &mut Tee<R>,
+        full: std_mpsc::SyncSender<Vec<u8>>,
+        empty: std_mpsc::Receiver<Vec<u8>>,
+    ) -> io::Result<Option<(Digest, u64)>> {
         let (diff_id, diff_size) = {
             let decoder: Box<dyn Read + '_> = match self.compression {
-                Compression::None => Box::new(&mut tee),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut tee)),
-                Compression::Zstd => {
-                    Box::new(zstd::stream::read::Decoder::new(&mut tee).map_err(|e| self.corrupt(layer, e))?)
-                }
+                Compression::None => Box::new(&mut *tee),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut *tee)),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut *tee)?),
             };
             let mut decoded = CountingReader::new(decoder, self.limits.max_layer_bytes);
             let mut hasher = Hasher::new();
             loop {
                 let mut buf = empty.try_recv().unwrap_or_else(|_| vec![0u8; DECODE_BUF]);
                 buf.resize(DECODE_BUF, 0);
-                let n = read_full(&mut decoded, &mut buf).map_err(|e| self.corrupt(layer, e))?;
+                let n = read_full(&mut decoded, &mut buf)?;
                 if n == 0 {
                     break;
                 }
                 buf.truncate(n);
                 hasher.update(&buf);
                 if full.send(buf).is_err() {
-                    return Ok(Decoded::ApplierStopped);
+                    return Ok(None);
                 }
             }
             (hasher.finish(), decoded.count())
         };
         drop(full); // The end of the tar for the applying side.
         // Bytes after the compressed stream's end still count for the blob digest.
-        io::copy(&mut tee, &mut io::sink()).map_err(|e| self.corrupt(layer, e))?;
-        Ok(Decoded::Done {
-            diff_id,
-            diff_size,
-            ingest: tee.ingest,
-        })
+        io::copy(tee, &mut io::sink())?;
+        Ok(Some((diff_id, diff_size)))
     }
 
     fn corrupt(&self, layer: &str, e: io::Error) -> PullError {
@@ -308,27 +309,7 @@ impl Job {
     }
 }
 
-/// Reads the chunks the network side sends; the end of the channel is the end of the blob.
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.current = b,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-/// Passes bytes through while writing them to the ingest (which hashes them for the blob digest).
+/// Passes the bytes of the ingest file through, hashing them for the blob digest.
 struct Tee<R> {
     inner: R,
     ingest: Option<Ingest>,
@@ -338,7 +319,7 @@ impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if let Some(ingest) = self.ingest.as_mut() {
-            io::Write::write_all(ingest, &buf[..n])?;
+            ingest.absorb(&buf[..n])?;
         }
         Ok(n)
     }

@@ -7,9 +7,11 @@
 //! a concurrent removal cannot delete them in between. A failed pull removes what it committed that no
 //! image references; a crash leaves unreferenced items, which the service sweeps at start.
 
+mod arrivals;
 mod cleanup;
 mod download;
 mod error;
+mod fetch;
 mod layer;
 mod progress;
 mod resolve;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 pub use error::PullError;
+pub use fetch::FetchOptions;
 pub use progress::{LayerProgress, LayerState, Progress, ProgressView, Queued};
 
 use crate::digest::Digest;
@@ -45,6 +48,8 @@ pub struct PullOptions {
     pub limits: Limits,
     /// What the process may create in snapshots.
     pub caps: Capabilities,
+    /// How blobs are split into requests.
+    pub fetch: FetchOptions,
 }
 
 /// Pulls images into the stores.
@@ -193,6 +198,7 @@ impl Puller {
             downloads: &self.options.downloads,
             progress,
             cancel: &cancel,
+            fetch: self.options.fetch,
         };
         let ctx = &ctx;
         let jobs: Vec<(LayerRecord, Digest, Option<Digest>)> = layers

@@ -1,13 +1,14 @@
-//! The requests of one host: a manifest (GET, or HEAD for its digest alone) and a blob.
+//! The requests of one host: a manifest (GET, or HEAD for its digest alone) and a blob (whole, or a range).
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use reqwest::Method;
+use reqwest::header::{ACCEPT, RANGE};
 
 use super::auth::Credentials;
 use super::error::transport_detail;
 use super::host_client::{HostClient, header};
-use super::{BlobStream, FetchedManifest, ManifestHead, RegistryError};
+use super::{BlobBody, BlobStream, FetchedManifest, ManifestHead, RegistryError};
 use crate::digest::{Digest, Hasher};
 use crate::manifest::Descriptor;
 use crate::manifest::{ACCEPTED, MAX_MANIFEST_BYTES};
@@ -36,7 +37,7 @@ impl HostClient {
         let url = self.endpoint(image, "manifests", reference);
         let accept = ACCEPTED.join(", ");
         let resp = self
-            .send(Method::HEAD, image, creds, &url, Some(&accept), &what)
+            .send(Method::HEAD, image, creds, &url, &[(ACCEPT, &accept)], &what)
             .await?;
         let status = resp.status().as_u16();
         if matches!(status, 401 | 403 | 404 | 429) {
@@ -74,7 +75,9 @@ impl HostClient {
         let what = format!("manifest {}:{reference}", image.name());
         let url = self.endpoint(image, "manifests", reference);
         let accept = ACCEPTED.join(", ");
-        let resp = self.send(Method::GET, image, creds, &url, Some(&accept), &what).await?;
+        let resp = self
+            .send(Method::GET, image, creds, &url, &[(ACCEPT, &accept)], &what)
+            .await?;
         if !resp.status().is_success() {
             return Err(self.status_error(resp, &what).await);
         }
@@ -132,26 +135,62 @@ impl HostClient {
         })
     }
 
-    /// Starts streaming a blob. The bytes are not verified here: every caller hashes them as it stores them
-    /// (the content store's commit checks digest and size), and a second SHA-256 pass would cost ~0.5 ms per
-    /// MB on the pull's critical path.
+    /// Starts streaming a blob, or the part of it from byte `from` to `to` (exclusive; `None`: the end).
+    /// The bytes are not verified here: every caller hashes them as it stores them (the content store's
+    /// commit checks digest and size), and a second SHA-256 pass would cost ~0.5 ms per MB on the pull's
+    /// critical path. A host that ignores the `Range` header answers with the whole blob: the body says
+    /// where its bytes start.
     pub(super) async fn fetch_blob(
         &self,
         image: &ImageRef,
         desc: &Descriptor,
+        from: u64,
+        to: Option<u64>,
         creds: Option<&Credentials>,
-    ) -> Result<BlobStream, RegistryError> {
+    ) -> Result<BlobBody, RegistryError> {
         let host = self.url();
         let what = format!("blob {} of {}", desc.digest, image.name());
         let url = self.endpoint(image, "blobs", &desc.digest.to_string());
-        let resp = self.send(Method::GET, image, creds, &url, None, &what).await?;
+        let range = match (from, to) {
+            (0, None) => None,
+            (from, None) => Some(format!("bytes={from}-")),
+            (from, Some(to)) => Some(format!("bytes={from}-{}", to.saturating_sub(1))),
+        };
+        let own: Vec<_> = range.iter().map(|r| (RANGE, r.as_str())).collect();
+        let resp = self.send(Method::GET, image, creds, &url, &own, &what).await?;
         if !resp.status().is_success() {
             return Err(self.status_error(resp, &what).await);
         }
+        let partial = resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        let start = if partial {
+            let content_range = header(&resp, reqwest::header::CONTENT_RANGE.as_str()).unwrap_or_default();
+            match range_start(&content_range) {
+                Some(start) if start == from => start,
+                _ => {
+                    return Err(RegistryError::Status {
+                        host,
+                        what,
+                        status: 206,
+                        detail: format!("the answer to a request for bytes {from}- covers {content_range:?}"),
+                    });
+                }
+            }
+        } else {
+            0
+        };
         let body: BlobStream =
             Box::pin(resp.bytes_stream().map(|r| {
                 r.map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, transport_detail(&e)))
             }));
-        Ok(self.deadlines.idle_cut(&host, &what, body))
+        Ok(BlobBody {
+            stream: self.deadlines.idle_cut(&host, &what, body),
+            start,
+            partial,
+        })
     }
+}
+
+/// The first byte of a `Content-Range: bytes <first>-<last>/<size>` header.
+fn range_start(value: &str) -> Option<u64> {
+    value.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
 }

@@ -171,7 +171,8 @@ impl HostClient {
         }
     }
 
-    /// Sends `method` `url` with the authorization for `image`'s repository, and returns the response once its
+    /// Sends `method` `url` with the request's `own` headers (`Accept`, `Range`) and the authorization for
+    /// `image`'s repository, and returns the response once its
     /// headers came (within the response deadline). A kept authorization answered with 401 is dropped and the
     /// request made once more with a new one; a 429 is waited out and the request made again as its
     /// `Retry-After` asks, within `registry.rate_limit_wait` ([`super::rate_limit`]). The response's `Warning`s
@@ -182,14 +183,14 @@ impl HostClient {
         image: &ImageRef,
         creds: Option<&Credentials>,
         url: &str,
-        accept: Option<&str>,
+        own: &[(reqwest::header::HeaderName, &str)],
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
         let host = self.url();
         let mut waited = Duration::ZERO;
         loop {
             let resp = self
-                .send_authorized(method.clone(), image, creds, url, accept, what)
+                .send_authorized(method.clone(), image, creds, url, own, what)
                 .await?;
             self.manners.warnings(&host, what, resp.headers());
             if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -213,7 +214,7 @@ impl HostClient {
         image: &ImageRef,
         creds: Option<&Credentials>,
         url: &str,
-        accept: Option<&str>,
+        own: &[(reqwest::header::HeaderName, &str)],
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
         let host = self.url();
@@ -222,8 +223,8 @@ impl HostClient {
         let mut retried = false;
         loop {
             let mut req = self.http.request(method.clone(), url).headers(self.headers.clone());
-            if let Some(accept) = accept {
-                req = req.header(reqwest::header::ACCEPT, accept);
+            for (name, value) in own {
+                req = req.header(name, *value);
             }
             let send = async { presented.apply(req).send().await.map_err(|e| self.transport_error(&e)) };
             let resp = self.deadlines.headers_within(&host, what, send).await?;

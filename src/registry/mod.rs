@@ -109,6 +109,17 @@ pub struct ManifestHead {
 /// A blob's bytes as they arrive.
 pub type BlobStream = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
+/// A blob, or a range of it, as the registry sends it.
+pub struct BlobBody {
+    /// The bytes.
+    pub stream: BlobStream,
+    /// The offset in the blob of the first byte: the range's start, or 0 when the host ignored the range
+    /// and sent the whole blob.
+    pub start: u64,
+    /// The host answered with a range (206), not with the whole blob (200).
+    pub partial: bool,
+}
+
 /// The registry adapter; one per daemon, cheap to share.
 pub struct Registry {
     options: RegistryOptions,
@@ -302,11 +313,24 @@ impl Session {
         Err(last.unwrap_or_else(|| self.no_host(if by_digest { "pull" } else { "resolve" })))
     }
 
-    /// Starts streaming the blob `desc` describes. The stream fails at its end if the bytes do not match.
+    /// Starts streaming the blob `desc` describes. The caller verifies the bytes.
     pub async fn fetch_blob(&self, desc: &Descriptor) -> Result<BlobStream, RegistryError> {
+        Ok(self.fetch_blob_range(desc, 0, None).await?.stream)
+    }
+
+    /// Starts streaming bytes `from`..`to` (exclusive; `None`: to the end) of the blob `desc` describes,
+    /// asking for a range unless that is the whole blob. A host may answer with the whole blob instead
+    /// ([`BlobBody::start`] is then 0). The caller verifies the bytes.
+    pub async fn fetch_blob_range(
+        &self,
+        desc: &Descriptor,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<BlobBody, RegistryError> {
+        let to = to.filter(|&t| t < desc.size);
         let mut last = None;
         for host in self.in_order(|h| h.can_pull()) {
-            let result = host.fetch_blob(&self.image, desc, self.creds.as_ref()).await;
+            let result = host.fetch_blob(&self.image, desc, from, to, self.creds.as_ref()).await;
             match self.noted(host, result) {
                 Ok(s) => return Ok(s),
                 Err(e) => {

@@ -6,8 +6,10 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::time::SystemTime;
 
 use super::ImageService;
+use crate::content;
 use crate::digest::{Digest, Hasher};
 use crate::stores::{referenced_blobs, referenced_snapshots};
 
@@ -24,15 +26,18 @@ pub struct FsckReport {
     pub problems: Vec<String>,
 }
 
-/// What a start removes before opening the stores: partial downloads (`content/ingest/*`) and snapshots
-/// being built or deleted (`snapshots/tmp-*`), one line each naming the path. Run on a stopped store.
+/// What a start removes before opening the stores: partial downloads (`content/ingest/*`) that cannot
+/// resume and snapshots being built or deleted (`snapshots/tmp-*`), one line each naming the path. Run on
+/// a stopped store.
 pub fn leftovers(root: &Path) -> Vec<String> {
+    let now = SystemTime::now();
     let mut out = Vec::new();
     let mut scan = |dir: std::path::PathBuf, what: &str, only_tmp: bool| {
         let Ok(entries) = std::fs::read_dir(&dir) else { return };
         let mut found: Vec<String> = entries
             .flatten()
             .filter(|e| !only_tmp || e.file_name().to_string_lossy().starts_with("tmp-"))
+            .filter(|e| only_tmp || !content::resumable(&e.path(), now))
             .map(|e| format!("{what} {}", e.path().display()))
             .collect();
         found.sort();
@@ -40,6 +45,30 @@ pub fn leftovers(root: &Path) -> Vec<String> {
     };
     scan(root.join("content/ingest"), "partial download", false);
     scan(root.join("snapshots"), "unfinished snapshot", true);
+    out
+}
+
+/// The interrupted downloads a start keeps, to resume on the next pull of their blob
+/// ([`content::resumable`]): one line each, with the bytes they hold. Not problems.
+pub fn resumable_downloads(root: &Path) -> Vec<String> {
+    let now = SystemTime::now();
+    let Ok(entries) = std::fs::read_dir(root.join("content/ingest")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ranges") && content::resumable(p, now))
+        .filter_map(|p| {
+            let (size, written) = content::partial::read(&p)?;
+            let hex = p.file_stem()?.to_string_lossy().into_owned();
+            Some(format!(
+                "partial download of sha256:{hex}: {} of {size} bytes, resumes on its next pull",
+                written.total()
+            ))
+        })
+        .collect();
+    out.sort();
     out
 }
 
@@ -129,11 +158,12 @@ impl ImageService {
         }
         r.problems.extend(self.snapshotter.check());
         r.problems.extend(self.bridges.check());
+        let now = SystemTime::now();
         let leftovers = |dir: std::path::PathBuf, what: &str, r: &mut FsckReport| {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if what == "ingest" || name.starts_with("tmp-") {
+                    if (what == "ingest" && !content::resumable(&e.path(), now)) || name.starts_with("tmp-") {
                         r.problems.push(format!("{what} leftover {}", e.path().display()));
                     }
                 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::ServiceError;
-pub use fsck::{FsckReport, leftovers as fsck_leftovers};
+pub use fsck::{FsckReport, leftovers as fsck_leftovers, resumable_downloads};
 pub use housekeeping::Housekeeping;
 pub use open::Opened;
 pub use pin::PullTicket;

@@ -125,6 +125,7 @@ impl ImageService {
             downloads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_downloads)),
             limits: config.unpack,
             caps,
+            fetch: config.fetch,
         };
         let p = &config.pull;
         let rules = p

@@ -324,6 +324,21 @@ pub fn snapshot_dirs(root: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Runs `imaged fsck --root <root>` on a stopped store: whether it passed, and its stdout and stderr.
+pub fn fsck(root: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(["fsck", "--root"])
+        .arg(root)
+        .output()
+        .expect("run imaged fsck");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Files left in the ingest area.
 pub fn ingest_files(root: &Path) -> usize {
     std::fs::read_dir(root.join("content/ingest"))

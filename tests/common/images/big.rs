@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::common::images::image::{BuiltImage, Compression, ImageBuilder, Layer, MTIME, MediaStyle, sha256_digest};
-use crate::common::registry::push::{Auth, push_blob, push_blob_file, push_manifest};
+use crate::common::registry::push::{Auth, push_blob_file, push_config_and_manifest};
 
 /// What the big file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,17 +128,7 @@ pub fn build_big_image(dir: &Path, size_bytes: u64, compression: Compression, fi
 /// Pushes `big` as `repo:tag`: the layer streamed from its file, then the config and the manifest.
 pub async fn push_big_image(registry_addr: &str, repo: &str, tag: &str, big: &BigImage, auth: Auth<'_>) {
     push_blob_file(registry_addr, repo, &big.blob_path, big.layer_digest(), auth).await;
-    push_blob(registry_addr, repo, &big.image.config, auth).await;
-    let image = &big.image;
-    push_manifest(
-        registry_addr,
-        repo,
-        tag,
-        &image.manifest_media_type,
-        &image.manifest,
-        auth,
-    )
-    .await;
+    push_config_and_manifest(registry_addr, repo, tag, &big.image, auth).await;
 }
 
 /// The image builder writes a layer's size from its (here empty) blob: the manifest gets the real one.

@@ -143,6 +143,11 @@ pub async fn push_image(registry_addr: &str, repo: &str, tag: &str, image: &Buil
     for layer in &image.layers {
         push_blob(registry_addr, repo, &layer.blob, auth).await;
     }
+    push_config_and_manifest(registry_addr, repo, tag, image, auth).await;
+}
+
+/// Pushes the config and the manifest of `image` as `repo:tag` (its layers are already there).
+pub async fn push_config_and_manifest(registry_addr: &str, repo: &str, tag: &str, image: &BuiltImage, auth: Auth<'_>) {
     push_blob(registry_addr, repo, &image.config, auth).await;
     push_manifest(
         registry_addr,
