@@ -7,7 +7,6 @@ use std::io::Read;
 
 use futures_util::StreamExt;
 
-use super::arrivals::{Arrivals, FileReader};
 use super::fetch::{FetchCtx, stream_error};
 use super::{Progress, PullError};
 use crate::content::ContentStore;
@@ -31,9 +30,7 @@ pub(super) async fn blob_to_store(
     content: &ContentStore,
     desc: &Descriptor,
 ) -> Result<(), PullError> {
-    let (mut ingest, writer, file) = super::fetch::open_ingest(content, desc, ctx.options)?;
-    let arrivals = Arrivals::new(writer.written().prefix());
-    let mut reader = FileReader::new(file, desc.size, arrivals.clone());
+    let (mut ingest, mut reader, pending) = super::fetch::open_ingest(content, desc, ctx.options)?;
     let blob = desc.clone();
     let hashing = tokio::task::spawn_blocking(move || -> Result<(), PullError> {
         let mut buf = vec![0u8; 256 * 1024];
@@ -51,7 +48,7 @@ pub(super) async fn blob_to_store(
         }
         Ok(ingest.commit()?)
     });
-    let fetched = super::fetch::fetch(ctx, desc, writer, arrivals).await;
+    let fetched = super::fetch::fetch(ctx, desc, pending).await;
     let hashed = hashing.await.map_err(|e| PullError::Task(e.to_string()))?;
     fetched?;
     hashed

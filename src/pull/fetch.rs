@@ -13,7 +13,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +23,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit, mpsc};
 
-use super::arrivals::Arrivals;
+use super::arrivals::{Arrivals, FileReader};
 use super::{Progress, PullError};
 use crate::content::partial::RangeSet;
 use crate::content::{ContentStore, Ingest, PartialWriter};
@@ -68,32 +67,37 @@ pub(super) struct FetchCtx<'a> {
     pub options: FetchOptions,
 }
 
+/// The download side of an ingest opened by [`open_ingest`], for [`fetch`].
+pub(super) struct Pending {
+    writer: PartialWriter,
+    arrivals: Arc<Arrivals>,
+}
+
 /// Opens the ingest of `desc`'s download: for a blob above [`FetchOptions::parallel_above`] a resumable one
 /// (with what an interrupted download already wrote), for a smaller one a fresh one (fetched again whole
-/// if interrupted: cheaper than keeping its partial). Returns the ingest, the writer the download writes
-/// through, and the file the reader reads.
+/// if interrupted: cheaper than keeping its partial). Returns the ingest, the reader that follows the
+/// file's written prefix (for the hash and the decoder), and the download to hand to [`fetch`].
 pub(super) fn open_ingest(
     content: &ContentStore,
     desc: &Descriptor,
     options: FetchOptions,
-) -> Result<(Ingest, PartialWriter, Arc<File>), PullError> {
+) -> Result<(Ingest, FileReader, Pending), PullError> {
     let (ingest, written) = if desc.size > options.parallel_above {
         content.ingest_resumable(desc.digest, desc.size)?
     } else {
         (content.ingest(desc.digest, Some(desc.size))?, RangeSet::new())
     };
     let (writer, file) = ingest.positional(written)?;
-    Ok((ingest, writer, file))
+    let arrivals = Arrivals::new(writer.written().prefix());
+    let reader = FileReader::new(file, desc.size, arrivals.clone());
+    Ok((ingest, reader, Pending { writer, arrivals }))
 }
 
-/// Downloads what `writer` lacks of `desc` and writes it; `arrivals` follows the written prefix. Returns
-/// once every byte is written, or on the first failure (the ingest keeps what was written, for a resume).
-pub(super) async fn fetch(
-    ctx: &FetchCtx<'_>,
-    desc: &Descriptor,
-    writer: PartialWriter,
-    arrivals: Arc<Arrivals>,
-) -> Result<(), PullError> {
+/// Downloads what the ingest lacks of `desc` and writes it, while its reader follows the written prefix.
+/// Returns once every byte is written, or on the first failure (the ingest keeps what was written, for a
+/// resume).
+pub(super) async fn fetch(ctx: &FetchCtx<'_>, desc: &Descriptor, pending: Pending) -> Result<(), PullError> {
+    let Pending { writer, arrivals } = pending;
     let had = writer.written().clone();
     if had.total() > 0 {
         tracing::info!(blob = %desc.digest, bytes = had.total(), size = desc.size, "resuming an interrupted download");

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 
 use super::PullError;
-use super::arrivals::{Arrivals, FileReader, download_stopped};
+use super::arrivals::download_stopped;
 use super::fetch::{FetchCtx, FetchOptions};
 use super::progress::LayerState;
 use crate::content::{ContentStore, Ingest};
@@ -116,11 +116,9 @@ pub(super) async fn ensure_layer(
     }
 
     let _permit = super::download::slot(ctx.downloads, ctx.progress).await?;
-    let (ingest, writer, file) = super::fetch::open_ingest(ctx.content, blob, ctx.fetch)?;
-    let arrivals = Arrivals::new(writer.written().prefix());
-    let reader = FileReader::new(file, blob.size, arrivals.clone());
+    let (ingest, reader, pending) = super::fetch::open_ingest(ctx.content, blob, ctx.fetch)?;
     let worker = tokio::task::spawn_blocking(move || job.run(reader, Some(ingest)));
-    let fetched = super::fetch::fetch(&ctx.fetch(), blob, writer, arrivals).await;
+    let fetched = super::fetch::fetch(&ctx.fetch(), blob, pending).await;
     let result = worker.await.map_err(|e| PullError::Task(e.to_string()))?;
     // A download that failed shows as an early end to the worker, which then commits nothing: the
     // download's error is the cause. A worker that failed (bytes that do not decode) stops the download:
